@@ -1,0 +1,1 @@
+//! The peer: wire protocol, sessions, signaling client and user interfaces.

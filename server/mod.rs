@@ -1,0 +1,1 @@
+//! The signaling service: peer registry, gRPC service, REST shim.
