@@ -1,1 +1,57 @@
-fn main() {}
+//! `signaling-server`: parses flags, sets up logging, runs the server until
+//! Ctrl+C or SIGTERM, then shuts down gracefully.
+
+use anyhow::Context;
+use clap::Parser;
+use p2pchat::server::{self, ServerArgs};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let args = ServerArgs::parse();
+    let listen = args.listen;
+    let running = server::start(args.into_config())
+        .await
+        .with_context(|| format!("cannot serve on {listen}"))?;
+
+    let trigger = running.shutdown_trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        let _ = trigger.send(());
+    });
+    running.wait().await;
+    tracing::info!("signaling server stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl+C or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl+C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,196 @@
+//! Server settings: the clap command line (each flag with an env-var
+//! fallback) and the plain [`ServerConfig`] the library runs on.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use super::grpc::GrpcLimits;
+use super::listener::ConnectionLimits;
+use super::registry::RegistryConfig;
+
+/// Everything [`super::start`] needs. `Default` gives the documented defaults
+/// except `listen`, which defaults to `127.0.0.1:0` for embedding and tests.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP address for gRPC and REST together.
+    pub listen: SocketAddr,
+    /// Lease of a gRPC registration.
+    pub lease: Duration,
+    /// Registry limits and timings (its `lease` is overwritten by `lease`).
+    pub registry: RegistryConfig,
+    /// Most WatchPeers streams at once.
+    pub max_watchers: usize,
+    /// Largest REST request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest gRPC message, in bytes, each way.
+    pub max_message_bytes: usize,
+    /// Most TCP connections at once.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// ListPeers page size when the request gives none.
+    pub default_page_size: usize,
+    /// Largest ListPeers page.
+    pub max_page_size: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let registry = RegistryConfig::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lease: registry.lease,
+            registry,
+            max_watchers: 10_000,
+            max_body_bytes: 16 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_connections: 10_000,
+            max_streams_per_connection: 1_000,
+            default_page_size: 100,
+            max_page_size: 1_000,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn grpc_limits(&self) -> GrpcLimits {
+        GrpcLimits {
+            max_watchers: self.max_watchers,
+            default_page_size: self.default_page_size,
+            max_page_size: self.max_page_size,
+        }
+    }
+
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+
+    pub(crate) fn registry_config(&self) -> RegistryConfig {
+        RegistryConfig {
+            lease: self.lease,
+            ..self.registry.clone()
+        }
+    }
+}
+
+/// p2pchat signaling server: peer discovery over gRPC and REST on one port.
+///
+/// Serves the `p2pchat.signaling.v1.Signaling` gRPC service (with reflection
+/// and grpc.health.v1) and the seed-compatible REST API (`GET /`, `POST
+/// /register`, `GET /peer/{id}`, `GET /peers`, `DELETE /peer/{id}`, `GET
+/// /status`) side by side. Logs go to stderr; set RUST_LOG (e.g.
+/// RUST_LOG=debug) for more.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "signaling-server", version, about, long_about)]
+pub struct ServerArgs {
+    /// Address to serve gRPC (HTTP/2) and REST (HTTP/1.1) on.
+    #[arg(long, env = "P2PCHAT_LISTEN", default_value = "0.0.0.0:8000")]
+    pub listen: SocketAddr,
+
+    /// Seconds a gRPC registration lives without a refresh (re-Register with
+    /// the token). An open inbox stream keeps the peer alive.
+    #[arg(long, env = "P2PCHAT_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_secs: u64,
+
+    /// Seconds a REST registration lives. Longer than the gRPC lease because
+    /// the seed's REST clients register once and never refresh; a REST client
+    /// refreshes by POSTing /register again with its token.
+    #[arg(long, env = "P2PCHAT_REST_LEASE_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rest_lease_secs: u64,
+
+    /// Seconds an expired (offline) record is kept, shown by /status and
+    /// ListPeers(include_offline), before it is purged.
+    #[arg(long, env = "P2PCHAT_OFFLINE_RETENTION_SECS", default_value_t = 300)]
+    pub offline_retention_secs: u64,
+
+    /// Most peer records (online + offline) held at once. When full, the
+    /// oldest offline record is evicted; with none, Register fails with
+    /// RESOURCE_EXHAUSTED / HTTP 503.
+    #[arg(long, env = "P2PCHAT_MAX_PEERS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_peers: u64,
+
+    /// Most UDP endpoints one peer may register.
+    #[arg(long, env = "P2PCHAT_MAX_ENDPOINTS", default_value_t = 16)]
+    pub max_endpoints: usize,
+
+    /// Most WatchPeers streams open at once; past it, RESOURCE_EXHAUSTED.
+    #[arg(long, env = "P2PCHAT_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+
+    /// Changes buffered per watcher; a watcher that falls further behind is
+    /// sent a fresh snapshot.
+    #[arg(long, env = "P2PCHAT_WATCH_BUFFER", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_buffer: u64,
+
+    /// Changes remembered for watchers that resume after a reconnect.
+    #[arg(long, env = "P2PCHAT_HISTORY_LEN", default_value_t = 4096)]
+    pub history_len: usize,
+
+    /// Largest REST request body in bytes; larger bodies get HTTP 413.
+    #[arg(long, env = "P2PCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest gRPC message in bytes, each way; larger ones get
+    /// RESOURCE_EXHAUSTED / OUT_OF_RANGE from tonic.
+    #[arg(long, env = "P2PCHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most TCP connections at once; further connections are closed at once.
+    #[arg(long, env = "P2PCHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams (calls) per connection.
+    #[arg(
+        long,
+        env = "P2PCHAT_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 1_000
+    )]
+    pub max_streams_per_connection: u32,
+
+    /// Largest ListPeers page (page_size above it is INVALID_ARGUMENT).
+    #[arg(long, env = "P2PCHAT_MAX_PAGE_SIZE", default_value_t = 1_000)]
+    pub max_page_size: usize,
+
+    /// Seconds shutdown waits for in-flight requests before closing.
+    #[arg(long, env = "P2PCHAT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServerArgs {
+    /// The library configuration these flags describe.
+    pub fn into_config(self) -> ServerConfig {
+        let defaults = ServerConfig::default();
+        let lease = Duration::from_secs(self.lease_secs);
+        ServerConfig {
+            listen: self.listen,
+            lease,
+            registry: RegistryConfig {
+                lease,
+                rest_lease: Duration::from_secs(self.rest_lease_secs),
+                offline_retention: Duration::from_secs(self.offline_retention_secs),
+                max_peers: usize::try_from(self.max_peers).unwrap_or(usize::MAX),
+                max_endpoints: self.max_endpoints,
+                history_len: self.history_len,
+                watch_buffer: usize::try_from(self.watch_buffer).unwrap_or(usize::MAX),
+                ..defaults.registry
+            },
+            max_watchers: self.max_watchers,
+            max_body_bytes: self.max_body_bytes,
+            max_message_bytes: self.max_message_bytes,
+            max_connections: self.max_connections,
+            max_streams_per_connection: self.max_streams_per_connection,
+            default_page_size: defaults.default_page_size.min(self.max_page_size.max(1)),
+            max_page_size: self.max_page_size.max(1),
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The REST shim: the seed's FastAPI endpoints, with response shapes its
+//! clients understand, over the same [`PeerRegistry`] as the gRPC service.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::RemoteAddr;
+use super::error::RegistryError;
+use super::registry::{self, EndpointKind, PeerInfo, PeerRegistry, RegisteredVia, Registration};
+use super::validate;
+
+/// Name reported by `GET /`, as in the seed.
+pub const SERVICE_NAME: &str = "P2P Chat Signaling Server";
+
+/// The REST routes, ready to merge with the gRPC routes.
+pub fn router(registry: PeerRegistry) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/register", axum::routing::post(register))
+        .route("/peer/{peer_id}", get(get_peer).delete(delete_peer))
+        .route("/peers", get(list_peers))
+        .route("/status", get(status))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(Arc::new(registry))
+}
+
+type AppState = State<Arc<PeerRegistry>>;
+
+/// A REST error: status plus a FastAPI-style `{"detail": ...}` body.
+struct ApiError(StatusCode, Value);
+
+impl From<RegistryError> for ApiError {
+    fn from(err: RegistryError) -> Self {
+        ApiError(err.http_status(), err.http_body())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError(status, json!({ "detail": message.into() }))
+}
+
+async fn root(State(registry): AppState) -> Json<Value> {
+    Json(json!({
+        "service": SERVICE_NAME,
+        "status": "running",
+        "peers_online": registry.counts().online,
+    }))
+}
+
+/// One FastAPI/pydantic-style validation error entry.
+fn field_error(kind: &str, field: &str, msg: impl Into<String>) -> Value {
+    json!({ "type": kind, "loc": ["body", field], "msg": msg.into() })
+}
+
+fn unprocessable(errors: Vec<Value>) -> ApiError {
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({ "detail": errors }),
+    )
+}
+
+/// The fields of `POST /register`, checked one by one so every problem is
+/// reported at once, as FastAPI does.
+struct RegisterBody {
+    peer_id: String,
+    username: Option<String>,
+    port: i64,
+    token: Option<String>,
+    endpoints: Vec<(String, i64)>,
+}
+
+fn parse_register_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        unprocessable(vec![json!({
+            "type": "json_invalid",
+            "loc": ["body", e.column()],
+            "msg": format!("JSON decode error: {e}"),
+        })])
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(unprocessable(vec![json!({
+            "type": "model_attributes_type",
+            "loc": ["body"],
+            "msg": "Input should be a valid dictionary or object",
+        })]));
+    };
+    let mut errors = Vec::new();
+    let peer_id = match obj.get("peer_id") {
+        None | Some(Value::Null) => {
+            errors.push(field_error("missing", "peer_id", "Field required"));
+            String::new()
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            errors.push(field_error(
+                "string_type",
+                "peer_id",
+                "Input should be a valid string",
+            ));
+            String::new()
+        }
+    };
+    let username = match obj.get("username") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(field_error(
+                "string_type",
+                "username",
+                "Input should be a valid string",
+            ));
+            None
+        }
+    };
+    let port = match obj.get("port") {
+        None | Some(Value::Null) => {
+            errors.push(field_error("missing", "port", "Field required"));
+            0
+        }
+        Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or(0),
+        Some(_) => {
+            errors.push(field_error(
+                "int_type",
+                "port",
+                "Input should be a valid integer",
+            ));
+            0
+        }
+    };
+    let token = match obj.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => {
+            errors.push(field_error(
+                "string_type",
+                "token",
+                "Input should be a valid string",
+            ));
+            None
+        }
+    };
+    let mut endpoints = Vec::new();
+    match obj.get("endpoints") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for item in items {
+                match (
+                    item.get("ip").and_then(Value::as_str),
+                    item.get("port").and_then(Value::as_i64),
+                ) {
+                    (Some(ip), Some(port)) => endpoints.push((ip.to_owned(), port)),
+                    _ => errors.push(field_error(
+                        "model_type",
+                        "endpoints",
+                        "each endpoint must be an object {\"ip\": string, \"port\": integer}",
+                    )),
+                }
+            }
+        }
+        Some(_) => errors.push(field_error(
+            "list_type",
+            "endpoints",
+            "Input should be a valid list",
+        )),
+    }
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    Ok(RegisterBody {
+        peer_id,
+        username,
+        port,
+        token,
+        endpoints,
+    })
+}
+
+/// The token of a request: `Authorization: Bearer <token>` first, then the
+/// given fallback (body field or query parameter).
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        detail(
+            status,
+            "request body is larger than the server's limit (--max-body-bytes)",
+        )
+    } else {
+        detail(status, rejection.body_text())
+    }
+}
+
+async fn register(
+    State(registry): AppState,
+    Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(body_rejection)?;
+    let fields = parse_register_body(&body)?;
+    let peer_id = validate::peer_id("peer_id", &fields.peer_id)?;
+    let username = validate::username(fields.username.as_deref().unwrap_or(""))?;
+    let udp_port = validate::port("port", fields.port)?;
+    let mut endpoints = Vec::with_capacity(fields.endpoints.len());
+    for (ip, port) in &fields.endpoints {
+        endpoints.push(registry::Endpoint {
+            addr: SocketAddr::new(
+                validate::ip("endpoints.ip", ip)?,
+                validate::port("endpoints.port", *port)?,
+            ),
+            kind: EndpointKind::Local,
+        });
+    }
+    let observed_ip = remote.ip().to_canonical();
+    let registered = registry.register(Registration {
+        peer_id,
+        username,
+        udp_port,
+        endpoints,
+        token: bearer_token(&headers).or(fields.token),
+        observed_ip,
+        via: RegisteredVia::Rest,
+    })?;
+    tracing::info!(peer_id = %peer_id, username = %registered.peer.username, "registered over REST");
+    Ok(Json(json!({
+        "status": "success",
+        "message": "Peer registered successfully",
+        "peer_id": peer_id.to_string(),
+        "public_ip": observed_ip.to_string(),
+        "token": registered.token,
+        "lease_seconds": registered.lease.as_secs(),
+    })))
+}
+
+/// Looks a peer up by a path id; ids that are not UUIDs cannot be registered,
+/// so they are simply not found (as on the seed's server).
+fn lookup(registry: &PeerRegistry, text: &str) -> Result<Arc<PeerInfo>, ApiError> {
+    let id = uuid::Uuid::parse_str(text).map_err(|_| ApiError::from(RegistryError::NotFound))?;
+    Ok(registry.get(&id)?)
+}
+
+async fn get_peer(
+    State(registry): AppState,
+    Path(peer_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let peer = lookup(&registry, &peer_id)?;
+    if !peer.online {
+        return Err(detail(StatusCode::NOT_FOUND, "Peer is offline"));
+    }
+    Ok(Json(json!({
+        "peer_id": peer.peer_id.to_string(),
+        "username": peer.username,
+        "ip": peer.observed_ip.to_string(),
+        "port": peer.udp_port,
+    })))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+async fn delete_peer(
+    State(registry): AppState,
+    Path(peer_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let peer = lookup(&registry, &peer_id)?;
+    let Some(token) = bearer_token(&headers).or(query.token) else {
+        return Err(detail(
+            StatusCode::FORBIDDEN,
+            "session token required: send 'Authorization: Bearer <token>' from POST /register",
+        ));
+    };
+    registry.unregister(&peer.peer_id, &token)?;
+    tracing::info!(peer_id = %peer.peer_id, "unregistered over REST");
+    Ok(Json(
+        json!({ "status": "success", "message": "Peer unregistered" }),
+    ))
+}
+
+fn peer_entry(p: &PeerInfo) -> Value {
+    json!({
+        "peer_id": p.peer_id.to_string(),
+        "username": p.username,
+        "ip": p.observed_ip.to_string(),
+        "port": p.udp_port,
+        "online": p.online,
+        "last_seen": p.last_seen_unix(),
+    })
+}
+
+async fn list_peers(State(registry): AppState) -> Json<Value> {
+    let (peers, count) = registry.list(None, usize::MAX, false);
+    Json(json!({
+        "peers": peers.iter().map(|p| peer_entry(p)).collect::<Vec<_>>(),
+        "count": count,
+    }))
+}
+
+async fn status(State(registry): AppState) -> Json<Value> {
+    let (peers, _) = registry.list(None, usize::MAX, true);
+    let counts = registry.counts();
+    Json(json!({
+        "status": "running",
+        "total_peers": counts.total,
+        "online_peers": counts.online,
+        "peer_list": peers.iter().map(|p| json!({
+            "peer_id": p.peer_id.to_string(),
+            "username": p.username,
+            "online": p.online,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
+async fn method_not_allowed() -> ApiError {
+    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+/// Unknown paths: gRPC callers get UNIMPLEMENTED, everyone else FastAPI's 404.
+async fn not_found(headers: HeaderMap) -> Response {
+    let is_grpc = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        tonic::Status::unimplemented("unknown gRPC method").into_http()
+    } else {
+        detail(StatusCode::NOT_FOUND, "Not Found").into_response()
+    }
+}

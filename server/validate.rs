@@ -1,0 +1,141 @@
+//! Input rules shared by the gRPC service and the REST shim, so both APIs
+//! accept and refuse exactly the same things with the same messages.
+
+use std::net::IpAddr;
+
+use uuid::Uuid;
+
+use super::error::RegistryError;
+
+/// Longest username accepted, in characters.
+pub const MAX_USERNAME_CHARS: usize = 64;
+
+/// Parses a peer id; it must be a UUID (any standard text form). Returned in
+/// its canonical form so every lookup uses one spelling.
+pub fn peer_id(field: &'static str, text: &str) -> Result<Uuid, RegistryError> {
+    Uuid::parse_str(text.trim()).map_err(|_| RegistryError::InvalidArgument {
+        field,
+        message: format!("{field} must be a UUID, got {:?}", truncate(text, 80)),
+    })
+}
+
+/// Checks a username: empty means "use the default"; otherwise at most
+/// [`MAX_USERNAME_CHARS`] characters and no control characters.
+pub fn username(text: &str) -> Result<Option<String>, RegistryError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_USERNAME_CHARS {
+        return Err(RegistryError::InvalidArgument {
+            field: "username",
+            message: format!(
+                "username must be at most {MAX_USERNAME_CHARS} characters, got {chars}"
+            ),
+        });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(RegistryError::InvalidArgument {
+            field: "username",
+            message: "username must not contain control characters".into(),
+        });
+    }
+    if text.trim().is_empty() {
+        return Err(RegistryError::InvalidArgument {
+            field: "username",
+            message: "username must not be only whitespace".into(),
+        });
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Checks a UDP port: 1-65535.
+pub fn port(field: &'static str, value: i64) -> Result<u16, RegistryError> {
+    match u16::try_from(value) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(RegistryError::InvalidArgument {
+            field,
+            message: format!("{field} must be between 1 and 65535, got {value}"),
+        }),
+    }
+}
+
+/// Parses an endpoint IP.
+pub fn ip(field: &'static str, text: &str) -> Result<IpAddr, RegistryError> {
+    text.parse::<IpAddr>()
+        .map(|ip| ip.to_canonical())
+        .map_err(|_| RegistryError::InvalidArgument {
+            field,
+            message: format!(
+                "{field} must be an IPv4 or IPv6 address, got {:?}",
+                truncate(text, 80)
+            ),
+        })
+}
+
+/// The default username: `user_` and the first 8 characters of the id.
+pub fn default_username(peer_id: &Uuid) -> String {
+    let id = peer_id.to_string();
+    format!("user_{}", &id[..8])
+}
+
+/// A new secret session token: 244 random bits from two v4 UUIDs, as 64 hex
+/// characters.
+pub fn new_token() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+/// Compares tokens in time independent of where they differ.
+pub fn tokens_match(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn username_limits() {
+        assert_eq!(username("").unwrap(), None);
+        let max = "é".repeat(MAX_USERNAME_CHARS);
+        assert_eq!(username(&max).unwrap(), Some(max.clone()));
+        assert!(username(&format!("{max}x")).is_err());
+        assert!(username("bad\u{1b}[2J").is_err());
+        assert!(username("tab\there").is_err());
+        assert!(username("   ").is_err());
+    }
+
+    #[test]
+    fn port_edges() {
+        assert!(port("port", 0).is_err());
+        assert_eq!(port("port", 1).unwrap(), 1);
+        assert_eq!(port("port", 65535).unwrap(), 65535);
+        assert!(port("port", 65536).is_err());
+        assert!(port("port", -1).is_err());
+    }
+
+    #[test]
+    fn peer_ids_are_uuids() {
+        assert!(peer_id("peer_id", "not-a-uuid").is_err());
+        let id = peer_id("peer_id", "A1B2C3D4-5678-90AB-CDEF-1234567890AB").unwrap();
+        assert_eq!(id.to_string(), "a1b2c3d4-5678-90ab-cdef-1234567890ab");
+        assert_eq!(default_username(&id), "user_a1b2c3d4");
+    }
+
+    #[test]
+    fn tokens() {
+        let t = new_token();
+        assert_eq!(t.len(), 64);
+        assert!(tokens_match(&t, &t.clone()));
+        assert!(!tokens_match(&t, &new_token()));
+        assert!(!tokens_match(&t, ""));
+    }
+}
