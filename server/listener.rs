@@ -33,6 +33,10 @@ use crate::proto::signaling_server::SignalingServer;
 /// its inbox stops keeping its lease alive.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes HTTP/2 buffers per stream for a client that reads slowly. Bounds the
+/// memory a stalled watcher costs (hyper's default is 400 KiB); past it the
+/// watch task waits, falls behind, and is resynced with a snapshot.
+const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// Connection-level limits.
 #[derive(Debug, Clone)]
@@ -134,7 +138,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
-        .max_concurrent_streams(limits.max_streams_per_connection);
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
