@@ -1,6 +1,8 @@
 //! `signaling-server`: parses flags, sets up logging, runs the server until
 //! Ctrl+C or SIGTERM, then shuts down gracefully.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use p2pchat::server::{self, ServerArgs};
@@ -13,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let args = ServerArgs::parse();
