@@ -189,17 +189,6 @@ impl proto::signaling_server::Signaling for SignalingService {
         let peer_id = validate::peer_id("peer_id", &req.peer_id)?;
         let username = validate::username(&req.username)?;
         let udp_port = validate::port("udp_port", i64::from(req.udp_port))?;
-        if req.endpoints.len() > self.registry.config().max_endpoints {
-            return Err(RegistryError::InvalidArgument {
-                field: "endpoints",
-                message: format!(
-                    "at most {} endpoints per peer, got {}",
-                    self.registry.config().max_endpoints,
-                    req.endpoints.len()
-                ),
-            }
-            .into());
-        }
         let endpoints = req
             .endpoints
             .iter()

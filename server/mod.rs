@@ -80,14 +80,22 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     let app = listener::app(&config, registry.clone(), shutdown_tx.clone()).await?;
     let serve_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
     let limits = config.connection_limits();
-    let task = tokio::spawn(async move {
-        listener::serve(tcp, app.router, limits, serve_shutdown).await;
-        app.health
+    // Health flips to NOT_SERVING as soon as shutdown starts, so load
+    // balancers and clients on open connections stop sending new work.
+    let health = app.health.clone();
+    let mut health_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
+    tokio::spawn(async move {
+        health_shutdown.recv().await;
+        health
             .set_not_serving::<crate::proto::signaling_server::SignalingServer<grpc::SignalingService>>()
             .await;
-        app.health
+        health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
+    });
+    let task = tokio::spawn(async move {
+        listener::serve(tcp, app.router, limits, serve_shutdown).await;
+        // Stops the expiry task; the registry itself lives on in handles.
         drop(registry_guard);
     });
     tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
