@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::RemoteAddr;
@@ -304,38 +304,75 @@ async fn delete_peer(
     ))
 }
 
-fn peer_entry(p: &PeerInfo) -> Value {
-    json!({
-        "peer_id": p.peer_id.to_string(),
-        "username": p.username,
-        "ip": p.observed_ip.to_string(),
-        "port": p.udp_port,
-        "online": p.online,
-        "last_seen": p.last_seen_unix(),
-    })
+/// One entry of `GET /peers`, serialized straight from the record (no
+/// intermediate `Value`: listing 1,000 peers is this endpoint's hot path).
+#[derive(Serialize)]
+struct PeerEntry<'a> {
+    peer_id: uuid::Uuid,
+    username: &'a str,
+    ip: std::net::IpAddr,
+    port: u16,
+    online: bool,
+    last_seen: f64,
 }
 
-async fn list_peers(State(registry): AppState) -> Json<Value> {
+#[derive(Serialize)]
+struct PeerList<'a> {
+    peers: Vec<PeerEntry<'a>>,
+    count: usize,
+}
+
+async fn list_peers(State(registry): AppState) -> Response {
     let (peers, count) = registry.list(None, usize::MAX, false);
-    Json(json!({
-        "peers": peers.iter().map(|p| peer_entry(p)).collect::<Vec<_>>(),
-        "count": count,
-    }))
+    let body = PeerList {
+        peers: peers
+            .iter()
+            .map(|p| PeerEntry {
+                peer_id: p.peer_id,
+                username: &p.username,
+                ip: p.observed_ip,
+                port: p.udp_port,
+                online: p.online,
+                last_seen: p.last_seen_unix(),
+            })
+            .collect(),
+        count,
+    };
+    Json(body).into_response()
 }
 
-async fn status(State(registry): AppState) -> Json<Value> {
+#[derive(Serialize)]
+struct StatusEntry<'a> {
+    peer_id: uuid::Uuid,
+    username: &'a str,
+    online: bool,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    status: &'static str,
+    total_peers: usize,
+    online_peers: usize,
+    peer_list: Vec<StatusEntry<'a>>,
+}
+
+async fn status(State(registry): AppState) -> Response {
     let (peers, _) = registry.list(None, usize::MAX, true);
     let counts = registry.counts();
-    Json(json!({
-        "status": "running",
-        "total_peers": counts.total,
-        "online_peers": counts.online,
-        "peer_list": peers.iter().map(|p| json!({
-            "peer_id": p.peer_id.to_string(),
-            "username": p.username,
-            "online": p.online,
-        })).collect::<Vec<_>>(),
-    }))
+    let body = StatusBody {
+        status: "running",
+        total_peers: counts.total,
+        online_peers: counts.online,
+        peer_list: peers
+            .iter()
+            .map(|p| StatusEntry {
+                peer_id: p.peer_id,
+                username: &p.username,
+                online: p.online,
+            })
+            .collect(),
+    };
+    Json(body).into_response()
 }
 
 async fn method_not_allowed() -> ApiError {
