@@ -1,0 +1,570 @@
+//! Deterministic tests of the session state machine over a simulated link.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::client::protocol::{Datagram, Kind, MAX_SEND_DATAGRAM_BYTES};
+
+const A_ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const B_ID: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+
+fn a_addr() -> SocketAddr {
+    "127.0.0.1:1001".parse().unwrap()
+}
+fn b_addr() -> SocketAddr {
+    "127.0.0.1:1002".parse().unwrap()
+}
+
+fn fast() -> SessionConfig {
+    SessionConfig {
+        keepalive_interval: Duration::from_millis(500),
+        missed_pong_limit: 3,
+        probe_interval: Duration::from_millis(100),
+        attempt_duration: Duration::from_millis(600),
+        connect_attempts: 3,
+    }
+}
+
+/// Tiny deterministic PRNG (xorshift64*), so failures reproduce exactly.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// Loss, duplication and reordering applied to every datagram.
+#[derive(Clone, Copy)]
+struct Link {
+    drop_pct: u64,
+    dup_pct: u64,
+    /// Extra random delay up to this many ms, which reorders datagrams.
+    jitter_ms: u64,
+}
+
+const CLEAN: Link = Link {
+    drop_pct: 0,
+    dup_pct: 0,
+    jitter_ms: 0,
+};
+
+/// Two endpoints A and B joined by a simulated network.
+struct Net {
+    now: Instant,
+    rng: Rng,
+    link: Link,
+    /// Delivery time -> (sequence, destination, source, bytes).
+    wire: BTreeMap<(Instant, u64), (SocketAddr, SocketAddr, Vec<u8>)>,
+    seq: u64,
+    a: Option<Session>,
+    b: Option<Session>,
+    /// Whether B accepts incoming hellos (false: B is "dead").
+    b_alive: bool,
+    a_events: Vec<SessionEvent>,
+    b_events: Vec<SessionEvent>,
+    /// Every datagram B received, decoded (to check what a seed peer sees).
+    b_seen: Vec<Datagram>,
+    /// B speaks only the seed protocol (handled by hand, not by a Session).
+    b_seed: bool,
+    /// Datagrams A put on the wire (before loss).
+    a_sent: usize,
+}
+
+impl Net {
+    fn new(link: Link, seed: u64) -> Net {
+        Net {
+            now: Instant::now(),
+            rng: Rng(seed),
+            link,
+            wire: BTreeMap::new(),
+            seq: 0,
+            a: None,
+            b: None,
+            b_alive: true,
+            a_events: Vec::new(),
+            b_events: Vec::new(),
+            b_seen: Vec::new(),
+            b_seed: false,
+            a_sent: 0,
+        }
+    }
+
+    fn connect_a(&mut self) {
+        let s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], self.now);
+        self.a = Some(s);
+        self.collect();
+    }
+
+    fn put(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        assert!(bytes.len() <= MAX_SEND_DATAGRAM_BYTES);
+        if self.rng.chance(self.link.drop_pct) {
+            return;
+        }
+        let copies = if self.rng.chance(self.link.dup_pct) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let jitter = if self.link.jitter_ms > 0 {
+                self.rng.next() % self.link.jitter_ms
+            } else {
+                0
+            };
+            let at = self.now + Duration::from_millis(1 + jitter);
+            self.seq += 1;
+            self.wire.insert((at, self.seq), (to, from, bytes.clone()));
+        }
+    }
+
+    fn collect(&mut self) {
+        let mut sends = Vec::new();
+        if let Some(a) = self.a.as_mut() {
+            for action in a.take_actions() {
+                match action {
+                    Action::Send { to, bytes } => {
+                        self.a_sent += 1;
+                        sends.push((a_addr(), to, bytes))
+                    }
+                    Action::Event(e) => self.a_events.push(e),
+                }
+            }
+        }
+        if let Some(b) = self.b.as_mut() {
+            for action in b.take_actions() {
+                match action {
+                    Action::Send { to, bytes } => sends.push((b_addr(), to, bytes)),
+                    Action::Event(e) => self.b_events.push(e),
+                }
+            }
+        }
+        for (from, to, bytes) in sends {
+            self.put(from, to, bytes);
+        }
+    }
+
+    fn deliver(&mut self, to: SocketAddr, from: SocketAddr, bytes: &[u8]) {
+        let dg = Datagram::decode(bytes).unwrap();
+        if to == a_addr() {
+            if let Some(a) = self.a.as_mut() {
+                a.handle_datagram(&dg, from, self.now);
+            }
+        } else if self.b_alive {
+            self.b_seen.push(dg.clone());
+            if self.b_seed {
+                // A seed peer: answers hello with hello, ping with pong.
+                let reply = match dg.kind {
+                    Kind::Hello => Some(Kind::Hello),
+                    Kind::Ping => Some(Kind::Pong),
+                    _ => None,
+                };
+                if let Some(kind) = reply {
+                    let raw = format!(
+                        r#"{{"type":"{}","from":"{B_ID}","timestamp":1.0,"body":""}}"#,
+                        serde_json::to_value(kind).unwrap().as_str().unwrap()
+                    );
+                    self.put(b_addr(), from, raw.into_bytes());
+                }
+                return;
+            }
+            match self.b.as_mut() {
+                Some(b) => b.handle_datagram(&dg, from, self.now),
+                None if dg.kind == Kind::Hello => {
+                    self.b = Some(Session::accept(fast(), B_ID, "bob", &dg, from, self.now));
+                }
+                None => {}
+            }
+        }
+        self.collect();
+    }
+
+    /// Advances simulated time by `total`, in 5 ms steps.
+    fn run(&mut self, total: Duration) {
+        let end = self.now + total;
+        while self.now < end {
+            self.now += Duration::from_millis(5);
+            while let Some((&(at, seq), _)) = self.wire.iter().next() {
+                if at > self.now {
+                    break;
+                }
+                let (to, from, bytes) = self.wire.remove(&(at, seq)).unwrap();
+                self.deliver(to, from, &bytes);
+            }
+            let now = self.now;
+            if let Some(a) = self.a.as_mut() {
+                a.poll_timers(now);
+            }
+            if let Some(b) = self.b.as_mut()
+                && self.b_alive
+            {
+                b.poll_timers(now);
+            }
+            self.collect();
+        }
+    }
+
+    fn a_send(&mut self, text: &str) -> Result<u64, SendError> {
+        let now = self.now;
+        self.a().send_line(text, now)
+    }
+    fn b_send(&mut self, text: &str) -> Result<u64, SendError> {
+        let now = self.now;
+        self.b().send_line(text, now)
+    }
+    fn a(&mut self) -> &mut Session {
+        self.a.as_mut().unwrap()
+    }
+    fn b(&mut self) -> &mut Session {
+        self.b.as_mut().unwrap()
+    }
+}
+
+fn messages(events: &[SessionEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Message { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn delivered(events: &[SessionEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Delivered { line } => Some(*line),
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(events: &[SessionEvent]) -> Option<CloseReason> {
+    events.iter().find_map(|e| match e {
+        SessionEvent::Closed { reason } => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn connects_and_negotiates_reliability() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    assert_eq!(net.a().phase(), Phase::Connected);
+    assert_eq!(net.b().phase(), Phase::Connected);
+    assert!(net.a().reliable() && net.b().reliable());
+    assert_eq!(net.b().remote_username(), Some("alice"));
+    assert!(net.a_events.iter().any(|e| matches!(
+        e,
+        SessionEvent::Connected {
+            path: PathKind::Lan,
+            reliable: true,
+            rtt: Some(_),
+            ..
+        }
+    )));
+    let line = net.a_send("hello bob").unwrap();
+    let back = net.b_send("hi alice").unwrap();
+    net.run(Duration::from_millis(50));
+    assert_eq!(messages(&net.b_events), vec!["hello bob"]);
+    assert_eq!(messages(&net.a_events), vec!["hi alice"]);
+    assert_eq!(delivered(&net.a_events), vec![line]);
+    assert_eq!(delivered(&net.b_events), vec![back]);
+    assert_eq!(net.a().pending_lines(), 0);
+}
+
+#[test]
+fn send_before_connect_is_refused() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    assert_eq!(net.a_send("x"), Err(SendError::NotConnected));
+}
+
+#[test]
+fn exactly_once_in_order_under_loss_duplication_and_reordering() {
+    for seed in [3, 17, 99, 12345] {
+        let link = Link {
+            drop_pct: 20,
+            dup_pct: 10,
+            jitter_ms: 40,
+        };
+        let mut net = Net::new(link, seed);
+        net.connect_a();
+        net.run(Duration::from_secs(3));
+        assert_eq!(net.a().phase(), Phase::Connected, "seed {seed}");
+        assert_eq!(net.b().phase(), Phase::Connected, "seed {seed}");
+        let sent: Vec<String> = (0..200).map(|i| format!("msg {i}")).collect();
+        let replies: Vec<String> = (0..200).map(|i| format!("reply {i}")).collect();
+        for (m, r) in sent.iter().zip(&replies) {
+            net.a_send(m).unwrap();
+            net.b_send(r).unwrap();
+            net.run(Duration::from_millis(5));
+        }
+        net.run(Duration::from_secs(20));
+        assert_eq!(messages(&net.b_events), sent, "seed {seed}");
+        assert_eq!(messages(&net.a_events), replies, "seed {seed}");
+        assert_eq!(delivered(&net.a_events).len(), 200, "seed {seed}");
+        assert_eq!(net.a().pending_lines(), 0);
+        assert_eq!(net.a().phase(), Phase::Connected);
+    }
+}
+
+#[test]
+fn long_line_is_fragmented_and_reassembled_under_loss() {
+    let link = Link {
+        drop_pct: 20,
+        dup_pct: 10,
+        jitter_ms: 30,
+    };
+    let mut net = Net::new(link, 7);
+    net.connect_a();
+    net.run(Duration::from_secs(2));
+    let long: String = (0..MAX_LINE_BYTES / 10)
+        .map(|i| format!("{:09}\u{1}", i))
+        .collect::<String>();
+    assert!(long.len() <= MAX_LINE_BYTES);
+    let line = net.a_send(&long).unwrap();
+    net.a_send("after").unwrap();
+    net.run(Duration::from_secs(20));
+    assert_eq!(messages(&net.b_events), vec![long, "after".to_owned()]);
+    assert!(delivered(&net.a_events).contains(&line));
+}
+
+#[test]
+fn line_length_limit_edge() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    let max = "a".repeat(MAX_LINE_BYTES);
+    assert!(net.a_send(&max).is_ok());
+    let over = "a".repeat(MAX_LINE_BYTES + 1);
+    assert_eq!(
+        net.a_send(&over),
+        Err(SendError::TooLong(MAX_LINE_BYTES + 1))
+    );
+    // The worst-escaping full-length line stays within the fragment limit.
+    let worst = "\u{1}".repeat(MAX_LINE_BYTES);
+    let pieces = split_for_datagrams(&worst, MAX_FRAGMENT_BODY_BYTES);
+    assert!(pieces.len() as u32 <= MAX_FRAGMENTS_PER_LINE);
+    net.run(Duration::from_secs(2));
+    assert_eq!(messages(&net.b_events), vec![max]);
+}
+
+#[test]
+fn window_and_queue_limits() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    // B goes silent: nothing is acked, so everything past the window queues.
+    net.b_alive = false;
+    let now = net.now;
+    let mut sends = 0;
+    for i in 0..(WINDOW as usize + MAX_QUEUED_FRAGMENTS) {
+        net.a().send_line(&format!("m{i}"), now).unwrap();
+        sends += net
+            .a()
+            .take_actions()
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+    }
+    assert_eq!(
+        sends as u64, WINDOW,
+        "only a window's worth goes on the wire"
+    );
+    assert_eq!(
+        net.a().send_line("one too many", now),
+        Err(SendError::QueueFull)
+    );
+}
+
+#[test]
+fn window_edge_at_receiver() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    let from = a_addr();
+    let now = net.now;
+    let mut far = Datagram::new(Kind::Message, A_ID, "too far");
+    far.id = Some(1 + WINDOW);
+    net.b().handle_datagram(&far, from, now);
+    let acted = net.b().take_actions();
+    assert!(acted.is_empty(), "beyond the window: dropped, not acked");
+    let mut edge = Datagram::new(Kind::Message, A_ID, "edge");
+    edge.id = Some(WINDOW);
+    net.b().handle_datagram(&edge, from, now);
+    assert!(
+        net.b()
+            .take_actions()
+            .iter()
+            .any(|a| matches!(a, Action::Send { .. })),
+        "last id inside the window is buffered and acked"
+    );
+}
+
+#[test]
+fn offline_after_missed_pongs_reports_undeliverable() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    net.b_alive = false;
+    let line = net.a_send("into the void").unwrap();
+    // 3 missed intervals of 500 ms, plus one to notice.
+    net.run(Duration::from_millis(1200));
+    assert_eq!(closed(&net.a_events), None, "too early to give up");
+    net.run(Duration::from_millis(1000));
+    assert_eq!(closed(&net.a_events), Some(CloseReason::Timeout));
+    assert!(net.a_events.contains(&SessionEvent::Undeliverable { line }));
+    assert_eq!(net.a().next_deadline(), None);
+}
+
+#[test]
+fn keepalive_keeps_idle_session_up_and_measures_rtt() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_secs(5));
+    assert_eq!(net.a().phase(), Phase::Connected);
+    assert_eq!(net.b().phase(), Phase::Connected);
+    assert!(
+        net.a_events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Rtt { .. }))
+            .count()
+            >= 5
+    );
+    assert!(net.a().rtt().unwrap() < Duration::from_millis(20));
+}
+
+#[test]
+fn unreachable_after_three_attempts() {
+    let mut net = Net::new(CLEAN, 1);
+    net.b_alive = false;
+    net.connect_a();
+    net.run(Duration::from_millis(1700));
+    assert_eq!(closed(&net.a_events), None);
+    net.run(Duration::from_millis(200));
+    assert_eq!(closed(&net.a_events), Some(CloseReason::Unreachable));
+    let attempts: Vec<u32> = net
+        .a_events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Probing { attempt } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    // Paced probes: one every 100 ms over three 600 ms attempts.
+    assert!((16..=20).contains(&net.a_sent), "{} probes", net.a_sent);
+}
+
+#[test]
+fn disconnect_ends_both_sides() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    net.a().close();
+    net.collect();
+    net.run(Duration::from_millis(50));
+    assert_eq!(closed(&net.a_events), Some(CloseReason::Local));
+    assert_eq!(closed(&net.b_events), Some(CloseReason::RemoteDisconnect));
+    assert_eq!(net.b().phase(), Phase::Closed);
+}
+
+#[test]
+fn peer_left_closes_at_once() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    net.a().peer_left();
+    net.collect();
+    assert_eq!(closed(&net.a_events), Some(CloseReason::Left));
+}
+
+#[test]
+fn seed_peer_gets_plain_messages_and_no_retransmissions() {
+    let mut net = Net::new(CLEAN, 1);
+    net.b_seed = true;
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    assert_eq!(net.a().phase(), Phase::Connected);
+    assert!(!net.a().reliable());
+    net.a_send("plain hello").unwrap();
+    let long = "x".repeat(2000);
+    net.a_send(&long).unwrap();
+    net.run(Duration::from_secs(3));
+    let bodies: Vec<&Datagram> = net
+        .b_seen
+        .iter()
+        .filter(|d| d.kind == Kind::Message)
+        .collect();
+    assert_eq!(bodies.len(), 4, "one plain line + a long one split in 3");
+    assert!(bodies.iter().all(|d| d.id.is_none() && d.part.is_none()));
+    assert_eq!(bodies[0].body, "plain hello");
+    assert_eq!(
+        bodies[1..]
+            .iter()
+            .map(|d| d.body.as_str())
+            .collect::<String>(),
+        long
+    );
+    // Keep-alive against a seed peer works (its pong has no nonce).
+    assert!(net.a().rtt().is_some());
+    assert_eq!(net.a().phase(), Phase::Connected);
+    assert!(delivered(&net.a_events).is_empty());
+}
+
+#[test]
+fn accepts_seed_hello_and_plain_messages() {
+    let now = Instant::now();
+    let hello = Datagram::decode(
+        format!(r#"{{"type":"hello","from":"{B_ID}","timestamp":1.0,"body":""}}"#).as_bytes(),
+    )
+    .unwrap();
+    let mut s = Session::accept(fast(), A_ID, "alice", &hello, b_addr(), now);
+    assert_eq!(s.phase(), Phase::Connected);
+    assert!(!s.reliable());
+    let actions = s.take_actions();
+    let reply = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Send { to, bytes } => Some((*to, Datagram::decode(bytes).unwrap())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(reply.0, b_addr());
+    assert_eq!(reply.1.kind, Kind::Pong);
+    let msg = Datagram::new(Kind::Message, B_ID, "hi from seed");
+    s.handle_datagram(&msg, b_addr(), now);
+    assert!(
+        s.take_actions()
+            .contains(&Action::Event(SessionEvent::Message {
+                text: "hi from seed".into()
+            }))
+    );
+    // From another address: not accepted.
+    s.handle_datagram(&msg, a_addr(), now);
+    assert!(s.take_actions().is_empty());
+}
+
+#[test]
+fn rto_bounds() {
+    let mut r = RttEstimator::default();
+    assert_eq!(r.rto(), INITIAL_RTO);
+    r.sample(Duration::from_micros(50));
+    assert_eq!(r.rto(), MIN_RTO);
+    for _ in 0..50 {
+        r.sample(Duration::from_secs(10));
+    }
+    assert_eq!(r.rto(), MAX_RTO);
+}
