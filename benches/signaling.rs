@@ -583,8 +583,25 @@ async fn fetch_body(
 
 // ---------------------------------------------------------- watch-fanout --
 
+/// A server child process that is killed when the benchmark ends, even by a
+/// panic.
+struct ServerProcess(std::process::Child);
+
+impl ServerProcess {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Spawns the real server binary so its memory can be read on its own.
-fn spawn_server_binary(extra: &[&str]) -> (std::process::Child, SocketAddr) {
+fn spawn_server_binary(extra: &[&str]) -> (ServerProcess, SocketAddr) {
     use std::io::BufRead;
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
     let addr = probe.local_addr().expect("addr");
@@ -593,6 +610,7 @@ fn spawn_server_binary(extra: &[&str]) -> (std::process::Child, SocketAddr) {
         .args(["--listen", &addr.to_string()])
         .args(extra)
         .env("RUST_LOG", "warn,signaling_server=info,p2pchat=info")
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn server");
@@ -606,12 +624,12 @@ fn spawn_server_binary(extra: &[&str]) -> (std::process::Child, SocketAddr) {
     }
     // Keep draining so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (ServerProcess(child), addr)
 }
 
 async fn watch_fanout(o: &Options) {
     let n = o.watchers;
-    let (mut child, addr) = spawn_server_binary(&["--max-watchers", &(n + 10).to_string()]);
+    let (child, addr) = spawn_server_binary(&["--max-watchers", &(n + 10).to_string()]);
     let pid = child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = rss_kib(pid);
@@ -708,8 +726,7 @@ async fn watch_fanout(o: &Options) {
         "| server memory per open watcher | {:.1} KiB |",
         per_watcher / 1024.0
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }
 
 // -------------------------------------------------------- registry-scale --
@@ -744,11 +761,15 @@ async fn register_many(chans: &[Channel], count: usize, offset: usize) -> Durati
 async fn registry_scale(o: &Options) {
     let n = o.peers;
     let sample = 20_000.min(n / 2).max(1);
-    let (mut child, addr) = spawn_server_binary(&[
+    let (child, addr) = spawn_server_binary(&[
         "--max-peers",
         &(n + sample + 10).to_string(),
         "--lease-secs",
         "86400",
+        // A page of 1,000 peers is ~100 KB; the default limit (64 KiB) would
+        // split it.
+        "--max-message-bytes",
+        "262144",
     ]);
     let pid = child.id();
     let chans = channels(addr).await;
@@ -800,6 +821,5 @@ async fn registry_scale(o: &Options) {
         "| ListPeers page of 1000, p99 | {:.2} ms |",
         percentile(&mut lat, 0.99) as f64 / 1000.0
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 }

@@ -63,6 +63,7 @@ impl ServerConfig {
             max_watchers: self.max_watchers,
             default_page_size: self.default_page_size,
             max_page_size: self.max_page_size,
+            max_message_bytes: self.max_message_bytes,
         }
     }
 
@@ -139,10 +140,11 @@ pub struct ServerArgs {
     #[arg(long, env = "P2PCHAT_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
-    /// Largest gRPC message in bytes, each way; larger ones get
-    /// RESOURCE_EXHAUSTED / OUT_OF_RANGE from tonic.
-    #[arg(long, env = "P2PCHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
-    pub max_message_bytes: usize,
+    /// Largest gRPC message in bytes, each way (at least 4096). Larger
+    /// requests get OUT_OF_RANGE; ListPeers pages and WatchPeers snapshot
+    /// chunks carry fewer peers rather than exceed it.
+    #[arg(long, env = "P2PCHAT_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_message_bytes: u64,
 
     /// Most TCP connections at once; further connections are closed at once.
     #[arg(long, env = "P2PCHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -185,7 +187,7 @@ impl ServerArgs {
             },
             max_watchers: self.max_watchers,
             max_body_bytes: self.max_body_bytes,
-            max_message_bytes: self.max_message_bytes,
+            max_message_bytes: usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX),
             max_connections: self.max_connections,
             max_streams_per_connection: self.max_streams_per_connection,
             default_page_size: defaults.default_page_size.min(self.max_page_size.max(1)),

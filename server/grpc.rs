@@ -22,6 +22,8 @@ use crate::proto;
 /// Peers per `PeerSnapshot` message, so a large registry never makes one
 /// oversized message.
 pub const SNAPSHOT_CHUNK: usize = 256;
+/// Bytes kept free in every message for the fields around the peer list.
+const MESSAGE_ENVELOPE: usize = 512;
 /// Messages buffered per stream between its task and the HTTP/2 connection.
 const STREAM_BUFFER: usize = 16;
 
@@ -34,6 +36,16 @@ pub struct GrpcLimits {
     pub default_page_size: usize,
     /// Largest ListPeers page.
     pub max_page_size: usize,
+    /// Largest encoded message the server sends; pages and snapshot chunks
+    /// hold fewer peers when the peers would not fit.
+    pub max_message_bytes: usize,
+}
+
+impl GrpcLimits {
+    /// Bytes of peers one message may carry, leaving room for the envelope.
+    fn peer_budget(&self) -> usize {
+        self.max_message_bytes.saturating_sub(MESSAGE_ENVELOPE)
+    }
 }
 
 /// The gRPC service. Cheap to clone.
@@ -147,33 +159,70 @@ fn change_to_proto(c: &Change) -> proto::WatchPeersResponse {
     }
 }
 
-fn snapshot_messages(
+/// Converts peers from `start` on until `max_count` peers or `budget`
+/// encoded bytes; returns them and the index after the last one taken.
+/// Always takes at least one peer, so progress is guaranteed (a single peer
+/// is far below any allowed message size).
+fn pack_peers(
+    peers: &[Arc<PeerInfo>],
+    start: usize,
+    max_count: usize,
+    budget: usize,
+) -> (Vec<proto::Peer>, usize) {
+    use prost::Message;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut next = start;
+    while next < peers.len() && out.len() < max_count {
+        let peer = peer_to_proto(&peers[next]);
+        // Field tag + length prefix + body.
+        let size = peer.encoded_len() + 4;
+        if !out.is_empty() && bytes + size > budget {
+            break;
+        }
+        bytes += size;
+        out.push(peer);
+        next += 1;
+    }
+    (out, next)
+}
+
+/// Sends a snapshot in chunks of at most [`SNAPSHOT_CHUNK`] peers that each
+/// fit the message limit. Returns false when the client went away.
+async fn send_snapshot(
+    tx: &mpsc::Sender<StreamItem<proto::WatchPeersResponse>>,
     revision: u64,
     peers: &[Arc<PeerInfo>],
     reason: proto::SnapshotReason,
-) -> impl Iterator<Item = proto::WatchPeersResponse> + '_ {
-    // An empty registry still sends one (empty) chunk so the client knows
-    // the snapshot is complete.
-    let chunks = peers.len().div_ceil(SNAPSHOT_CHUNK).max(1);
-    (0..chunks).map(move |i| {
-        let part = peers
-            .iter()
-            .skip(i * SNAPSHOT_CHUNK)
-            .take(SNAPSHOT_CHUNK)
-            .map(|p| peer_to_proto(p))
-            .collect();
-        proto::WatchPeersResponse {
+    budget: usize,
+) -> bool {
+    let mut start = 0;
+    let mut first = true;
+    loop {
+        let (part, next) = pack_peers(peers, start, SNAPSHOT_CHUNK, budget);
+        let last = next >= peers.len();
+        let msg = proto::WatchPeersResponse {
             update: Some(proto::watch_peers_response::Update::Snapshot(
                 proto::PeerSnapshot {
                     revision,
                     peers: part,
-                    first_chunk: i == 0,
-                    last_chunk: i + 1 == chunks,
+                    first_chunk: first,
+                    last_chunk: last,
                     reason: reason as i32,
                 },
             )),
+        };
+        if !send(tx, msg).await {
+            return false;
         }
-    })
+        // An empty registry still sends one (empty) chunk so the client
+        // knows the snapshot is complete.
+        if last {
+            return true;
+        }
+        first = false;
+        start = next;
+    }
 }
 
 type StreamItem<T> = Result<T, Status>;
@@ -257,17 +306,17 @@ impl proto::signaling_server::Signaling for SignalingService {
         let (mut peers, total) = self
             .registry
             .list(after, page_size + 1, req.include_offline);
-        let next_page_token = if peers.len() > page_size {
-            peers.truncate(page_size);
-            peers
-                .last()
-                .map(|p| p.peer_id.to_string())
-                .unwrap_or_default()
+        let more_in_registry = peers.len() > page_size;
+        peers.truncate(page_size);
+        // A page also ends early when more peers would not fit one message.
+        let (page, taken) = pack_peers(&peers, 0, page_size, self.limits.peer_budget());
+        let next_page_token = if more_in_registry || taken < peers.len() {
+            page.last().map(|p| p.peer_id.clone()).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(proto::ListPeersResponse {
-            peers: peers.iter().map(|p| peer_to_proto(p)).collect(),
+            peers: page,
             next_page_token,
             total_count: total as u64,
         }))
@@ -305,8 +354,9 @@ impl proto::signaling_server::Signaling for SignalingService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let registry = self.registry.clone();
         let shutdown = Shutdown::new(self.shutdown.subscribe());
+        let budget = self.limits.peer_budget();
         tokio::spawn(async move {
-            run_watch(registry, watch, tx, shutdown).await;
+            run_watch(registry, watch, tx, shutdown, budget).await;
             drop(permit);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -358,6 +408,7 @@ async fn run_watch(
     watch: registry::Watch,
     tx: mpsc::Sender<StreamItem<proto::WatchPeersResponse>>,
     mut shutdown: Shutdown,
+    budget: usize,
 ) {
     let mut changes = watch.changes;
     let mut last_revision = match watch.start {
@@ -371,10 +422,8 @@ async fn run_watch(
             } else {
                 proto::SnapshotReason::Initial
             };
-            for msg in snapshot_messages(revision, &peers, reason) {
-                if !send(&tx, msg).await {
-                    return;
-                }
+            if !send_snapshot(&tx, revision, &peers, reason, budget).await {
+                return;
             }
             revision
         }
@@ -414,10 +463,9 @@ async fn run_watch(
                     revision, peers, ..
                 } = fresh.start
                 {
-                    for msg in snapshot_messages(revision, &peers, proto::SnapshotReason::Resync) {
-                        if !send(&tx, msg).await {
-                            return;
-                        }
+                    let reason = proto::SnapshotReason::Resync;
+                    if !send_snapshot(&tx, revision, &peers, reason, budget).await {
+                        return;
                     }
                     last_revision = revision;
                 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::error::RegistryError;
-use super::validate;
+use super::validate::{self, SessionToken};
 
 /// Where a UDP endpoint of a peer was learned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,7 +307,7 @@ struct State {
 #[derive(Debug)]
 struct Entry {
     info: Arc<PeerInfo>,
-    token: String,
+    token: SessionToken,
     /// Lease deadline when online, purge deadline when offline.
     deadline: Instant,
     inbox: Option<(u64, mpsc::Sender<ConnectRequest>)>,
@@ -387,9 +387,7 @@ impl PeerRegistry {
 
         let existing = state.peers.get(&reg.peer_id);
         let token = match (existing, reg.token.as_deref()) {
-            (Some(entry), Some(given)) if validate::tokens_match(&entry.token, given) => {
-                entry.token.clone()
-            }
+            (Some(entry), Some(given)) if entry.token.matches(given) => entry.token,
             (Some(_), Some(_)) => {
                 return Err(RegistryError::PermissionDenied(
                     "session token does not match this peer_id",
@@ -402,7 +400,7 @@ impl PeerRegistry {
             }
             // No record (never registered, unregistered or purged): the id is
             // free, and a stale token proves nothing.
-            (None, _) => validate::new_token(),
+            (None, _) => SessionToken::generate(),
         };
         let previous = existing.map(|e| (e.info.clone(), e.inbox.is_some()));
 
@@ -467,7 +465,7 @@ impl PeerRegistry {
                     reg.peer_id,
                     Entry {
                         info: info.clone(),
-                        token: token.clone(),
+                        token,
                         deadline,
                         inbox: None,
                     },
@@ -487,7 +485,7 @@ impl PeerRegistry {
         }
         Ok(Registered {
             peer: info,
-            token,
+            token: token.to_hex(),
             lease,
             revision: state.revision,
         })
@@ -545,7 +543,7 @@ impl PeerRegistry {
     pub fn unregister(&self, peer_id: &Uuid, token: &str) -> Result<u64, RegistryError> {
         let mut state = self.state();
         let entry = state.peers.get(peer_id).ok_or(RegistryError::NotFound)?;
-        if !validate::tokens_match(&entry.token, token) {
+        if !entry.token.matches(token) {
             return Err(RegistryError::PermissionDenied(
                 "session token does not match this peer_id",
             ));
@@ -621,7 +619,7 @@ impl PeerRegistry {
             .peers
             .get_mut(peer_id)
             .ok_or(RegistryError::NotFound)?;
-        if !validate::tokens_match(&entry.token, token) {
+        if !entry.token.matches(token) {
             return Err(RegistryError::PermissionDenied(
                 "session token does not match this peer_id",
             ));
@@ -693,7 +691,7 @@ impl PeerRegistry {
     ) -> Result<ConnectOutcome, RegistryError> {
         let state = self.state();
         let caller = state.peers.get(from).ok_or(RegistryError::NotFound)?;
-        if !validate::tokens_match(&caller.token, token) {
+        if !caller.token.matches(token) {
             return Err(RegistryError::PermissionDenied(
                 "session token does not match this peer_id",
             ));

@@ -895,3 +895,52 @@ async fn shutdown_ends_streams_cleanly() {
     let end = tokio::time::timeout(WAIT, inbox.message()).await.unwrap();
     assert!(matches!(end, Ok(None)), "inbox ends cleanly: {end:?}");
 }
+
+#[tokio::test]
+async fn pages_and_snapshot_chunks_fit_the_message_limit() {
+    let limit = 8 * 1024;
+    let server = start(ServerConfig {
+        max_message_bytes: limit,
+        ..Default::default()
+    })
+    .await;
+    let mut c = client(&server).await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(register(&mut c, &format!("{i:0>64}"), 1000 + i).await.0);
+    }
+    ids.sort();
+    // A client that refuses anything over the limit proves every message fits.
+    let mut strict = client(&server).await.max_decoding_message_size(limit);
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = strict
+            .list_peers(ListPeersRequest {
+                page_size: 1000,
+                page_token: token,
+                include_offline: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.peers.len() < 300, "a page this big cannot fit 8 KiB");
+        seen.extend(page.peers.into_iter().map(|p| p.peer_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert!(seen == ids, "every peer exactly once, in order");
+
+    let mut watch = strict
+        .watch_peers(WatchPeersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let (peers, _, _) = read_snapshot(&mut watch).await;
+    let mut got: Vec<_> = peers.into_iter().map(|p| p.peer_id).collect();
+    got.sort();
+    assert!(got == ids, "snapshot holds every peer exactly once");
+    server.shutdown().await;
+}
