@@ -1,1 +1,191 @@
-fn main() {}
+//! `peer`: the p2pchat peer. Parses flags, sets up logging, starts the
+//! engine from the library and runs a front end on it.
+
+use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use p2pchat::client::engine::{self, Command, EngineConfig};
+use p2pchat::client::session::SessionConfig;
+use p2pchat::client::{console, json_ui};
+use tokio::sync::mpsc;
+
+/// Most stdin lines buffered ahead of the engine.
+const INPUT_BUFFER: usize = 256;
+
+/// p2pchat peer: register with the signaling server, pick a peer, chat
+/// directly over UDP.
+///
+/// Runs a line console (seed style) or, with --json, prints one JSON object
+/// per event for scripts. Input lines are chat messages or commands:
+/// /connect <id, id prefix or username>, /peers, /leave, /quit, /help.
+/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+#[derive(Debug, Parser)]
+#[command(name = "peer", version, about, long_about)]
+struct Args {
+    /// Display name (empty: the server picks user_<first 8 of the id>).
+    #[arg(long, env = "P2PCHAT_USERNAME", default_value = "")]
+    username: String,
+
+    /// Signaling server URL.
+    #[arg(long, env = "P2PCHAT_SERVER", default_value = "http://localhost:8000")]
+    server: String,
+
+    /// Connect to this peer at start: full id, unique id prefix or unique
+    /// username.
+    #[arg(long, env = "P2PCHAT_CONNECT")]
+    connect: Option<String>,
+
+    /// UDP port for the chat socket (0: any free port).
+    #[arg(long, env = "P2PCHAT_PORT", default_value_t = 0)]
+    port: u16,
+
+    /// IP address to bind the chat socket to.
+    #[arg(long, env = "P2PCHAT_BIND", default_value = "0.0.0.0")]
+    bind: IpAddr,
+
+    /// Force the line console (also chosen when stdin is not a terminal).
+    #[arg(long, env = "P2PCHAT_PLAIN")]
+    plain: bool,
+
+    /// Print one JSON object per event on stdout; read messages and
+    /// /commands from stdin.
+    #[arg(long, env = "P2PCHAT_JSON", conflicts_with = "plain")]
+    json: bool,
+
+    /// Seconds between keep-alive pings.
+    #[arg(long, env = "P2PCHAT_KEEPALIVE_SECS", default_value_t = 15.0, value_parser = positive_secs)]
+    keepalive_secs: f64,
+
+    /// Keep-alive intervals without any answer before the peer is declared
+    /// offline.
+    #[arg(long, env = "P2PCHAT_MISSED_PONGS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    missed_pongs: u32,
+
+    /// Milliseconds between two rounds of hello probes while connecting.
+    #[arg(long, env = "P2PCHAT_PROBE_INTERVAL_MS", default_value_t = 150, value_parser = clap::value_parser!(u64).range(10..=5000))]
+    probe_interval_ms: u64,
+
+    /// Seconds one connect attempt probes before the next starts.
+    #[arg(long, env = "P2PCHAT_ATTEMPT_SECS", default_value_t = 2.0, value_parser = positive_secs)]
+    attempt_secs: f64,
+
+    /// Connect attempts before "could not reach peer".
+    #[arg(long, env = "P2PCHAT_CONNECT_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    connect_attempts: u32,
+}
+
+/// Parses a positive number of seconds (fractions allowed), at most a day.
+fn positive_secs(text: &str) -> Result<f64, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number"))?;
+    if secs.is_finite() && secs > 0.0 && secs <= 86_400.0 {
+        Ok(secs)
+    } else {
+        Err(format!("'{text}' must be between 0 and 86400 seconds"))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let stderr_is_tty = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(stderr_is_tty)
+        .init();
+    let code = match run(args).await {
+        Ok(()) => 0,
+        Err(err) => {
+            // One clear line, with the causes folded in.
+            eprintln!("error: {err:#}");
+            1
+        }
+    };
+    // Exit at once: a stdin reader thread may still be blocked in read().
+    std::process::exit(code);
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let config = EngineConfig {
+        server: args.server.clone(),
+        username: args.username.clone(),
+        peer_id: uuid::Uuid::new_v4().to_string(),
+        bind: SocketAddr::new(args.bind, args.port),
+        session: SessionConfig {
+            keepalive_interval: Duration::from_secs_f64(args.keepalive_secs),
+            missed_pong_limit: args.missed_pongs,
+            probe_interval: Duration::from_millis(args.probe_interval_ms),
+            attempt_duration: Duration::from_secs_f64(args.attempt_secs),
+            connect_attempts: args.connect_attempts,
+        },
+    };
+    let (handle, events) = engine::start(config)
+        .await
+        .context("cannot start the peer")?;
+    tracing::info!(peer_id = %handle.started().peer_id, addr = %handle.started().local_addr, "peer started");
+
+    let commands = handle.commands();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = commands.send(Command::Quit).await;
+    });
+    if let Some(target) = args.connect {
+        handle.command(Command::Connect(target)).await;
+    }
+    let input = spawn_stdin_reader();
+    // The full-screen UI is a separate front end (not built yet); until then
+    // a terminal gets the line console too.
+    if args.json {
+        json_ui::run(handle, events, input, std::io::stdout()).await;
+    } else {
+        console::run(handle, events, input, std::io::stdout()).await;
+    }
+    Ok(())
+}
+
+/// Reads stdin on a plain thread (tokio's stdin would hold up runtime
+/// shutdown while blocked); the channel closes on EOF or a read error.
+fn spawn_stdin_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(INPUT_BUFFER);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Ctrl+C, or SIGTERM on Unix.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

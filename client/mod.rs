@@ -2,9 +2,22 @@
 //!
 //! Layers, from the wire up:
 //! * [`protocol`]: the JSON datagrams (seed format plus negotiated
-//!   extensions), no I/O.
-//! * [`session`]: one chat session as a pure state machine (probing,
-//!   keep-alive, reliable ordered delivery, fragmentation).
+//!   extensions); plain data, no I/O.
+//! * [`session`]: one chat session as a pure state machine (hole-punching
+//!   probes, keep-alive, reliable ordered delivery, fragmentation).
+//! * [`transport`]: the UDP socket edge, behind a trait tests can wrap.
+//! * [`signaling`]: the tonic client (register, lease, inbox, watch,
+//!   reconnect).
+//! * [`engine`]: the event loop tying these together; front ends send it
+//!   [`engine::Command`]s and render its [`engine::Event`]s.
+//! * [`console`], [`json_ui`]: the line console and `--json` front ends;
+//!   [`input`] parses what the user types for both.
 
+pub mod console;
+pub mod engine;
+pub mod input;
+pub mod json_ui;
 pub mod protocol;
 pub mod session;
+pub mod signaling;
+pub mod transport;

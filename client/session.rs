@@ -176,7 +176,7 @@ pub enum SessionEvent {
         /// The id [`Session::send_line`] returned.
         line: u64,
     },
-    /// A new round-trip time measurement (keep-alive or ack).
+    /// A keep-alive round trip completed; carries the smoothed RTT.
     Rtt {
         /// The smoothed RTT.
         rtt: Duration,
@@ -417,6 +417,11 @@ impl Session {
         self.addr
     }
 
+    /// The addresses probed while connecting.
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
     /// Whether `addr` is one this session currently probes or uses.
     pub fn knows_addr(&self, addr: SocketAddr) -> bool {
         self.addr == Some(addr) || self.candidates.contains(&addr)
@@ -523,6 +528,8 @@ impl Session {
                 {
                     self.last_ping = None;
                     self.rtt.sample(now.saturating_duration_since(sent));
+                    // Reported per keep-alive round only; ack samples refine
+                    // the estimate silently (they come per message).
                     if let Some(rtt) = self.rtt.srtt {
                         self.emit(SessionEvent::Rtt { rtt });
                     }
@@ -732,7 +739,6 @@ impl Session {
         {
             acked.push(id);
         }
-        let mut sampled = false;
         for id in acked {
             let Some(f) = self.in_flight.remove(&id) else {
                 continue;
@@ -740,7 +746,6 @@ impl Session {
             // Karn's rule: only unambiguous (never retransmitted) samples.
             if f.retransmits == 0 && dg.id == Some(id) {
                 self.rtt.sample(now.saturating_duration_since(f.sent_at));
-                sampled = true;
             }
             if let Some(left) = self.line_fragments.get_mut(&f.line) {
                 *left = left.saturating_sub(1);
@@ -749,9 +754,6 @@ impl Session {
                     self.emit(SessionEvent::Delivered { line: f.line });
                 }
             }
-        }
-        if sampled && let Some(rtt) = self.rtt.srtt {
-            self.emit(SessionEvent::Rtt { rtt });
         }
         self.fill_window(now);
     }

@@ -1,0 +1,1086 @@
+//! The engine: sessions, the UDP socket, the signaling client and the user,
+//! tied together in one event loop.
+//!
+//! Front ends (the line console, `--json`, later a full-screen UI) all drive
+//! the same engine: they send [`Command`]s and render [`Event`]s. The engine
+//! owns the socket and the timers, feeds datagrams and deadlines to the
+//! [`Session`] state machines, and turns their actions into sends and events.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::protocol::{Datagram, Kind, MAX_RECV_DATAGRAM_BYTES};
+use super::session::{Action, CloseReason, Phase, Session, SessionConfig, SessionEvent};
+use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
+use super::transport::{self, Transport};
+
+/// Most sessions at once; further incoming hellos are ignored.
+pub const MAX_SESSIONS: usize = 32;
+
+/// Capacity of the event channel to the front end. The engine waits when it
+/// is full rather than dropping events (a chat line must not vanish).
+pub const EVENT_BUFFER: usize = 4096;
+
+/// Capacity of the command channel from the front end.
+pub const COMMAND_BUFFER: usize = 256;
+
+/// Capacity of the channel from the signaling task.
+const SIGNAL_BUFFER: usize = 256;
+
+/// How long a clean exit waits for Unregister.
+pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Signaling server URL, e.g. `http://localhost:8000`.
+    pub server: String,
+    /// Requested username; empty lets the server pick one.
+    pub username: String,
+    /// Our peer id (a fresh UUID per run).
+    pub peer_id: String,
+    /// Address for the chat socket (`0.0.0.0:0`: any interface, any port).
+    pub bind: SocketAddr,
+    /// Session timings.
+    pub session: SessionConfig,
+}
+
+impl EngineConfig {
+    /// A config with a fresh peer id and default timings.
+    pub fn new(server: impl Into<String>, username: impl Into<String>) -> EngineConfig {
+        EngineConfig {
+            server: server.into(),
+            username: username.into(),
+            peer_id: uuid::Uuid::new_v4().to_string(),
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// Errors that stop the engine from starting.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The chat socket could not be bound.
+    #[error("cannot bind UDP socket on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Registration failed.
+    #[error(transparent)]
+    Signaling(#[from] SignalingError),
+}
+
+/// What the user asks the engine to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Connect to a peer given by full id, unique id prefix or unique
+    /// username; it becomes the active peer.
+    Connect(String),
+    /// Send a line to the active peer.
+    Send(String),
+    /// Report the current peer list (an [`Event::Peers`]).
+    Peers,
+    /// End the session with the active peer.
+    Leave,
+    /// Disconnect everyone, unregister and stop.
+    Quit,
+}
+
+/// One entry of the peer list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerSummary {
+    /// Full peer id.
+    pub peer_id: String,
+    /// Username (raw).
+    pub username: String,
+    /// `grpc` or `rest` (a seed-style peer).
+    pub via: &'static str,
+}
+
+/// Everything a front end shows. Serialized as one JSON object per event
+/// for `--json`, tagged by `"event"`. Text fields are raw network input:
+/// sanitize before printing to a terminal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Registered with the server; our identity.
+    Registered {
+        /// Our full peer id.
+        peer_id: String,
+        /// Our username as the server stored it.
+        username: String,
+        /// Our UDP port.
+        udp_port: u16,
+        /// The IP the server saw us come from.
+        observed_ip: String,
+        /// `observed_ip:udp_port`, the public address peers probe.
+        public_addr: String,
+        /// The server URL.
+        server: String,
+    },
+    /// The current list of online peers (at start and on `/peers`).
+    Peers {
+        /// Everyone online except us.
+        peers: Vec<PeerSummary>,
+    },
+    /// A peer came online.
+    PeerJoined {
+        /// Its id.
+        peer_id: String,
+        /// Its username.
+        username: String,
+    },
+    /// A peer went offline.
+    PeerLeft {
+        /// Its id.
+        peer_id: String,
+        /// Its username.
+        username: String,
+    },
+    /// Probing a peer (one event per attempt).
+    Connecting {
+        /// The peer.
+        peer_id: String,
+        /// Its username.
+        username: String,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// The addresses being probed.
+        endpoints: Vec<String>,
+    },
+    /// A session is up.
+    Connected {
+        /// The peer.
+        peer_id: String,
+        /// Its username.
+        username: String,
+        /// The address chat flows to.
+        addr: String,
+        /// `lan` or `direct`.
+        path: &'static str,
+        /// Handshake round trip in milliseconds, when measured.
+        rtt_ms: Option<f64>,
+        /// Whether acks/retransmission are in use (false for a seed peer).
+        reliable: bool,
+    },
+    /// A chat line arrived.
+    Message {
+        /// Sender's peer id.
+        from: String,
+        /// Sender's username.
+        username: String,
+        /// The line.
+        text: String,
+    },
+    /// A line of ours went out (not yet acknowledged).
+    Sent {
+        /// The peer.
+        to: String,
+        /// Line id, used by `delivered` / `undeliverable`.
+        line: u64,
+        /// Whether a `delivered` event will follow.
+        reliable: bool,
+    },
+    /// The peer acknowledged a line.
+    Delivered {
+        /// The peer.
+        to: String,
+        /// The line id from `sent`.
+        line: u64,
+    },
+    /// A line could not be delivered (the session ended first).
+    Undeliverable {
+        /// The peer.
+        to: String,
+        /// The line id from `sent`.
+        line: u64,
+    },
+    /// A keep-alive round trip completed.
+    Rtt {
+        /// The peer.
+        peer_id: String,
+        /// Smoothed RTT in milliseconds.
+        rtt_ms: f64,
+    },
+    /// A session ended.
+    Disconnected {
+        /// The peer.
+        peer_id: String,
+        /// Its username.
+        username: String,
+        /// `local`, `remote_disconnect`, `timeout`, `left` or `unreachable`.
+        reason: &'static str,
+    },
+    /// The signaling server connection broke; chat goes on, we retry.
+    ServerLost {
+        /// What went wrong.
+        error: String,
+    },
+    /// Re-registered after a loss.
+    ServerRestored {},
+    /// A notice for the user (e.g. the `/help` text).
+    Info {
+        /// The text.
+        message: String,
+    },
+    /// Something the user should know went wrong.
+    Error {
+        /// Machine-readable: `unknown_peer`, `ambiguous_peer`,
+        /// `not_connected`, `unreachable`, `send_failed`,
+        /// `invalid_command`.
+        code: &'static str,
+        /// Human-readable.
+        message: String,
+    },
+}
+
+/// Our identity after start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    /// Our full peer id.
+    pub peer_id: String,
+    /// Our username as stored by the server.
+    pub username: String,
+    /// The chat socket's address.
+    pub local_addr: SocketAddr,
+}
+
+/// The front end's side of a running engine.
+#[derive(Debug)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<Command>,
+    task: JoinHandle<()>,
+    started: Started,
+}
+
+impl EngineHandle {
+    /// Our identity.
+    pub fn started(&self) -> &Started {
+        &self.started
+    }
+
+    /// A sender for commands (cloneable, e.g. for a Ctrl+C task).
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// Sends one command; false if the engine has stopped.
+    pub async fn command(&self, command: Command) -> bool {
+        self.commands.send(command).await.is_ok()
+    }
+
+    /// Waits for the engine to stop (after [`Command::Quit`]).
+    pub async fn join(self) {
+        drop(self.commands);
+        if let Err(err) = self.task.await {
+            tracing::error!(%err, "engine task failed");
+        }
+    }
+
+    /// Stops the engine abruptly: no disconnect, no unregister (as if the
+    /// process was killed). For tests of offline detection.
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Binds a UDP socket on `config.bind` and starts the engine on it.
+pub async fn start(
+    config: EngineConfig,
+) -> Result<(EngineHandle, mpsc::Receiver<Event>), EngineError> {
+    let socket = transport::bind_addr(config.bind)
+        .await
+        .map_err(|source| EngineError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    start_with(config, Arc::new(socket)).await
+}
+
+/// Starts the engine on the given transport (tests pass a lossy one):
+/// registers (with retries), then runs the event loop in a task.
+pub async fn start_with(
+    config: EngineConfig,
+    transport: Arc<dyn Transport>,
+) -> Result<(EngineHandle, mpsc::Receiver<Event>), EngineError> {
+    let local_addr = transport.local_addr().map_err(|source| EngineError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let identity = Identity {
+        peer_id: config.peer_id.clone(),
+        username: config.username.clone(),
+        udp_port: local_addr.port(),
+        endpoints: transport::local_endpoints(local_addr),
+    };
+    let (signaling, registration) = Signaling::register(&config.server, identity).await?;
+    let (event_tx, event_rx) = mpsc::channel(EVENT_BUFFER);
+    let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
+    let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (internal_tx, internal_rx) = mpsc::channel(COMMAND_BUFFER);
+    let started = Started {
+        peer_id: config.peer_id.clone(),
+        username: registration.username.clone(),
+        local_addr,
+    };
+    // The first event; the channel is empty, so this cannot block.
+    let _ = event_tx
+        .send(Event::Registered {
+            peer_id: config.peer_id.clone(),
+            username: registration.username.clone(),
+            udp_port: local_addr.port(),
+            public_addr: format!("{}:{}", registration.observed_ip, local_addr.port()),
+            observed_ip: registration.observed_ip.clone(),
+            server: config.server.clone(),
+        })
+        .await;
+    tokio::spawn(
+        signaling
+            .clone()
+            .run(registration.lease, signal_tx, stop_rx),
+    );
+    let engine = Engine {
+        username: registration.username,
+        config,
+        transport,
+        signaling,
+        events: event_tx,
+        directory: BTreeMap::new(),
+        have_snapshot: false,
+        deferred: Vec::new(),
+        sessions: HashMap::new(),
+        active: None,
+        wanted: None,
+        server_up: true,
+        internal_tx,
+        stop: stop_tx,
+    };
+    let task = tokio::spawn(engine.run(command_rx, signal_rx, internal_rx));
+    Ok((
+        EngineHandle {
+            commands: command_tx,
+            task,
+            started,
+        },
+        event_rx,
+    ))
+}
+
+/// Results of background work, fed back into the loop.
+#[derive(Debug)]
+enum Internal {
+    Rendezvous {
+        target: PeerInfo,
+        result: Result<(PeerInfo, bool), String>,
+    },
+}
+
+struct Engine {
+    config: EngineConfig,
+    username: String,
+    transport: Arc<dyn Transport>,
+    signaling: Signaling,
+    events: mpsc::Sender<Event>,
+    /// Online peers by id, from WatchPeers.
+    directory: BTreeMap<String, PeerInfo>,
+    have_snapshot: bool,
+    /// Connect requests made before the first peer list arrived.
+    deferred: Vec<String>,
+    sessions: HashMap<String, Session>,
+    /// The peer typed lines go to.
+    active: Option<String>,
+    /// The peer the user last asked to connect to (becomes active when up).
+    wanted: Option<String>,
+    server_up: bool,
+    internal_tx: mpsc::Sender<Internal>,
+    stop: watch::Sender<bool>,
+}
+
+impl Engine {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut signals: mpsc::Receiver<SignalEvent>,
+        mut internal: mpsc::Receiver<Internal>,
+    ) {
+        // One byte more than the limit, so an oversized datagram is seen as
+        // such instead of silently truncated to a valid-looking size.
+        let mut buf = vec![0u8; MAX_RECV_DATAGRAM_BYTES + 1];
+        let transport = self.transport.clone();
+        loop {
+            let deadline = self
+                .sessions
+                .values()
+                .filter_map(Session::next_deadline)
+                .min();
+            tokio::select! {
+                received = transport.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.on_datagram(&buf[..n], from),
+                    Err(err) => {
+                        // E.g. ICMP errors surfacing on some platforms; the
+                        // socket itself stays usable.
+                        tracing::debug!(%err, "UDP receive error");
+                    }
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Quit) | None => break,
+                    Some(command) => self.on_command(command).await,
+                },
+                Some(signal) = signals.recv() => self.on_signal(signal).await,
+                Some(msg) = internal.recv() => self.on_internal(msg).await,
+                _ = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    for session in self.sessions.values_mut() {
+                        session.poll_timers(now);
+                    }
+                }
+            }
+            self.flush().await;
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        for session in self.sessions.values_mut() {
+            session.close();
+        }
+        self.flush().await;
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(UNREGISTER_TIMEOUT, self.signaling.unregister()).await {
+            Ok(Ok(())) => tracing::info!("unregistered"),
+            Ok(Err(err)) => tracing::warn!(%err, "unregister failed"),
+            Err(_) => tracing::warn!("unregister timed out"),
+        }
+    }
+
+    fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let dg = match Datagram::decode(bytes) {
+            Ok(dg) => dg,
+            Err(err) => {
+                tracing::debug!(%from, %err, "dropping datagram");
+                return;
+            }
+        };
+        if dg.from == self.config.peer_id {
+            tracing::debug!(%from, "dropping datagram claiming our own id");
+            return;
+        }
+        let now = Instant::now();
+        if let Some(session) = self.sessions.get_mut(&dg.from) {
+            session.handle_datagram(&dg, from, now);
+            return;
+        }
+        if dg.kind != Kind::Hello {
+            tracing::debug!(%from, kind = ?dg.kind, "dropping datagram from a stranger");
+            return;
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            tracing::debug!(%from, "session limit reached; hello ignored");
+            return;
+        }
+        tracing::info!(%from, peer = %dg.from, "incoming hello");
+        let session = Session::accept(
+            self.config.session.clone(),
+            &self.config.peer_id,
+            &self.username,
+            &dg,
+            from,
+            now,
+        );
+        self.sessions.insert(dg.from.clone(), session);
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Connect(target) => {
+                if self.have_snapshot {
+                    self.connect(&target).await;
+                } else {
+                    self.deferred.push(target);
+                }
+            }
+            Command::Send(text) => self.send_line(&text).await,
+            Command::Peers => {
+                let peers = self.peer_list();
+                self.emit(Event::Peers { peers }).await;
+            }
+            Command::Leave => {
+                if let Some(id) = self.active.take()
+                    && let Some(session) = self.sessions.get_mut(&id)
+                {
+                    session.close();
+                }
+            }
+            Command::Quit => {}
+        }
+    }
+
+    async fn send_line(&mut self, text: &str) {
+        let Some(id) = self.active.clone() else {
+            self.error(
+                "not_connected",
+                "not connected to a peer; use /connect <peer>",
+            )
+            .await;
+            return;
+        };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            self.error(
+                "not_connected",
+                "not connected to a peer; use /connect <peer>",
+            )
+            .await;
+            return;
+        };
+        match session.send_line(text, Instant::now()) {
+            Ok(line) => {
+                let reliable = session.reliable();
+                self.emit(Event::Sent {
+                    to: id,
+                    line,
+                    reliable,
+                })
+                .await;
+            }
+            Err(err) => {
+                let code = match err {
+                    super::session::SendError::NotConnected => "not_connected",
+                    _ => "send_failed",
+                };
+                self.error(code, &err.to_string()).await;
+            }
+        }
+    }
+
+    /// Resolves `target` and starts the rendezvous.
+    async fn connect(&mut self, target: &str) {
+        let peer = match resolve(&self.directory, &self.config.peer_id, target) {
+            Ok(peer) => peer.clone(),
+            Err(err) => {
+                self.error(err.code(), &err.to_string()).await;
+                return;
+            }
+        };
+        self.wanted = Some(peer.peer_id.clone());
+        if let Some(session) = self.sessions.get(&peer.peer_id) {
+            if session.phase() == Phase::Connected {
+                self.active = Some(peer.peer_id.clone());
+                let event = self.connected_event(&peer.peer_id);
+                if let Some(event) = event {
+                    self.emit(event).await;
+                }
+            }
+            return;
+        }
+        let signaling = self.signaling.clone();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            let result = signaling
+                .request_connect(&peer.peer_id)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx
+                .send(Internal::Rendezvous {
+                    target: peer,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    async fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Rendezvous { target, result } => {
+                let (peer, notified) = match result {
+                    Ok(found) => found,
+                    Err(err) => {
+                        // Probe what we know anyway: a seed-style peer
+                        // accepts hellos without a rendezvous.
+                        tracing::warn!(%err, "connect request failed; probing known endpoints");
+                        (target, false)
+                    }
+                };
+                tracing::info!(peer = %peer.peer_id, notified, endpoints = ?peer.endpoints, "rendezvous");
+                if let Some(session) = self.sessions.get_mut(&peer.peer_id) {
+                    session.add_candidates(peer.endpoints.iter().copied());
+                    return;
+                }
+                if peer.endpoints.is_empty() {
+                    self.error(
+                        "unreachable",
+                        &format!(
+                            "could not reach peer {}: it has no known address",
+                            self.display_name(&peer.peer_id)
+                        ),
+                    )
+                    .await;
+                    return;
+                }
+                self.directory
+                    .entry(peer.peer_id.clone())
+                    .or_insert_with(|| peer.clone());
+                let session = Session::connect(
+                    self.config.session.clone(),
+                    &self.config.peer_id,
+                    &self.username,
+                    &peer.peer_id,
+                    peer.endpoints.clone(),
+                    Instant::now(),
+                );
+                self.sessions.insert(peer.peer_id.clone(), session);
+            }
+        }
+    }
+
+    async fn on_signal(&mut self, signal: SignalEvent) {
+        match signal {
+            SignalEvent::Registered(_) => {
+                if !self.server_up {
+                    self.server_up = true;
+                    self.emit(Event::ServerRestored {}).await;
+                }
+            }
+            SignalEvent::Lost { error } => {
+                if self.server_up {
+                    self.server_up = false;
+                    self.emit(Event::ServerLost { error }).await;
+                }
+            }
+            SignalEvent::Snapshot(peers) => {
+                let fresh: BTreeMap<String, PeerInfo> = peers
+                    .into_iter()
+                    .filter(|p| p.peer_id != self.config.peer_id)
+                    .map(|p| (p.peer_id.clone(), p))
+                    .collect();
+                let old = std::mem::replace(&mut self.directory, fresh);
+                if !self.have_snapshot {
+                    self.have_snapshot = true;
+                    let peers = self.peer_list();
+                    self.emit(Event::Peers { peers }).await;
+                    for target in std::mem::take(&mut self.deferred) {
+                        self.connect(&target).await;
+                    }
+                    return;
+                }
+                // A resync: report the difference. Sessions are not closed
+                // for a peer missing here (after a server restart it may
+                // simply not have re-registered yet); only LEFT does that.
+                for (id, p) in &old {
+                    if !self.directory.contains_key(id) {
+                        let event = Event::PeerLeft {
+                            peer_id: id.clone(),
+                            username: p.username.clone(),
+                        };
+                        self.emit(event).await;
+                    }
+                }
+                let joined: Vec<Event> = self
+                    .directory
+                    .iter()
+                    .filter(|(id, _)| !old.contains_key(*id))
+                    .map(|(id, p)| Event::PeerJoined {
+                        peer_id: id.clone(),
+                        username: p.username.clone(),
+                    })
+                    .collect();
+                for event in joined {
+                    self.emit(event).await;
+                }
+            }
+            SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => {
+                if peer.peer_id == self.config.peer_id {
+                    return;
+                }
+                if let Some(session) = self.sessions.get_mut(&peer.peer_id)
+                    && session.phase() == Phase::Probing
+                {
+                    session.add_candidates(peer.endpoints.iter().copied());
+                }
+                let event = Event::PeerJoined {
+                    peer_id: peer.peer_id.clone(),
+                    username: peer.username.clone(),
+                };
+                if self.directory.insert(peer.peer_id.clone(), peer).is_none() {
+                    self.emit(event).await;
+                }
+            }
+            SignalEvent::Left(peer) => {
+                if peer.peer_id == self.config.peer_id {
+                    return;
+                }
+                if let Some(session) = self.sessions.get_mut(&peer.peer_id) {
+                    session.peer_left();
+                }
+                if self.directory.remove(&peer.peer_id).is_some() {
+                    self.emit(Event::PeerLeft {
+                        peer_id: peer.peer_id,
+                        username: peer.username,
+                    })
+                    .await;
+                }
+            }
+            SignalEvent::ConnectRequested { from, .. } => {
+                if from.peer_id == self.config.peer_id {
+                    return;
+                }
+                tracing::info!(peer = %from.peer_id, "connect requested");
+                self.directory
+                    .entry(from.peer_id.clone())
+                    .or_insert_with(|| from.clone());
+                if let Some(session) = self.sessions.get_mut(&from.peer_id) {
+                    session.add_candidates(from.endpoints.iter().copied());
+                    return;
+                }
+                if self.sessions.len() >= MAX_SESSIONS {
+                    tracing::warn!("session limit reached; connect request ignored");
+                    return;
+                }
+                let session = Session::connect(
+                    self.config.session.clone(),
+                    &self.config.peer_id,
+                    &self.username,
+                    &from.peer_id,
+                    from.endpoints.clone(),
+                    Instant::now(),
+                );
+                self.sessions.insert(from.peer_id.clone(), session);
+            }
+        }
+    }
+
+    /// Sends what the sessions want sent and reports what they report.
+    async fn flush(&mut self) {
+        let mut sends = Vec::new();
+        let mut reports = Vec::new();
+        let mut closed = Vec::new();
+        for (id, session) in self.sessions.iter_mut() {
+            for action in session.take_actions() {
+                match action {
+                    Action::Send { to, bytes } => sends.push((to, bytes)),
+                    Action::Event(event) => reports.push((id.clone(), event)),
+                }
+            }
+            if session.phase() == Phase::Closed {
+                closed.push(id.clone());
+            }
+        }
+        for (to, bytes) in sends {
+            if let Err(err) = self.transport.send_to(&bytes, to).await {
+                tracing::debug!(%to, %err, "UDP send failed");
+            }
+        }
+        for (id, event) in reports {
+            self.report(&id, event).await;
+        }
+        for id in closed {
+            self.sessions.remove(&id);
+            if self.active.as_deref() == Some(id.as_str()) {
+                self.active = None;
+            }
+            if self.wanted.as_deref() == Some(id.as_str()) {
+                self.wanted = None;
+            }
+        }
+    }
+
+    async fn report(&mut self, id: &str, event: SessionEvent) {
+        let username = self.display_name(id);
+        let out = match event {
+            SessionEvent::Probing { attempt } => Event::Connecting {
+                peer_id: id.to_owned(),
+                username,
+                attempt,
+                endpoints: self
+                    .sessions
+                    .get(id)
+                    .map(|s| s.candidates().iter().map(|a| a.to_string()).collect())
+                    .unwrap_or_default(),
+            },
+            SessionEvent::Connected { .. } => {
+                if self.active.is_none() || self.wanted.as_deref() == Some(id) {
+                    self.active = Some(id.to_owned());
+                }
+                match self.connected_event(id) {
+                    Some(event) => event,
+                    None => return,
+                }
+            }
+            SessionEvent::Message { text } => Event::Message {
+                from: id.to_owned(),
+                username,
+                text,
+            },
+            SessionEvent::Delivered { line } => Event::Delivered {
+                to: id.to_owned(),
+                line,
+            },
+            SessionEvent::Undeliverable { line } => Event::Undeliverable {
+                to: id.to_owned(),
+                line,
+            },
+            SessionEvent::Rtt { rtt } => Event::Rtt {
+                peer_id: id.to_owned(),
+                rtt_ms: millis(rtt),
+            },
+            SessionEvent::Closed { reason } => {
+                if reason == CloseReason::Unreachable {
+                    let message = format!(
+                        "could not reach peer {username} after {} attempts",
+                        self.config.session.connect_attempts
+                    );
+                    self.error("unreachable", &message).await;
+                }
+                Event::Disconnected {
+                    peer_id: id.to_owned(),
+                    username,
+                    reason: reason.as_str(),
+                }
+            }
+        };
+        self.emit(out).await;
+    }
+
+    fn connected_event(&self, id: &str) -> Option<Event> {
+        let session = self.sessions.get(id)?;
+        let addr = session.addr()?;
+        Some(Event::Connected {
+            peer_id: id.to_owned(),
+            username: self.display_name(id),
+            addr: addr.to_string(),
+            path: super::session::PathKind::of(addr).as_str(),
+            rtt_ms: session.rtt().map(millis),
+            reliable: session.reliable(),
+        })
+    }
+
+    fn display_name(&self, id: &str) -> String {
+        if let Some(peer) = self.directory.get(id)
+            && !peer.username.is_empty()
+        {
+            return peer.username.clone();
+        }
+        if let Some(name) = self.sessions.get(id).and_then(Session::remote_username)
+            && !name.is_empty()
+        {
+            return name.to_owned();
+        }
+        format!("{}...", id.chars().take(8).collect::<String>())
+    }
+
+    fn peer_list(&self) -> Vec<PeerSummary> {
+        self.directory
+            .values()
+            .map(|p| PeerSummary {
+                peer_id: p.peer_id.clone(),
+                username: p.username.clone(),
+                via: if p.via_rest { "rest" } else { "grpc" },
+            })
+            .collect()
+    }
+
+    async fn error(&mut self, code: &'static str, message: &str) {
+        self.emit(Event::Error {
+            code,
+            message: message.to_owned(),
+        })
+        .await;
+    }
+
+    async fn emit(&mut self, event: Event) {
+        if self.events.send(event).await.is_err() {
+            tracing::debug!("front end gone; event dropped");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+/// Why a connect target could not be resolved.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Nothing matches.
+    #[error("no online peer matches '{0}'")]
+    Unknown(String),
+    /// More than one peer matches.
+    #[error("'{input}' is ambiguous: it matches {matches}")]
+    Ambiguous {
+        /// What the user typed.
+        input: String,
+        /// The candidates, `username (id)`, comma separated.
+        matches: String,
+    },
+    /// The user named themselves.
+    #[error("that is you; pick another peer")]
+    Myself,
+}
+
+impl ResolveError {
+    fn code(&self) -> &'static str {
+        match self {
+            ResolveError::Unknown(_) => "unknown_peer",
+            ResolveError::Ambiguous { .. } => "ambiguous_peer",
+            ResolveError::Myself => "unknown_peer",
+        }
+    }
+}
+
+/// Finds the peer `input` names: a full id, a unique id prefix, or a unique
+/// username (exact, then case-insensitive).
+pub fn resolve<'a>(
+    directory: &'a BTreeMap<String, PeerInfo>,
+    me: &str,
+    input: &str,
+) -> Result<&'a PeerInfo, ResolveError> {
+    let input = input.trim();
+    if input.is_empty() {
+        return Err(ResolveError::Unknown(String::new()));
+    }
+    let lower = input.to_lowercase();
+    if lower == me {
+        return Err(ResolveError::Myself);
+    }
+    if let Some(peer) = directory.get(&lower) {
+        return Ok(peer);
+    }
+    let by_prefix: Vec<&PeerInfo> = directory
+        .values()
+        .filter(|p| p.peer_id.starts_with(&lower))
+        .collect();
+    let by_name: Vec<&PeerInfo> = directory.values().filter(|p| p.username == input).collect();
+    let by_name_ci: Vec<&PeerInfo> = directory
+        .values()
+        .filter(|p| p.username.to_lowercase() == lower)
+        .collect();
+    let mut all: Vec<&PeerInfo> = Vec::new();
+    for list in [&by_prefix, &by_name] {
+        for p in list.iter() {
+            if !all.iter().any(|q| q.peer_id == p.peer_id) {
+                all.push(p);
+            }
+        }
+    }
+    if all.is_empty() {
+        all = by_name_ci;
+    }
+    match all.as_slice() {
+        [] => Err(ResolveError::Unknown(input.to_owned())),
+        [one] => Ok(one),
+        many => Err(ResolveError::Ambiguous {
+            input: input.to_owned(),
+            matches: many
+                .iter()
+                .map(|p| format!("{} ({})", p.username, p.peer_id))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(id: &str, name: &str) -> PeerInfo {
+        PeerInfo {
+            peer_id: id.into(),
+            username: name.into(),
+            endpoints: vec![],
+            inbox_open: true,
+            via_rest: false,
+        }
+    }
+
+    #[test]
+    fn resolves_ids_prefixes_and_names() {
+        let dir: BTreeMap<String, PeerInfo> = [
+            peer("aaaa1111-0000-4000-8000-000000000001", "alice"),
+            peer("aaaa2222-0000-4000-8000-000000000002", "bob"),
+            peer("bbbb3333-0000-4000-8000-000000000003", "Carol"),
+            peer("cccc4444-0000-4000-8000-000000000004", "bob"),
+        ]
+        .into_iter()
+        .map(|p| (p.peer_id.clone(), p))
+        .collect();
+        let me = "ffff0000-0000-4000-8000-000000000000";
+        let id = |r: Result<&PeerInfo, ResolveError>| r.map(|p| p.peer_id.clone());
+        assert_eq!(
+            id(resolve(&dir, me, "aaaa1111-0000-4000-8000-000000000001")).unwrap(),
+            "aaaa1111-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            id(resolve(&dir, me, "AAAA1")).unwrap(),
+            "aaaa1111-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            id(resolve(&dir, me, "alice")).unwrap(),
+            "aaaa1111-0000-4000-8000-000000000001"
+        );
+        assert_eq!(
+            id(resolve(&dir, me, "carol")).unwrap(),
+            "bbbb3333-0000-4000-8000-000000000003"
+        );
+        assert_eq!(
+            id(resolve(&dir, me, " b ")).unwrap(),
+            "bbbb3333-0000-4000-8000-000000000003"
+        );
+        assert!(matches!(
+            resolve(&dir, me, "aaaa"),
+            Err(ResolveError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            resolve(&dir, me, "bob"),
+            Err(ResolveError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            resolve(&dir, me, "zed"),
+            Err(ResolveError::Unknown(_))
+        ));
+        assert!(matches!(
+            resolve(&dir, me, ""),
+            Err(ResolveError::Unknown(_))
+        ));
+        assert_eq!(resolve(&dir, me, me).unwrap_err(), ResolveError::Myself);
+    }
+
+    #[test]
+    fn event_json_shape() {
+        let event = Event::Connected {
+            peer_id: "p".into(),
+            username: "u".into(),
+            addr: "127.0.0.1:1".into(),
+            path: "lan",
+            rtt_ms: Some(1.5),
+            reliable: true,
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"connected","peer_id":"p","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Event::ServerRestored {}).unwrap(),
+            r#"{"event":"server_restored"}"#
+        );
+    }
+}

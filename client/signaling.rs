@@ -1,0 +1,479 @@
+//! The tonic client side of the signaling contract.
+//!
+//! [`Signaling::register`] performs the first registration (a few attempts
+//! with backoff, so a server that is not up yet fails cleanly). Afterwards
+//! [`Signaling::run`] keeps the registration alive in the background: it
+//! holds the inbox (connect requests; keeps the lease alive) and the
+//! WatchPeers stream (live peer list), refreshes the lease, and when the
+//! server goes away it keeps retrying, re-registers and resumes the watch,
+//! reporting everything as [`SignalEvent`]s. The chat itself never waits on
+//! the server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use crate::proto::signaling_client::SignalingClient;
+use crate::proto::{self, inbox_message, watch_peers_response};
+
+/// Registration attempts at start-up before giving up.
+pub const REGISTER_ATTEMPTS: u32 = 3;
+
+/// Pause after the first failed start-up attempt; doubles each time.
+pub const REGISTER_BACKOFF: Duration = Duration::from_millis(300);
+
+/// Longest pause between two reconnect attempts after the server was lost.
+pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Time limit of one unary call (register, connect request, unregister).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Time limit to open the TCP/HTTP2 connection to the server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most peers kept from one snapshot; the rest are ignored (a peer list in
+/// a chat client has no use for more).
+pub const MAX_DIRECTORY_PEERS: usize = 10_000;
+
+/// Errors of the signaling client.
+#[derive(Debug, Error)]
+pub enum SignalingError {
+    /// The server URL cannot be used.
+    #[error("invalid server URL '{url}': {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Every start-up attempt failed.
+    #[error("signaling server {url} unreachable after {attempts} attempts: {last}")]
+    Unreachable {
+        /// The server URL.
+        url: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        last: String,
+    },
+    /// The server answered with an error.
+    #[error("signaling server refused: {0}")]
+    Rpc(#[from] tonic::Status),
+    /// The call did not finish within [`RPC_TIMEOUT`].
+    #[error("signaling server did not answer in time")]
+    Timeout,
+}
+
+/// A one-line description of `err`: for transport failures the status
+/// message plus the root cause (e.g. "connection refused"), without the
+/// nested debug output tonic's own `Display` carries.
+pub fn brief(err: &SignalingError) -> String {
+    let text = match err {
+        SignalingError::Rpc(status) => {
+            let mut root: Option<&dyn std::error::Error> = std::error::Error::source(status);
+            let mut deepest = None;
+            while let Some(e) = root {
+                deepest = Some(e);
+                root = e.source();
+            }
+            match deepest {
+                Some(cause) => format!("{}: {cause}", status.message()),
+                None => format!("{} ({:?})", status.message(), status.code()),
+            }
+        }
+        other => other.to_string(),
+    };
+    text.replace(['\n', '\r'], " ")
+}
+
+/// What the server knows about another peer, converted from the proto.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerInfo {
+    /// The peer's UUID.
+    pub peer_id: String,
+    /// Its display name (raw; sanitize before showing).
+    pub username: String,
+    /// Every address worth probing, in the order the server gave them.
+    pub endpoints: Vec<SocketAddr>,
+    /// Whether it holds an inbox (gets connect requests at once).
+    pub inbox_open: bool,
+    /// Whether it registered over the REST shim (a seed-style peer).
+    pub via_rest: bool,
+}
+
+impl PeerInfo {
+    fn from_proto(p: &proto::Peer) -> PeerInfo {
+        let mut endpoints: Vec<SocketAddr> = p
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip: IpAddr = e.ip.parse().ok()?;
+                let port = u16::try_from(e.port).ok().filter(|p| *p != 0)?;
+                Some(SocketAddr::new(ip, port))
+            })
+            .collect();
+        // The seed's rule, in case the server sent no endpoint list.
+        if let (Ok(ip), Ok(port)) = (p.observed_ip.parse::<IpAddr>(), u16::try_from(p.udp_port))
+            && port != 0
+        {
+            let observed = SocketAddr::new(ip, port);
+            if !endpoints.contains(&observed) {
+                endpoints.push(observed);
+            }
+        }
+        PeerInfo {
+            peer_id: p.peer_id.clone(),
+            username: p.username.clone(),
+            endpoints,
+            inbox_open: p.inbox_open,
+            via_rest: p.registered_via == proto::RegisteredVia::Rest as i32,
+        }
+    }
+}
+
+/// The result of a successful registration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// The username as the server stored it.
+    pub username: String,
+    /// The IP the server saw us come from.
+    pub observed_ip: String,
+    /// Lease length.
+    pub lease: Duration,
+}
+
+/// What the background task reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalEvent {
+    /// (Re-)registered; after a loss this means the server is back.
+    Registered(Registration),
+    /// A complete list of online peers, replacing the previous one.
+    Snapshot(Vec<PeerInfo>),
+    /// A peer came online.
+    Joined(PeerInfo),
+    /// A peer's details changed.
+    Updated(PeerInfo),
+    /// A peer went offline.
+    Left(PeerInfo),
+    /// A peer asked to connect to us: probe its endpoints now.
+    ConnectRequested {
+        /// Rendezvous id.
+        connect_id: String,
+        /// The caller.
+        from: PeerInfo,
+    },
+    /// The server connection broke; the client keeps retrying.
+    Lost {
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Who we are towards the server.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Our UUID.
+    pub peer_id: String,
+    /// Requested username (empty: the server picks `user_<id prefix>`).
+    pub username: String,
+    /// Our chat socket's port.
+    pub udp_port: u16,
+    /// Endpoints we know for ourselves (LAN addresses).
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// A registered client. Cheap to clone; clones share the session token.
+#[derive(Debug, Clone)]
+pub struct Signaling {
+    url: String,
+    client: SignalingClient<Channel>,
+    identity: Identity,
+    token: Arc<Mutex<String>>,
+}
+
+impl Signaling {
+    /// Connects and registers, trying [`REGISTER_ATTEMPTS`] times with
+    /// doubling backoff.
+    pub async fn register(
+        url: &str,
+        identity: Identity,
+    ) -> Result<(Signaling, Registration), SignalingError> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(SignalingError::InvalidUrl {
+                url: url.to_owned(),
+                reason: "expected http://host:port".to_owned(),
+            });
+        }
+        let endpoint = TonicEndpoint::from_shared(url.to_owned())
+            .map_err(|e| SignalingError::InvalidUrl {
+                url: url.to_owned(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        // A lazy channel reconnects by itself on later calls after the server
+        // comes back, which is what the background task relies on.
+        let channel = endpoint.connect_lazy();
+        let signaling = Signaling {
+            url: url.to_owned(),
+            client: SignalingClient::new(channel),
+            identity,
+            token: Arc::new(Mutex::new(String::new())),
+        };
+        let mut backoff = REGISTER_BACKOFF;
+        let mut last = String::new();
+        for attempt in 1..=REGISTER_ATTEMPTS {
+            match signaling.register_once().await {
+                Ok(reg) => return Ok((signaling, reg)),
+                Err(err) => {
+                    last = brief(&err);
+                    tracing::info!(attempt, error = %last, "registration failed");
+                    if let SignalingError::Rpc(status) = &err
+                        && status.code() == tonic::Code::InvalidArgument
+                    {
+                        // Retrying a request the server rejects is pointless.
+                        break;
+                    }
+                }
+            }
+            if attempt < REGISTER_ATTEMPTS {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        Err(SignalingError::Unreachable {
+            url: url.to_owned(),
+            attempts: REGISTER_ATTEMPTS,
+            last,
+        })
+    }
+
+    /// Our peer id.
+    pub fn peer_id(&self) -> &str {
+        &self.identity.peer_id
+    }
+
+    fn token(&self) -> String {
+        self.token
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set_token(&self, token: String) {
+        match self.token.lock() {
+            Ok(mut t) => *t = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    /// One Register call (first registration or refresh with the token).
+    async fn register_once(&self) -> Result<Registration, SignalingError> {
+        let request = proto::RegisterRequest {
+            peer_id: self.identity.peer_id.clone(),
+            username: self.identity.username.clone(),
+            udp_port: u32::from(self.identity.udp_port),
+            endpoints: self
+                .identity
+                .endpoints
+                .iter()
+                .map(|a| proto::Endpoint {
+                    ip: a.ip().to_string(),
+                    port: u32::from(a.port()),
+                    kind: proto::EndpointKind::Local as i32,
+                })
+                .collect(),
+            session_token: self.token(),
+        };
+        let mut client = self.client.clone();
+        let response = tokio::time::timeout(RPC_TIMEOUT, client.register(request))
+            .await
+            .map_err(|_| SignalingError::Timeout)??
+            .into_inner();
+        self.set_token(response.session_token);
+        let username = response
+            .peer
+            .as_ref()
+            .map(|p| p.username.clone())
+            .unwrap_or_else(|| self.identity.username.clone());
+        Ok(Registration {
+            username,
+            observed_ip: response.observed_ip,
+            lease: Duration::from_secs(u64::from(response.lease_seconds.max(1))),
+        })
+    }
+
+    /// Asks the server to set up a rendezvous with `target`. Returns the
+    /// target as the server knows it and whether it was notified.
+    pub async fn request_connect(&self, target: &str) -> Result<(PeerInfo, bool), SignalingError> {
+        let request = proto::RequestConnectRequest {
+            peer_id: self.identity.peer_id.clone(),
+            session_token: self.token(),
+            target_peer_id: target.to_owned(),
+        };
+        let mut client = self.client.clone();
+        let response = tokio::time::timeout(RPC_TIMEOUT, client.request_connect(request))
+            .await
+            .map_err(|_| SignalingError::Timeout)??
+            .into_inner();
+        let target = response
+            .target
+            .as_ref()
+            .map(PeerInfo::from_proto)
+            .ok_or_else(|| tonic::Status::internal("response without target"))?;
+        Ok((target, response.target_notified))
+    }
+
+    /// Removes our registration (clean exit). Best effort, bounded in time.
+    pub async fn unregister(&self) -> Result<(), SignalingError> {
+        let request = proto::UnregisterRequest {
+            peer_id: self.identity.peer_id.clone(),
+            session_token: self.token(),
+        };
+        let mut client = self.client.clone();
+        tokio::time::timeout(RPC_TIMEOUT, client.unregister(request))
+            .await
+            .map_err(|_| SignalingError::Timeout)??;
+        Ok(())
+    }
+
+    /// Keeps the registration, inbox and watch alive until `stop` turns true,
+    /// reporting to `events`. Returns when stopped or when `events` closes.
+    pub async fn run(
+        self,
+        lease: Duration,
+        events: mpsc::Sender<SignalEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut resume_from = 0u64;
+        let mut lease = lease;
+        loop {
+            let outcome = tokio::select! {
+                r = self.serve(lease, &mut resume_from, &events) => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            if events.is_closed() {
+                return;
+            }
+            let error = match outcome {
+                Ok(()) => "server closed the stream".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(%error, "lost the signaling server; reconnecting");
+            if events.send(SignalEvent::Lost { error }).await.is_err() {
+                return;
+            }
+            let mut backoff = REGISTER_BACKOFF;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                match self.register_once().await {
+                    Ok(reg) => {
+                        tracing::info!(url = %self.url, "re-registered with the signaling server");
+                        lease = reg.lease;
+                        if events.send(SignalEvent::Registered(reg)).await.is_err() {
+                            return;
+                        }
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "reconnect attempt failed");
+                        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connected period: inbox + watch + lease refresh. Returns when any
+    /// of them fails or ends.
+    async fn serve(
+        &self,
+        lease: Duration,
+        resume_from: &mut u64,
+        events: &mpsc::Sender<SignalEvent>,
+    ) -> Result<(), SignalingError> {
+        let mut client = self.client.clone();
+        let mut inbox = client
+            .open_inbox(proto::OpenInboxRequest {
+                peer_id: self.identity.peer_id.clone(),
+                session_token: self.token(),
+            })
+            .await?
+            .into_inner();
+        let mut watch = client
+            .watch_peers(proto::WatchPeersRequest {
+                resume_from_revision: *resume_from,
+            })
+            .await?
+            .into_inner();
+        // The inbox keeps the lease alive; refreshing anyway at a third of
+        // the lease also notices a half-dead connection early.
+        let mut refresh = tokio::time::interval(lease / 3);
+        refresh.tick().await;
+        let mut chunks: Vec<PeerInfo> = Vec::new();
+        loop {
+            tokio::select! {
+                msg = inbox.message() => match msg? {
+                    None => return Ok(()),
+                    Some(m) => match m.message {
+                        Some(inbox_message::Message::ConnectRequested(req)) => {
+                            let Some(from) = req.from.as_ref().map(PeerInfo::from_proto) else {
+                                continue;
+                            };
+                            let event = SignalEvent::ConnectRequested { connect_id: req.connect_id, from };
+                            if events.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        Some(inbox_message::Message::Opened(_)) | None => {}
+                    },
+                },
+                msg = watch.message() => match msg? {
+                    None => return Ok(()),
+                    Some(m) => {
+                        let event = match m.update {
+                            Some(watch_peers_response::Update::Snapshot(s)) => {
+                                if s.first_chunk {
+                                    chunks.clear();
+                                }
+                                let room = MAX_DIRECTORY_PEERS.saturating_sub(chunks.len());
+                                chunks.extend(s.peers.iter().take(room).map(PeerInfo::from_proto));
+                                *resume_from = s.revision;
+                                if !s.last_chunk {
+                                    continue;
+                                }
+                                SignalEvent::Snapshot(std::mem::take(&mut chunks))
+                            }
+                            Some(watch_peers_response::Update::Change(c)) => {
+                                *resume_from = c.revision;
+                                let Some(peer) = c.peer.as_ref().map(PeerInfo::from_proto) else {
+                                    continue;
+                                };
+                                match proto::PeerChangeKind::try_from(c.kind) {
+                                    Ok(proto::PeerChangeKind::Joined) => SignalEvent::Joined(peer),
+                                    Ok(proto::PeerChangeKind::Updated) => SignalEvent::Updated(peer),
+                                    Ok(proto::PeerChangeKind::Left) => SignalEvent::Left(peer),
+                                    _ => continue,
+                                }
+                            }
+                            None => continue,
+                        };
+                        if events.send(event).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                },
+                _ = refresh.tick() => {
+                    self.register_once().await?;
+                }
+            }
+        }
+    }
+}

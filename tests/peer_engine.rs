@@ -1,0 +1,466 @@
+//! Library tests of the peer: two engines and the signaling server, all in
+//! this process, on loopback. Covers connect, chat both ways, exactly-once
+//! ordered delivery through a lossy socket, offline detection, disconnect and
+//! a server restart mid-chat.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use p2pchat::client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat::client::session::SessionConfig;
+use p2pchat::client::transport::{BoxFuture, Transport};
+use p2pchat::server::{self, RunningServer, ServerConfig};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::Receiver;
+
+/// Upper bound for any single wait in these tests.
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn start_server(listen: SocketAddr, lease: Duration) -> RunningServer {
+    let config = ServerConfig {
+        listen,
+        lease,
+        ..ServerConfig::default()
+    };
+    server::start(config).await.unwrap()
+}
+
+fn fast_session() -> SessionConfig {
+    SessionConfig {
+        keepalive_interval: Duration::from_millis(300),
+        missed_pong_limit: 3,
+        probe_interval: Duration::from_millis(100),
+        attempt_duration: Duration::from_millis(1500),
+        connect_attempts: 3,
+    }
+}
+
+fn config(server: &RunningServer, name: &str) -> EngineConfig {
+    let mut config = EngineConfig::new(format!("http://{}", server.local_addr()), name);
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    config.session = fast_session();
+    config
+}
+
+struct Peer {
+    handle: EngineHandle,
+    events: Receiver<Event>,
+}
+
+impl Peer {
+    async fn start(config: EngineConfig) -> Peer {
+        let (handle, events) = engine::start(config).await.unwrap();
+        Peer { handle, events }
+    }
+
+    async fn start_lossy(config: EngineConfig, seed: u64) -> Peer {
+        let socket = LossySocket::bind(seed).await;
+        let (handle, events) = engine::start_with(config, Arc::new(socket)).await.unwrap();
+        Peer { handle, events }
+    }
+
+    fn id(&self) -> String {
+        self.handle.started().peer_id.clone()
+    }
+
+    async fn cmd(&self, command: Command) {
+        assert!(self.handle.command(command).await, "engine stopped");
+    }
+
+    /// Waits for the first event matching `pred`, skipping others.
+    async fn wait(&mut self, what: &str, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let result = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.events.recv().await {
+                    Some(e) if pred(&e) => return e,
+                    Some(_) => {}
+                    None => panic!("engine stopped while waiting for {what}"),
+                }
+            }
+        })
+        .await;
+        result.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// Collects the texts of the next `n` messages.
+    async fn messages(&mut self, n: usize) -> Vec<String> {
+        let mut texts = Vec::new();
+        while texts.len() < n {
+            if let Event::Message { text, .. } = self
+                .wait("message", |e| matches!(e, Event::Message { .. }))
+                .await
+            {
+                texts.push(text);
+            }
+        }
+        texts
+    }
+
+    async fn quit(self) {
+        self.cmd(Command::Quit).await;
+        tokio::time::timeout(WAIT, self.handle.join())
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts A and B on `server` and connects A to B (by username).
+async fn connected_pair(a: Peer, b: Peer) -> (Peer, Peer) {
+    let (mut a, mut b) = (a, b);
+    let b_id = b.id();
+    // A must see B in its peer list before a name can resolve.
+    a.wait("b in list", |e| match e {
+        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
+        _ => false,
+    })
+    .await;
+    a.cmd(Command::Connect("bob".into())).await;
+    let a_connected = a
+        .wait("a connected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    let b_connected = b
+        .wait("b connected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    match (&a_connected, &b_connected) {
+        (
+            Event::Connected {
+                peer_id: to_b,
+                path,
+                reliable: true,
+                ..
+            },
+            Event::Connected {
+                peer_id: to_a,
+                reliable: true,
+                ..
+            },
+        ) => {
+            assert_eq!(*to_b, b_id);
+            assert_eq!(*to_a, a.id());
+            assert_eq!(*path, "lan");
+        }
+        other => panic!("unexpected connect events {other:?}"),
+    }
+    (a, b)
+}
+
+#[tokio::test]
+async fn two_peers_connect_and_chat_both_ways() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let a = Peer::start(config(&server, "alice")).await;
+    let b = Peer::start(config(&server, "bob")).await;
+    let (mut a, mut b) = connected_pair(a, b).await;
+
+    a.cmd(Command::Send("hello bob".into())).await;
+    assert_eq!(b.messages(1).await, vec!["hello bob"]);
+    let sent = a.wait("sent", |e| matches!(e, Event::Sent { .. })).await;
+    let Event::Sent {
+        line,
+        reliable: true,
+        ..
+    } = sent
+    else {
+        panic!("{sent:?}")
+    };
+    a.wait(
+        "delivered",
+        |e| matches!(e, Event::Delivered { line: l, .. } if *l == line),
+    )
+    .await;
+
+    b.cmd(Command::Send("hi alice".into())).await;
+    let got = a
+        .wait("reply", |e| matches!(e, Event::Message { .. }))
+        .await;
+    assert!(
+        matches!(got, Event::Message { ref text, ref username, .. } if text == "hi alice" && username == "bob")
+    );
+
+    // A long line crosses as one message.
+    let long = "λ".repeat(5000);
+    a.cmd(Command::Send(long.clone())).await;
+    assert_eq!(b.messages(1).await, vec![long]);
+
+    // Keep-alive reports RTT.
+    a.wait(
+        "rtt",
+        |e| matches!(e, Event::Rtt { rtt_ms, .. } if *rtt_ms < 100.0),
+    )
+    .await;
+
+    let a_id = a.id();
+    a.quit().await;
+    b.wait("remote disconnect", |e| {
+        matches!(e, Event::Disconnected { reason: "remote_disconnect", peer_id, .. } if *peer_id == a_id)
+    })
+    .await;
+    // Unregistered on quit: B hears A left.
+    b.wait(
+        "a left",
+        |e| matches!(e, Event::PeerLeft { peer_id, .. } if *peer_id == a_id),
+    )
+    .await;
+    // Typing into a closed session is reported, not lost silently.
+    b.cmd(Command::Send("anyone?".into())).await;
+    b.wait("not connected", |e| {
+        matches!(
+            e,
+            Event::Error {
+                code: "not_connected",
+                ..
+            }
+        )
+    })
+    .await;
+    b.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_and_ambiguous_targets_are_reported() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut a = Peer::start(config(&server, "alice")).await;
+    let b1 = Peer::start(config(&server, "bob")).await;
+    let b2 = Peer::start(config(&server, "bob")).await;
+    let mut seen = 0;
+    a.wait("two bobs", |e| {
+        match e {
+            Event::Peers { peers } => seen = peers.len(),
+            Event::PeerJoined { .. } => seen += 1,
+            _ => {}
+        }
+        seen >= 2
+    })
+    .await;
+    a.cmd(Command::Connect("bob".into())).await;
+    a.wait("ambiguous", |e| {
+        matches!(
+            e,
+            Event::Error {
+                code: "ambiguous_peer",
+                ..
+            }
+        )
+    })
+    .await;
+    a.cmd(Command::Connect("nobody".into())).await;
+    a.wait("unknown", |e| {
+        matches!(
+            e,
+            Event::Error {
+                code: "unknown_peer",
+                ..
+            }
+        )
+    })
+    .await;
+    // A unique prefix works.
+    let prefix: String = b1.id().chars().take(8).collect();
+    a.cmd(Command::Connect(prefix)).await;
+    a.wait("connected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    for p in [a, b1, b2] {
+        p.quit().await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn exactly_once_in_order_through_a_lossy_socket() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let a = Peer::start_lossy(config(&server, "alice"), 11).await;
+    let b = Peer::start_lossy(config(&server, "bob"), 23).await;
+    let (mut a, mut b) = connected_pair(a, b).await;
+    const N: usize = 150;
+    for i in 0..N {
+        a.cmd(Command::Send(format!("a{i}"))).await;
+        b.cmd(Command::Send(format!("b{i}"))).await;
+    }
+    let want_a: Vec<String> = (0..N).map(|i| format!("a{i}")).collect();
+    let want_b: Vec<String> = (0..N).map(|i| format!("b{i}")).collect();
+    assert_eq!(b.messages(N).await, want_a);
+    assert_eq!(a.messages(N).await, want_b);
+    // And nothing more arrives (no duplicates trailing behind).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(e) = a.events.try_recv() {
+        assert!(!matches!(e, Event::Message { .. }), "duplicate {e:?}");
+    }
+    a.quit().await;
+    b.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn killed_peer_is_declared_offline_and_pending_lines_reported() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(60)).await;
+    let a = Peer::start(config(&server, "alice")).await;
+    let b = Peer::start(config(&server, "bob")).await;
+    let (mut a, b) = connected_pair(a, b).await;
+    let b_id = b.id();
+    // Killed: no disconnect, no unregister; its lease outlives the test.
+    b.handle.abort();
+    let started = tokio::time::Instant::now();
+    a.cmd(Command::Send("are you there?".into())).await;
+    a.wait("undeliverable", |e| {
+        matches!(e, Event::Undeliverable { .. })
+    })
+    .await;
+    a.wait(
+        "offline",
+        |e| matches!(e, Event::Disconnected { reason: "timeout", peer_id, .. } if *peer_id == b_id),
+    )
+    .await;
+    // 3 missed intervals of 300 ms (plus the interval that noticed).
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(600), "too soon: {took:?}");
+    assert!(took <= Duration::from_secs(3), "too late: {took:?}");
+    a.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn peer_reported_left_by_server_ends_session_at_once() {
+    // Short lease, long keep-alive: only the server's LEFT can end it soon.
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(1)).await;
+    let mut ca = config(&server, "alice");
+    ca.session.keepalive_interval = Duration::from_secs(60);
+    let a = Peer::start(ca).await;
+    let b = Peer::start(config(&server, "bob")).await;
+    let (mut a, b) = connected_pair(a, b).await;
+    let b_id = b.id();
+    b.handle.abort();
+    a.wait(
+        "left",
+        |e| matches!(e, Event::Disconnected { reason: "left", peer_id, .. } if *peer_id == b_id),
+    )
+    .await;
+    a.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn chat_survives_server_restart_and_peers_re_register() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let addr = server.local_addr();
+    let a = Peer::start(config(&server, "alice")).await;
+    let b = Peer::start(config(&server, "bob")).await;
+    let (mut a, mut b) = connected_pair(a, b).await;
+    server.shutdown().await;
+    a.wait("server lost", |e| matches!(e, Event::ServerLost { .. }))
+        .await;
+    b.wait("server lost", |e| matches!(e, Event::ServerLost { .. }))
+        .await;
+
+    // Peer to peer carries on without the server.
+    a.cmd(Command::Send("still here".into())).await;
+    assert_eq!(b.messages(1).await, vec!["still here"]);
+    b.cmd(Command::Send("me too".into())).await;
+    assert_eq!(a.messages(1).await, vec!["me too"]);
+
+    let server = start_server(addr, Duration::from_secs(30)).await;
+    a.wait("restored", |e| matches!(e, Event::ServerRestored {}))
+        .await;
+    b.wait("restored", |e| matches!(e, Event::ServerRestored {}))
+        .await;
+    // Both are registered again: the new registry lists them.
+    let registry = server.registry();
+    let a_id = a.id();
+    let b_id = b.id();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let online = |id: &str| registry.get(&id.parse().unwrap()).is_ok_and(|p| p.online);
+            if online(&a_id) && online(&b_id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both peers re-registered");
+    // The session was never interrupted.
+    a.cmd(Command::Send("after restart".into())).await;
+    assert_eq!(b.messages(1).await, vec!["after restart"]);
+    a.quit().await;
+    b.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_server_fails_after_retries() {
+    // A port nothing listens on: bind, note it, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = EngineConfig::new(format!("http://127.0.0.1:{port}"), "x");
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    let started = tokio::time::Instant::now();
+    let err = engine::start(config).await.unwrap_err().to_string();
+    assert!(err.contains("unreachable after 3 attempts"), "{err}");
+    assert!(!err.contains('\n'));
+    // Backoff 300 ms + 600 ms between the three attempts.
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// A UDP socket that drops, duplicates and delays (reorders) what it sends,
+/// deterministically from a seed. Test-only.
+struct LossySocket {
+    inner: Arc<UdpSocket>,
+    rng: Mutex<u64>,
+}
+
+impl LossySocket {
+    async fn bind(seed: u64) -> LossySocket {
+        LossySocket {
+            inner: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            rng: Mutex::new(seed.max(1)),
+        }
+    }
+
+    fn roll(&self) -> u64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x % 100
+    }
+}
+
+impl Transport for LossySocket {
+    fn send_to<'a>(&'a self, buf: &'a [u8], to: SocketAddr) -> BoxFuture<'a, io::Result<usize>> {
+        Box::pin(async move {
+            // 20% dropped, 10% duplicated, 10% delayed behind later ones.
+            if self.roll() < 20 {
+                return Ok(buf.len());
+            }
+            if self.roll() < 10 {
+                self.inner.send_to(buf, to).await?;
+            }
+            if self.roll() < 10 {
+                let socket = self.inner.clone();
+                let bytes = buf.to_vec();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    let _ = socket.send_to(&bytes, to).await;
+                });
+                return Ok(buf.len());
+            }
+            self.inner.send_to(buf, to).await
+        })
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, io::Result<(usize, SocketAddr)>> {
+        Box::pin(self.inner.recv_from(buf))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
