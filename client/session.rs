@@ -502,7 +502,13 @@ impl Session {
             {
                 self.rtt.sample(now.saturating_duration_since(sent));
             }
-            self.next_ping = now + self.config.keepalive_interval;
+            // Without an RTT yet (we were the one probed), ping at once so
+            // the user sees one promptly.
+            self.next_ping = if self.rtt.srtt.is_some() {
+                now + self.config.keepalive_interval
+            } else {
+                now
+            };
             // Message ids prove the sender negotiated reliability with us.
             if dg.id.is_some() && dg.kind == Kind::Message && self.remote_extensions.is_none() {
                 self.remote_extensions = Some(vec![Extension::Reliable, Extension::Fragments]);

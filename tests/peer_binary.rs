@@ -1,0 +1,490 @@
+//! Binary tests of `peer`: real processes against the `signaling-server`
+//! binary on loopback. Two `peer --json` processes chat and exit cleanly; a
+//! hand-written seed-protocol peer (plain UDP + the REST shim) chats with
+//! ours both ways; a flood of malformed datagrams leaves a live session
+//! untouched; an unreachable server gives one clear error line.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UdpSocket;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::mpsc;
+
+const PEER: &str = env!("CARGO_BIN_EXE_peer");
+const SERVER: &str = env!("CARGO_BIN_EXE_signaling-server");
+
+/// Upper bound for any single wait.
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Server {
+    /// Held so the server is killed when the test ends (kill_on_drop).
+    _child: Child,
+    url: String,
+}
+
+async fn start_server() -> Server {
+    let mut child = Command::new(SERVER)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("local_addr=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("server exited before logging its address");
+    })
+    .await
+    .expect("server address logged");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Server {
+        _child: child,
+        url: format!("http://{addr}"),
+    }
+}
+
+struct PeerProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    events: mpsc::UnboundedReceiver<Value>,
+    /// Every event seen so far, for assertions after the fact.
+    seen: Vec<Value>,
+}
+
+impl PeerProc {
+    async fn start(server: &Server, name: &str, extra: &[&str]) -> PeerProc {
+        let mut child = Command::new(PEER)
+            .args([
+                "--json",
+                "--server",
+                &server.url,
+                "--username",
+                name,
+                "--bind",
+                "127.0.0.1",
+                "--keepalive-secs",
+                "0.5",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not one JSON object per line: {line:?}: {e}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        PeerProc {
+            stdin: child.stdin.take(),
+            child,
+            events: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn line(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        stdin.flush().await.unwrap();
+    }
+
+    async fn wait(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let Some(event) = self.events.recv().await else {
+                    panic!("peer exited while waiting for {what}; saw {:?}", self.seen);
+                };
+                self.seen.push(event.clone());
+                if pred(&event) {
+                    return event;
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    async fn event(&mut self, name: &str) -> Value {
+        self.wait(name, |e| e["event"] == name).await
+    }
+
+    async fn exit_code(&mut self) -> i32 {
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("peer exits in time")
+            .unwrap();
+        status.code().expect("exited, not killed by a signal")
+    }
+}
+
+#[tokio::test]
+async fn two_json_peers_chat_and_exit_cleanly() {
+    let server = start_server().await;
+    let mut alice = PeerProc::start(&server, "alice", &[]).await;
+    let registered = alice.event("registered").await;
+    let alice_id = registered["peer_id"].as_str().unwrap().to_owned();
+    assert_eq!(registered["username"], "alice");
+    assert_eq!(registered["observed_ip"], "127.0.0.1");
+    assert!(registered["udp_port"].as_u64().unwrap() > 0);
+    assert_eq!(alice.event("peers").await["peers"], json!([]));
+
+    // Bob connects at start by a unique prefix of Alice's id.
+    let prefix = &alice_id[..8];
+    let mut bob = PeerProc::start(&server, "bob", &["--connect", prefix]).await;
+    let connected = bob.event("connected").await;
+    assert_eq!(connected["peer_id"], alice_id.as_str());
+    assert_eq!(connected["path"], "lan");
+    assert_eq!(connected["reliable"], true);
+    // The handshake RTT is known to whichever side's probe was answered
+    // first; the other side pings at once and reports it.
+    assert!(connected["rtt_ms"].is_null() || connected["rtt_ms"].as_f64().is_some());
+    bob.event("rtt").await;
+    let connected = alice.event("connected").await;
+    assert_eq!(connected["username"], "bob");
+
+    bob.line("Hi Alice! How are you?").await;
+    let msg = alice.event("message").await;
+    assert_eq!(msg["text"], "Hi Alice! How are you?");
+    assert_eq!(msg["username"], "bob");
+    let sent = bob.event("sent").await;
+    let delivered = bob.event("delivered").await;
+    assert_eq!(sent["line"], delivered["line"]);
+
+    alice.line("I'm good, thanks!").await;
+    assert_eq!(bob.event("message").await["text"], "I'm good, thanks!");
+
+    alice.line("/peers").await;
+    let peers = alice.event("peers").await;
+    assert_eq!(peers["peers"][0]["username"], "bob");
+    alice.line("/bogus").await;
+    assert_eq!(alice.event("error").await["code"], "invalid_command");
+
+    // /quit: disconnect, unregister, exit 0.
+    alice.line("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+    let gone = bob.event("disconnected").await;
+    assert_eq!(gone["reason"], "remote_disconnect");
+    bob.wait("alice left", |e| {
+        e["event"] == "peer_left" && e["peer_id"] == alice_id.as_str()
+    })
+    .await;
+    // EOF on stdin: same clean exit.
+    drop(bob.stdin.take());
+    assert_eq!(bob.exit_code().await, 0);
+    drop(server);
+}
+
+#[tokio::test]
+async fn sigterm_exits_cleanly_and_unregisters() {
+    let server = start_server().await;
+    let mut alice = PeerProc::start(&server, "alice", &[]).await;
+    alice.event("registered").await;
+    let mut bob = PeerProc::start(&server, "bob", &[]).await;
+    let bob_id = bob.event("registered").await["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alice.event("peer_joined").await;
+    let pid = bob.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(bob.exit_code().await, 0);
+    alice
+        .wait("bob left", |e| {
+            e["event"] == "peer_left" && e["peer_id"] == bob_id.as_str()
+        })
+        .await;
+    drop(alice.stdin.take());
+    assert_eq!(alice.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn unreachable_server_exits_non_zero_with_one_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(PEER)
+        .args([
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("unreachable after 3 attempts"), "{err}");
+    assert!(err.contains("refused"), "{err}");
+}
+
+/// A peer that speaks only the seed's documented protocol: plain JSON
+/// `{"type","from","timestamp","body"}` over a bare UDP socket, registered
+/// through the REST shim, no stream, no acks, no ids.
+struct SeedPeer {
+    id: String,
+    socket: UdpSocket,
+}
+
+impl SeedPeer {
+    async fn register(server: &Server, name: &str) -> SeedPeer {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        let port = socket.local_addr().unwrap().port();
+        let resp: Value = reqwest::Client::new()
+            .post(format!("{}/register", server.url))
+            .json(&json!({"peer_id": id, "username": name, "port": port}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(resp["status"], "success", "{resp}");
+        SeedPeer { id, socket }
+    }
+
+    async fn send(&self, kind: &str, body: &str, to: SocketAddr) {
+        let dg =
+            json!({"type": kind, "from": self.id, "timestamp": 1_768_478_400.123, "body": body});
+        self.socket
+            .send_to(dg.to_string().as_bytes(), to)
+            .await
+            .unwrap();
+    }
+
+    /// Receives datagrams until one matches `pred`, answering pings (as the
+    /// seed does) along the way. Every datagram must be seed-parseable.
+    async fn recv_until(
+        &self,
+        what: &str,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> (Value, SocketAddr) {
+        let mut buf = vec![0u8; 65536];
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let (n, from) = self.socket.recv_from(&mut buf).await.unwrap();
+                assert!(n <= 1200, "datagram of {n} bytes");
+                let v: Value = serde_json::from_slice(&buf[..n]).unwrap();
+                for field in ["type", "from", "body"] {
+                    assert!(v[field].is_string(), "seed field {field} in {v}");
+                }
+                assert!(v["timestamp"].is_number(), "{v}");
+                if v["type"] == "ping" {
+                    self.send("pong", "", from).await;
+                }
+                if pred(&v) {
+                    return (v, from);
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("seed peer timed out waiting for {what}"))
+    }
+}
+
+#[tokio::test]
+async fn seed_protocol_peer_chats_with_ours_both_ways() {
+    let server = start_server().await;
+    let seed = SeedPeer::register(&server, "seedy").await;
+
+    // Ours connects to the seed peer by username; it has no inbox, so ours
+    // probes its registered address directly.
+    let mut ours = PeerProc::start(&server, "rusty", &["--connect", "seedy"]).await;
+    let ours_id = ours.event("registered").await["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (hello, ours_addr) = seed.recv_until("hello", |v| v["type"] == "hello").await;
+    assert_eq!(hello["from"], ours_id.as_str());
+    // The seed answers a hello with a hello.
+    seed.send("hello", "", ours_addr).await;
+    let connected = ours.event("connected").await;
+    assert_eq!(
+        connected["reliable"], false,
+        "a seed peer gets the seed protocol"
+    );
+    assert_eq!(connected["username"], "seedy");
+
+    // Seed -> ours.
+    seed.send("message", "Hello from Python!", ours_addr).await;
+    let msg = ours.event("message").await;
+    assert_eq!(msg["text"], "Hello from Python!");
+    assert_eq!(msg["from"], seed.id.as_str());
+
+    // Ours -> seed: plain messages, no id, exactly once (no retransmission
+    // although the seed never acks).
+    ours.line("Hello seed!").await;
+    let (msg, _) = seed.recv_until("message", |v| v["type"] == "message").await;
+    assert_eq!(msg["body"], "Hello seed!");
+    assert!(msg.get("id").is_none(), "{msg}");
+    let sent = ours.event("sent").await;
+    assert_eq!(sent["reliable"], false);
+    // Over the next second only keep-alives arrive (answered by the seed).
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(1500),
+        seed.recv_until("no repeat", |v| v["type"] == "message"),
+    )
+    .await;
+    assert!(quiet.is_err(), "message was sent again: {quiet:?}");
+    // Keep-alive with a seed peer measures RTT from its nonce-less pong.
+    ours.event("rtt").await;
+
+    // The seed disconnects: ours reports it.
+    seed.send("disconnect", "", ours_addr).await;
+    assert_eq!(
+        ours.event("disconnected").await["reason"],
+        "remote_disconnect"
+    );
+    ours.line("/quit").await;
+    assert_eq!(ours.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn seed_protocol_peer_can_call_ours() {
+    let server = start_server().await;
+    let mut ours = PeerProc::start(&server, "rusty", &[]).await;
+    let reg = ours.event("registered").await;
+    let port = reg["udp_port"].as_u64().unwrap() as u16;
+    let ours_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let seed = SeedPeer::register(&server, "seedy").await;
+
+    // Seed style: look the peer up over REST and just send hello.
+    let info: Value = reqwest::get(format!(
+        "{}/peer/{}",
+        server.url,
+        reg["peer_id"].as_str().unwrap()
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(info["port"].as_u64(), Some(u64::from(port)), "{info}");
+    seed.send("hello", "", ours_addr).await;
+    let connected = ours.event("connected").await;
+    assert_eq!(connected["peer_id"], seed.id.as_str());
+    assert_eq!(connected["reliable"], false);
+    // Ours answered the hello (seed-parseable pong).
+    seed.recv_until("answer", |v| v["type"] == "pong").await;
+
+    seed.send("message", "hi there", ours_addr).await;
+    assert_eq!(ours.event("message").await["text"], "hi there");
+    ours.line("hi seed").await;
+    let (msg, _) = seed.recv_until("message", |v| v["type"] == "message").await;
+    assert_eq!(msg["body"], "hi seed");
+    drop(ours.stdin.take());
+    // A clean exit tells the seed peer.
+    seed.recv_until("disconnect", |v| v["type"] == "disconnect")
+        .await;
+    assert_eq!(ours.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn malformed_flood_does_not_disturb_a_live_session() {
+    let server = start_server().await;
+    let mut alice = PeerProc::start(&server, "alice", &[]).await;
+    let reg = alice.event("registered").await;
+    let alice_id = reg["peer_id"].as_str().unwrap().to_owned();
+    let alice_addr: SocketAddr = ([127, 0, 0, 1], reg["udp_port"].as_u64().unwrap() as u16).into();
+    let mut bob = PeerProc::start(&server, "bob", &["--connect", "alice"]).await;
+    let bob_id = bob.event("registered").await["peer_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.event("connected").await;
+    alice.event("connected").await;
+
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let oversized = format!(
+        r#"{{"type":"message","from":"{bob_id}","timestamp":1,"body":"{}"}}"#,
+        "x".repeat(9000)
+    );
+    let garbage: Vec<Vec<u8>> = vec![
+        b"not json at all".to_vec(),
+        b"\x00\xff\xfe\x01".to_vec(),
+        b"[1,2,3]".to_vec(),
+        br#"{"type":"message"}"#.to_vec(),
+        br#"{"type":"message","from":42,"timestamp":1,"body":"x"}"#.to_vec(),
+        br#"{"type":"explode","from":"x","timestamp":1,"body":""}"#.to_vec(),
+        br#"{"type":"message","from":"x","timestamp":"soon","body":"x"}"#.to_vec(),
+        br#"{"type":"message","from":"x","timestamp":1,"body":{"nested":true}}"#.to_vec(),
+        oversized.into_bytes(),
+        // A stranger's chat message: not in a session, not a hello.
+        br#"{"type":"message","from":"0badf00d-0000-4000-8000-000000000000","timestamp":1,"body":"spam"}"#.to_vec(),
+        // Spoofed: Bob's id, but from the wrong address.
+        format!(r#"{{"type":"message","from":"{bob_id}","timestamp":1,"body":"spoofed"}}"#).into_bytes(),
+        format!(r#"{{"type":"disconnect","from":"{bob_id}","timestamp":1,"body":""}}"#).into_bytes(),
+        format!(r#"{{"type":"ack","from":"{bob_id}","timestamp":1,"body":"","id":1,"upto":99}}"#).into_bytes(),
+    ];
+    for round in 0..50 {
+        for g in &garbage {
+            attacker.send_to(g, alice_addr).await.unwrap();
+        }
+        if round % 10 == 0 {
+            bob.line(&format!("real {round}")).await;
+        }
+    }
+    let mut texts = Vec::new();
+    while texts.len() < 5 {
+        let msg = alice.event("message").await;
+        assert_eq!(msg["from"], bob_id.as_str());
+        texts.push(msg["text"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        texts,
+        ["real 0", "real 10", "real 20", "real 30", "real 40"]
+    );
+    alice.line("still fine").await;
+    assert_eq!(bob.event("message").await["text"], "still fine");
+    // The session is still up: nothing disconnected either side, and no
+    // stray message (spam, spoofed) was shown.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    while let Ok(e) = alice.events.try_recv() {
+        assert!(
+            e["event"] != "disconnected" && e["event"] != "message",
+            "{e}"
+        );
+    }
+    assert!(!alice.seen.iter().any(|e| e["event"] == "disconnected"));
+    alice.line("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+    bob.wait("alice gone", |e| {
+        e["event"] == "disconnected" && e["peer_id"] == alice_id.as_str()
+    })
+    .await;
+    bob.line("/quit").await;
+    assert_eq!(bob.exit_code().await, 0);
+}
