@@ -4,100 +4,91 @@
 //!
 //! Everything that came from the network (usernames, message text, error
 //! details) goes through [`sanitize_display`] before it is printed.
+//! Run it with [`super::frontend::drive`].
 
 use std::io::Write;
 
-use tokio::sync::mpsc;
-
-use super::engine::{Command, EngineHandle, Event, PeerSummary};
+use super::engine::{Command, Event, PeerSummary};
+use super::frontend::FrontEnd;
 use super::input::{HELP, Input, parse_line};
 use super::protocol::sanitize_display;
 
-/// State the console keeps to interpret plain lines like the seed does:
-/// before a chat starts, a line picks a peer (by number, id or name).
-#[derive(Debug, Default)]
-struct Console {
+/// The console. Keeps what it needs to interpret plain lines like the seed
+/// does: before a chat starts, a line picks a peer (by number, id or name).
+#[derive(Debug)]
+pub struct Console<W: Write> {
+    out: W,
     /// The last peer list shown, for picking by number.
     shown: Vec<PeerSummary>,
     /// Peers we have a session with.
     connected: Vec<String>,
 }
 
-/// Runs until the engine stops. `input` yields stdin lines; its end (EOF)
-/// quits like `/quit`.
-pub async fn run(
-    handle: EngineHandle,
-    mut events: mpsc::Receiver<Event>,
-    mut input: mpsc::Receiver<String>,
-    mut out: impl Write,
-) {
-    let mut console = Console::default();
-    let mut input_open = true;
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => {
-                    let text = console.render(&event);
-                    if !text.is_empty() {
-                        // A newline first: the prompt is usually pending.
-                        let _ = write!(out, "\r{text}\n> ");
-                        let _ = out.flush();
-                    }
-                }
-                None => break,
-            },
-            line = input.recv(), if input_open => match line {
-                Some(line) => {
-                    let reply = console.on_line(&handle, &line).await;
-                    let _ = match reply {
-                        Some(text) => write!(out, "{text}\n> "),
-                        None => write!(out, "> "),
-                    };
-                    let _ = out.flush();
-                }
-                None => {
-                    input_open = false;
-                    handle.command(Command::Quit).await;
-                }
-            },
+impl<W: Write> Console<W> {
+    /// A console writing to `out` (normally stdout).
+    pub fn new(out: W) -> Self {
+        Console {
+            out,
+            shown: Vec::new(),
+            connected: Vec::new(),
         }
     }
-    let _ = writeln!(out, "\rBye.");
-    let _ = out.flush();
-    handle.join().await;
+
+    /// Prints `text` and the prompt. The prompt stays pending at the end of
+    /// the line, so incoming lines appear as `> [name]: text`, like the seed.
+    fn print(&mut self, text: &str) {
+        let _ = if text.is_empty() {
+            write!(self.out, "> ")
+        } else {
+            write!(self.out, "{text}\n> ")
+        };
+        let _ = self.out.flush();
+    }
 }
 
-impl Console {
-    async fn on_line(&mut self, handle: &EngineHandle, line: &str) -> Option<String> {
-        match parse_line(line) {
-            Input::Empty => None,
-            Input::Help => Some(HELP.to_owned()),
-            Input::Invalid(message) => Some(format!("Error: {message}")),
-            Input::Command(command) => {
-                handle.command(command).await;
-                None
-            }
+impl<W: Write> FrontEnd for Console<W> {
+    fn on_event(&mut self, event: &Event) {
+        let text = self.render(event);
+        if !text.is_empty() {
+            self.print(&text);
+        }
+    }
+
+    fn on_line(&mut self, line: &str) -> Option<Command> {
+        let (command, reply) = match parse_line(line) {
+            Input::Empty => (None, String::new()),
+            Input::Help => (None, HELP.to_owned()),
+            Input::Invalid(message) => (None, format!("Error: {message}")),
+            Input::Command(command) => (Some(command), String::new()),
             Input::Text(text) if self.connected.is_empty() => {
                 // Seed style: before a chat, a line names the peer to call.
                 let choice = text.trim();
-                if choice == "q" {
-                    handle.command(Command::Quit).await;
-                    return None;
-                }
-                let target = match choice.parse::<usize>() {
-                    Ok(n) if n >= 1 && n <= self.shown.len() => self.shown[n - 1].peer_id.clone(),
-                    _ => choice.to_owned(),
+                let command = if choice == "q" {
+                    Command::Quit
+                } else {
+                    let target = match choice.parse::<usize>() {
+                        Ok(n) if n >= 1 && n <= self.shown.len() => {
+                            self.shown[n - 1].peer_id.clone()
+                        }
+                        _ => choice.to_owned(),
+                    };
+                    Command::Connect(target)
                 };
-                handle.command(Command::Connect(target)).await;
-                None
+                (Some(command), String::new())
             }
-            Input::Text(text) => {
-                handle.command(Command::Send(text)).await;
-                None
-            }
-        }
+            Input::Text(text) => (Some(Command::Send(text)), String::new()),
+        };
+        self.print(&reply);
+        command
     }
 
+    fn on_exit(&mut self) {
+        let _ = writeln!(self.out, "\nBye.");
+        let _ = self.out.flush();
+    }
+}
+
+impl<W: Write> Console<W> {
     fn render(&mut self, event: &Event) -> String {
         let s = sanitize_display;
         match event {

@@ -385,6 +385,9 @@ enum Internal {
     Rendezvous {
         target: PeerInfo,
         result: Result<(PeerInfo, bool), String>,
+        /// False for a repeat during a later attempt: only adds endpoints
+        /// to a session that still exists, never starts a new one.
+        create: bool,
     },
 }
 
@@ -585,6 +588,12 @@ impl Engine {
             }
             return;
         }
+        self.spawn_rendezvous(peer, true);
+    }
+
+    /// Asks the server for a rendezvous with `peer` in the background; the
+    /// answer comes back as [`Internal::Rendezvous`].
+    fn spawn_rendezvous(&self, peer: PeerInfo, create: bool) {
         let signaling = self.signaling.clone();
         let tx = self.internal_tx.clone();
         tokio::spawn(async move {
@@ -596,6 +605,7 @@ impl Engine {
                 .send(Internal::Rendezvous {
                     target: peer,
                     result,
+                    create,
                 })
                 .await;
         });
@@ -603,7 +613,11 @@ impl Engine {
 
     async fn on_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Rendezvous { target, result } => {
+            Internal::Rendezvous {
+                target,
+                result,
+                create,
+            } => {
                 let (peer, notified) = match result {
                     Ok(found) => found,
                     Err(err) => {
@@ -616,6 +630,9 @@ impl Engine {
                 tracing::info!(peer = %peer.peer_id, notified, endpoints = ?peer.endpoints, "rendezvous");
                 if let Some(session) = self.sessions.get_mut(&peer.peer_id) {
                     session.add_candidates(peer.endpoints.iter().copied());
+                    return;
+                }
+                if !create {
                     return;
                 }
                 if peer.endpoints.is_empty() {
@@ -799,16 +816,26 @@ impl Engine {
     async fn report(&mut self, id: &str, event: SessionEvent) {
         let username = self.display_name(id);
         let out = match event {
-            SessionEvent::Probing { attempt } => Event::Connecting {
-                peer_id: id.to_owned(),
-                username,
-                attempt,
-                endpoints: self
-                    .sessions
-                    .get(id)
-                    .map(|s| s.candidates().iter().map(|a| a.to_string()).collect())
-                    .unwrap_or_default(),
-            },
+            SessionEvent::Probing { attempt } => {
+                if attempt > 1 && self.server_up {
+                    // A fresh rendezvous per attempt: the target may have
+                    // missed the first one (e.g. its inbox was reconnecting)
+                    // or moved; its answer adds any new endpoints.
+                    if let Some(peer) = self.directory.get(id).cloned() {
+                        self.spawn_rendezvous(peer, false);
+                    }
+                }
+                Event::Connecting {
+                    peer_id: id.to_owned(),
+                    username,
+                    attempt,
+                    endpoints: self
+                        .sessions
+                        .get(id)
+                        .map(|s| s.candidates().iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                }
+            }
             SessionEvent::Connected { .. } => {
                 if self.active.is_none() || self.wanted.as_deref() == Some(id) {
                     self.active = Some(id.to_owned());

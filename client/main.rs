@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use p2pchat::client::console::Console;
 use p2pchat::client::engine::{self, Command, EngineConfig};
+use p2pchat::client::frontend;
+use p2pchat::client::json_ui::JsonUi;
 use p2pchat::client::session::SessionConfig;
-use p2pchat::client::{console, json_ui};
 use tokio::sync::mpsc;
 
 /// Most stdin lines buffered ahead of the engine.
@@ -144,9 +146,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // The full-screen UI is a separate front end (not built yet); until then
     // a terminal gets the line console too.
     if args.json {
-        json_ui::run(handle, events, input, std::io::stdout()).await;
+        let mut ui = JsonUi::new(std::io::stdout());
+        frontend::drive(handle, events, input, &mut ui).await;
     } else {
-        console::run(handle, events, input, std::io::stdout()).await;
+        let mut ui = Console::new(std::io::stdout());
+        frontend::drive(handle, events, input, &mut ui).await;
     }
     Ok(())
 }

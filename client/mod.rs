@@ -10,11 +10,13 @@
 //!   reconnect).
 //! * [`engine`]: the event loop tying these together; front ends send it
 //!   [`engine::Command`]s and render its [`engine::Event`]s.
-//! * [`console`], [`json_ui`]: the line console and `--json` front ends;
+//! * [`frontend`]: the loop every front end runs; [`console`] and
+//!   [`json_ui`] are the line console and `--json` front ends, and
 //!   [`input`] parses what the user types for both.
 
 pub mod console;
 pub mod engine;
+pub mod frontend;
 pub mod input;
 pub mod json_ui;
 pub mod protocol;

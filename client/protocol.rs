@@ -306,6 +306,21 @@ mod tests {
     }
 
     #[test]
+    fn extension_list_is_truncated_at_the_limit() {
+        let names: Vec<String> = (0..MAX_EXTENSIONS + 5).map(|i| format!("x{i}")).collect();
+        let mut dg = Datagram::new(Kind::Hello, ID, "");
+        dg.extensions = Some(names);
+        let raw = serde_json::to_vec(&dg).unwrap();
+        let back = Datagram::decode(&raw).unwrap();
+        assert_eq!(back.extensions.unwrap().len(), MAX_EXTENSIONS);
+        // Our own extensions are within the limit and all understood.
+        assert!(our_extensions().len() <= MAX_EXTENSIONS);
+        let mut hello = Datagram::new(Kind::Hello, ID, "");
+        hello.extensions = Some(our_extensions());
+        assert_eq!(hello.announced_extensions(), Some(Extension::ALL.to_vec()));
+    }
+
+    #[test]
     fn seed_fields_are_optional_except_type_and_from() {
         let dg = Datagram::decode(br#"{"type":"ping","from":"x"}"#).unwrap();
         assert_eq!(dg.body, "");

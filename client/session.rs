@@ -422,11 +422,6 @@ impl Session {
         &self.candidates
     }
 
-    /// Whether `addr` is one this session currently probes or uses.
-    pub fn knows_addr(&self, addr: SocketAddr) -> bool {
-        self.addr == Some(addr) || self.candidates.contains(&addr)
-    }
-
     /// The smoothed round-trip time, once measured.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt.srtt

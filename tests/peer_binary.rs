@@ -488,3 +488,122 @@ async fn malformed_flood_does_not_disturb_a_live_session() {
     bob.line("/quit").await;
     assert_eq!(bob.exit_code().await, 0);
 }
+
+/// Reads a `--plain` peer's stdout until `pattern` shows up; returns all of
+/// it so far.
+async fn read_until(
+    out: &mut tokio::process::ChildStdout,
+    buf: &mut Vec<u8>,
+    pattern: &str,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let text = String::from_utf8_lossy(buf).into_owned();
+            if text.contains(pattern) {
+                return text;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = out.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "peer closed stdout before {pattern:?}; got {text:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "timed out waiting for {pattern:?}; got {:?}",
+            String::from_utf8_lossy(buf)
+        )
+    })
+}
+
+#[tokio::test]
+async fn console_mode_is_seed_like_and_neutralises_escapes() {
+    let server = start_server().await;
+    let seed = SeedPeer::register(&server, "seedy").await;
+    let mut child = Command::new(PEER)
+        .args([
+            "--server",
+            &server.url,
+            "--username",
+            "carol",
+            "--bind",
+            "127.0.0.1",
+            "--plain",
+        ])
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = Vec::new();
+    let text = read_until(&mut out, &mut buf, "Enter a peer number").await;
+    assert!(text.contains("=== P2P Chat Client ==="), "{text}");
+    assert!(text.contains("Username: carol"), "{text}");
+    assert!(text.contains("Peer ID: "), "{text}");
+    assert!(text.contains("Listening on port: "), "{text}");
+    assert!(text.contains("Public address: 127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("Available peers:\n  1. seedy (ID: "),
+        "{text}"
+    );
+
+    // Seed style: pick the peer by its number.
+    stdin.write_all(b"1\n").await.unwrap();
+    let (_, ours_addr) = seed.recv_until("hello", |v| v["type"] == "hello").await;
+    seed.send("hello", "", ours_addr).await;
+    read_until(&mut out, &mut buf, "--- Chat started.").await;
+
+    // A hostile message: clear screen, bell, colour, CR.
+    seed.send("message", "\u{1b}[2J\u{7}evil\r\u{1b}[31mred", ours_addr)
+        .await;
+    let text = read_until(&mut out, &mut buf, "[31mred").await;
+    assert!(
+        text.contains(r"> [seedy]: \x1b[2J\x07evil\x0d\x1b[31mred"),
+        "{text:?}"
+    );
+    assert!(
+        !buf.contains(&0x1b) && !buf.contains(&0x07),
+        "raw escape reached the terminal"
+    );
+
+    stdin.write_all(b"typed line\n").await.unwrap();
+    let (msg, _) = seed.recv_until("message", |v| v["type"] == "message").await;
+    assert_eq!(msg["body"], "typed line");
+    stdin.write_all(b"/quit\n").await.unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    seed.recv_until("disconnect", |v| v["type"] == "disconnect")
+        .await;
+}
+
+#[tokio::test]
+async fn piped_input_faster_than_the_engine_never_deadlocks() {
+    // More error events than the event channel holds, produced as fast as
+    // stdin delivers lines: the front end must keep draining events.
+    let server = start_server().await;
+    let mut peer = PeerProc::start(&server, "flood", &[]).await;
+    peer.event("registered").await;
+    let lines = "x\n".repeat(6000);
+    let mut stdin = peer.stdin.take().unwrap();
+    let writer = tokio::spawn(async move {
+        stdin.write_all(lines.as_bytes()).await.unwrap();
+        // EOF afterwards: quit.
+    });
+    let mut errors = 0;
+    while errors < 6000 {
+        peer.wait("not_connected", |e| e["code"] == "not_connected")
+            .await;
+        errors += 1;
+    }
+    writer.await.unwrap();
+    assert_eq!(peer.exit_code().await, 0);
+}

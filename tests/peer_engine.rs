@@ -464,3 +464,40 @@ impl Transport for LossySocket {
         self.inner.local_addr()
     }
 }
+
+#[tokio::test]
+async fn incoming_sessions_are_capped() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut config = config(&server, "alice");
+    // Keep the strangers' sessions alive through the test.
+    config.session.keepalive_interval = Duration::from_secs(30);
+    let mut a = Peer::start(config).await;
+    let target = a.handle.started().local_addr;
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..=engine::MAX_SESSIONS {
+        let hello = format!(
+            r#"{{"type":"hello","from":"00000000-0000-4000-8000-{i:012}","timestamp":1,"body":""}}"#
+        );
+        caller.send_to(hello.as_bytes(), target).await.unwrap();
+    }
+    let mut connected = std::collections::HashSet::new();
+    while connected.len() < engine::MAX_SESSIONS {
+        if let Event::Connected { peer_id, .. } = a
+            .wait("connected", |e| matches!(e, Event::Connected { .. }))
+            .await
+        {
+            connected.insert(peer_id);
+        }
+    }
+    // The one over the limit is ignored.
+    let extra = tokio::time::timeout(
+        Duration::from_millis(500),
+        a.wait("extra", |e| matches!(e, Event::Connected { .. })),
+    )
+    .await;
+    assert!(extra.is_err(), "session limit exceeded: {extra:?}");
+    let last = format!("00000000-0000-4000-8000-{:012}", engine::MAX_SESSIONS);
+    assert!(!connected.contains(&last));
+    a.quit().await;
+    server.shutdown().await;
+}

@@ -568,3 +568,87 @@ fn rto_bounds() {
     }
     assert_eq!(r.rto(), MAX_RTO);
 }
+
+/// Feeds B the fragments of one line with `count` parts, in order.
+fn feed_fragments(net: &mut Net, first_id: u64, count: u32) -> Vec<Action> {
+    let now = net.now;
+    let mut actions = Vec::new();
+    for index in 0..count {
+        let mut dg = Datagram::new(Kind::Message, A_ID, "ab");
+        dg.id = Some(first_id + u64::from(index));
+        dg.part = Some(crate::client::protocol::Part { index, count });
+        net.b().handle_datagram(&dg, a_addr(), now);
+        actions.extend(net.b().take_actions());
+    }
+    actions
+}
+
+#[test]
+fn fragment_count_limit_edge_at_receiver() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    net.b().take_actions();
+    // Exactly the limit: one reassembled line.
+    let actions = feed_fragments(&mut net, 1, MAX_FRAGMENTS_PER_LINE);
+    let lines: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Event(SessionEvent::Message { text }) => Some(text.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines, vec![2 * MAX_FRAGMENTS_PER_LINE as usize]);
+    // One over: discarded, but every fragment is still acked so the stream
+    // does not stall, and the next line gets through.
+    let next = 1 + u64::from(MAX_FRAGMENTS_PER_LINE);
+    let actions = feed_fragments(&mut net, next, MAX_FRAGMENTS_PER_LINE + 1);
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Event(SessionEvent::Message { .. })))
+    );
+    let acks = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Send { .. }))
+        .count();
+    assert_eq!(acks, MAX_FRAGMENTS_PER_LINE as usize + 1);
+    let mut after = Datagram::new(Kind::Message, A_ID, "after");
+    after.id = Some(next + u64::from(MAX_FRAGMENTS_PER_LINE) + 1);
+    let now = net.now;
+    net.b().handle_datagram(&after, a_addr(), now);
+    assert!(
+        net.b()
+            .take_actions()
+            .contains(&Action::Event(SessionEvent::Message {
+                text: "after".into()
+            }))
+    );
+}
+
+#[test]
+fn reassembled_line_byte_limit_edge() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    net.b().take_actions();
+    let now = net.now;
+    let piece = MAX_LINE_BYTES / 4;
+    let send = |net: &mut Net, first: u64, last_len: usize| {
+        let mut got = Vec::new();
+        for index in 0..4u32 {
+            let len = if index == 3 { last_len } else { piece };
+            let mut dg = Datagram::new(Kind::Message, A_ID, "x".repeat(len));
+            dg.id = Some(first + u64::from(index));
+            dg.part = Some(crate::client::protocol::Part { index, count: 4 });
+            net.b().handle_datagram(&dg, a_addr(), now);
+            got.extend(net.b().take_actions().into_iter().filter_map(|a| match a {
+                Action::Event(SessionEvent::Message { text }) => Some(text.len()),
+                _ => None,
+            }));
+        }
+        got
+    };
+    assert_eq!(send(&mut net, 1, piece), vec![MAX_LINE_BYTES]);
+    assert_eq!(send(&mut net, 5, piece + 1), Vec::<usize>::new());
+}
