@@ -251,6 +251,16 @@ pub struct RegistryConfig {
     pub inbox_buffer: usize,
 }
 
+impl RegistryConfig {
+    /// The lease a registration through `via` gets.
+    pub fn lease_for(&self, via: RegisteredVia) -> Duration {
+        match via {
+            RegisteredVia::Grpc => self.lease,
+            RegisteredVia::Rest => self.rest_lease,
+        }
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
@@ -375,10 +385,7 @@ impl PeerRegistry {
                 ),
             });
         }
-        let lease = match reg.via {
-            RegisteredVia::Grpc => self.shared.config.lease,
-            RegisteredVia::Rest => self.shared.config.rest_lease,
-        };
+        let lease = self.shared.config.lease_for(reg.via);
         let now = Instant::now();
         let mut state = self.state();
         if state.shutdown {
@@ -629,10 +636,7 @@ impl PeerRegistry {
         }
         let reopened = entry.inbox.is_some();
         entry.inbox = Some((inbox_id, tx));
-        let lease = match entry.info.registered_via {
-            RegisteredVia::Grpc => self.shared.config.lease,
-            RegisteredVia::Rest => self.shared.config.rest_lease,
-        };
+        let lease = self.shared.config.lease_for(entry.info.registered_via);
         if !reopened {
             let mut info = (*entry.info).clone();
             info.inbox_open = true;
@@ -666,10 +670,7 @@ impl PeerRegistry {
             return;
         }
         // The stream kept the peer alive until now; its lease runs from here.
-        let lease = match entry.info.registered_via {
-            RegisteredVia::Grpc => self.shared.config.lease,
-            RegisteredVia::Rest => self.shared.config.rest_lease,
-        };
+        let lease = self.shared.config.lease_for(entry.info.registered_via);
         state.leases.remove(&(entry.deadline, peer_id));
         entry.deadline = Instant::now() + lease;
         state.leases.insert((entry.deadline, peer_id));
