@@ -177,17 +177,23 @@ impl<W: Write> Console<W> {
                 reason,
             } => {
                 self.connected.retain(|p| p != peer_id);
-                let why = match *reason {
-                    "remote_disconnect" => "disconnected",
-                    "timeout" => "is offline (no answer to keep-alive)",
-                    "left" => "left (the signaling server reports it offline)",
-                    "unreachable" => "could not be reached",
-                    _ => "session closed",
-                };
-                format!(
-                    "* {} {why}. Pick another peer with /connect <id or name>, or /peers.",
-                    s(username)
-                )
+                let name = s(username);
+                match *reason {
+                    "reset" => format!("* {name} started a new session"),
+                    "local" => format!("* Disconnected from {name}."),
+                    reason => {
+                        let why = match reason {
+                            "remote_disconnect" => "disconnected",
+                            "timeout" => "is offline (no answer to keep-alive)",
+                            "left" => "left (the signaling server reports it offline)",
+                            "unreachable" => "could not be reached",
+                            _ => "ended the session",
+                        };
+                        format!(
+                            "* {name} {why}. Pick another peer with /connect <id or name>, or /peers."
+                        )
+                    }
+                }
             }
             Event::ServerLost { error } => format!(
                 "! Lost the signaling server ({}); chat continues, reconnecting in the background",

@@ -220,7 +220,8 @@ pub enum Event {
         peer_id: String,
         /// Its username.
         username: String,
-        /// `local`, `remote_disconnect`, `timeout`, `left` or `unreachable`.
+        /// `local`, `remote_disconnect`, `timeout`, `left`, `unreachable`
+        /// or `reset` (the peer started a new session; `connected` follows).
         reason: &'static str,
     },
     /// The signaling server connection broke; chat goes on, we retry.
@@ -365,6 +366,7 @@ pub async fn start_with(
         active: None,
         wanted: None,
         server_up: true,
+        orphaned: Vec::new(),
         internal_tx,
         stop: stop_tx,
     };
@@ -408,6 +410,8 @@ struct Engine {
     /// The peer the user last asked to connect to (becomes active when up).
     wanted: Option<String>,
     server_up: bool,
+    /// Actions of sessions replaced before `flush` could collect them.
+    orphaned: Vec<(String, Action)>,
     internal_tx: mpsc::Sender<Internal>,
     stop: watch::Sender<bool>,
 }
@@ -483,8 +487,18 @@ impl Engine {
         }
         let now = Instant::now();
         if let Some(session) = self.sessions.get_mut(&dg.from) {
-            session.handle_datagram(&dg, from, now);
-            return;
+            if !session.is_superseded_by(&dg) {
+                session.handle_datagram(&dg, from, now);
+                return;
+            }
+            // The peer started over: end the old session (reporting its
+            // pending lines) and accept the hello as a new one below.
+            tracing::info!(peer = %dg.from, "peer started a new session");
+            session.reset();
+            let actions = session.take_actions();
+            self.orphaned
+                .extend(actions.into_iter().map(|a| (dg.from.clone(), a)));
+            self.sessions.remove(&dg.from);
         }
         if dg.kind != Kind::Hello {
             tracing::debug!(%from, kind = ?dg.kind, "dropping datagram from a stranger");
@@ -783,6 +797,12 @@ impl Engine {
         let mut sends = Vec::new();
         let mut reports = Vec::new();
         let mut closed = Vec::new();
+        for (id, action) in std::mem::take(&mut self.orphaned) {
+            match action {
+                Action::Send { to, bytes } => sends.push((to, bytes)),
+                Action::Event(event) => reports.push((id, event)),
+            }
+        }
         for (id, session) in self.sessions.iter_mut() {
             for action in session.take_actions() {
                 match action {

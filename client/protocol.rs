@@ -115,6 +115,11 @@ pub struct Datagram {
     /// On `ping`: a number the `pong` echoes, to match answers to requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<u64>,
+    /// On `hello` and `pong`: a random id of the sender's session object. A
+    /// hello with a new value from a peer we are in session with means it
+    /// started over (its message ids restart at 1), so we must too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u64>,
     /// On `hello`: the sender's display name (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -159,6 +164,7 @@ impl Datagram {
             part: None,
             extensions: None,
             nonce: None,
+            session: None,
             username: None,
         }
     }

@@ -126,6 +126,9 @@ pub enum CloseReason {
     Left,
     /// Every connect attempt went unanswered.
     Unreachable,
+    /// The peer started a new session with us (a hello with a new session
+    /// id), e.g. after it lost ours; a fresh session replaces this one.
+    Reset,
 }
 
 impl CloseReason {
@@ -137,6 +140,7 @@ impl CloseReason {
             CloseReason::Timeout => "timeout",
             CloseReason::Left => "left",
             CloseReason::Unreachable => "unreachable",
+            CloseReason::Reset => "reset",
         }
     }
 }
@@ -302,6 +306,10 @@ pub struct Session {
     /// `None` until the remote announced (or visibly used) its extensions.
     remote_extensions: Option<Vec<Extension>>,
     remote_username: Option<String>,
+    /// Random id of this session object, announced in hello and pong.
+    local_session: u64,
+    /// The remote's session id, once announced.
+    remote_session: Option<u64>,
     last_heard: Instant,
     last_ping: Option<(u64, Instant)>,
     next_ping: Instant,
@@ -340,6 +348,8 @@ impl Session {
             last_probe: None,
             remote_extensions: None,
             remote_username: None,
+            local_session: random_u64(),
+            remote_session: None,
             last_heard: now,
             last_ping: None,
             next_ping: now + config.keepalive_interval,
@@ -389,6 +399,21 @@ impl Session {
         s.candidates = vec![addr];
         s.handle_datagram(hello, addr, now);
         s
+    }
+
+    /// Whether `hello` comes from a new session of our peer (its session id
+    /// differs from the one it announced before). The caller then calls
+    /// [`Session::reset`] and accepts the hello as a fresh session: carrying
+    /// on would treat the new session's message ids as duplicates.
+    pub fn is_superseded_by(&self, hello: &Datagram) -> bool {
+        hello.kind == Kind::Hello
+            && hello.from == self.remote_id
+            && matches!((self.remote_session, hello.session), (Some(old), Some(new)) if old != new)
+    }
+
+    /// Ends this session because the peer started a new one.
+    pub fn reset(&mut self) {
+        self.finish(CloseReason::Reset);
     }
 
     /// Adds probe targets (e.g. endpoints from a later rendezvous).
@@ -487,6 +512,9 @@ impl Session {
         }
         if let Some(name) = &dg.username {
             self.remote_username = Some(name.clone());
+        }
+        if matches!(dg.kind, Kind::Hello | Kind::Pong) && dg.session.is_some() {
+            self.remote_session = dg.session;
         }
         if self.phase == Phase::Probing {
             self.phase = Phase::Connected;
@@ -635,6 +663,7 @@ impl Session {
                     let mut hello = Datagram::new(Kind::Hello, &self.local_id, "");
                     hello.extensions = Some(our_extensions());
                     hello.username = Some(self.local_name.clone());
+                    hello.session = Some(self.local_session);
                     for addr in self.candidates.clone() {
                         self.send(&hello, addr);
                     }
@@ -858,6 +887,7 @@ impl Session {
         if kind == Kind::Pong {
             dg.extensions = Some(our_extensions());
             dg.nonce = nonce;
+            dg.session = Some(self.local_session);
         }
         self.send(&dg, addr);
     }
@@ -872,6 +902,11 @@ impl Session {
     fn emit(&mut self, event: SessionEvent) {
         self.actions.push(Action::Event(event));
     }
+}
+
+/// A random number from the OS RNG (via a v4 UUID, already a dependency).
+fn random_u64() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 fn dedup(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {

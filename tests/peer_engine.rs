@@ -501,3 +501,72 @@ async fn incoming_sessions_are_capped() {
     a.quit().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_that_starts_over_is_not_mistaken_for_duplicates() {
+    // A peer that lost its session (e.g. our disconnect never reached it, or
+    // it restarted the session) says hello with a new session id; its
+    // message ids restart at 1 and must be shown, not dropped as repeats.
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut a = Peer::start(config(&server, "alice")).await;
+    let target = a.handle.started().local_addr;
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let id = "0000beef-0000-4000-8000-000000000001";
+    let send = |raw: String| {
+        let other = &other;
+        async move { other.send_to(raw.as_bytes(), target).await.unwrap() }
+    };
+    let hello = |session: u64| {
+        format!(
+            r#"{{"type":"hello","from":"{id}","timestamp":1,"body":"","extensions":["reliable/1"],"session":{session}}}"#
+        )
+    };
+    let msg = |n: u64, body: &str| {
+        format!(r#"{{"type":"message","from":"{id}","timestamp":1,"body":"{body}","id":{n}}}"#)
+    };
+    send(hello(1)).await;
+    a.wait("connected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    send(msg(1, "first")).await;
+    send(msg(2, "second")).await;
+    assert_eq!(a.messages(2).await, ["first", "second"]);
+    // A repeat within the same session is a duplicate...
+    send(msg(1, "first")).await;
+    // ...but after a new hello, id 1 is a new message.
+    send(hello(2)).await;
+    a.wait("reset", |e| {
+        matches!(
+            e,
+            Event::Disconnected {
+                reason: "reset",
+                ..
+            }
+        )
+    })
+    .await;
+    a.wait("reconnected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    send(msg(1, "fresh start")).await;
+    assert_eq!(a.messages(1).await, ["fresh start"]);
+    // The new session is the active one: a reply goes out.
+    a.cmd(Command::Send("welcome back".into())).await;
+    a.wait("sent", |e| matches!(e, Event::Sent { .. })).await;
+    let mut buf = [0u8; 2048];
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            let (n, _) = other.recv_from(&mut buf).await.unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.contains("welcome back") {
+                return text;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        got.contains(r#""id":1"#),
+        "new session numbers from 1: {got}"
+    );
+    a.quit().await;
+    server.shutdown().await;
+}
