@@ -464,3 +464,55 @@ async fn rest_and_grpc_share_one_registry() {
     assert_eq!(peers["count"], 2);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn connection_limit_at_its_edge() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(ServerConfig {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    let addr = server.local_addr();
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    // Two connections are served and held open (keep-alive).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(conn);
+    }
+    // The third is closed without an answer.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(request).await;
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(WAIT, third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0, "connection past the limit must be closed");
+    // Freeing a slot lets a new client in.
+    drop(held.pop());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = conn.write_all(request).await;
+        let n = tokio::time::timeout(WAIT, conn.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        if n > 0 {
+            assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.shutdown().await;
+}
