@@ -129,6 +129,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             connect_attempts: args.connect_attempts,
         },
     };
+    // Signal handlers go in before anything is printed, so a SIGTERM right
+    // after start-up already gets the clean exit.
+    let mut signals = Signals::install().context("cannot install signal handlers")?;
     let (handle, events) = engine::start(config)
         .await
         .context("cannot start the peer")?;
@@ -136,7 +139,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let commands = handle.commands();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.recv().await;
         let _ = commands.send(Command::Quit).await;
     });
     if let Some(target) = args.connect {
@@ -171,25 +174,41 @@ fn spawn_stdin_reader() -> mpsc::Receiver<String> {
     rx
 }
 
-/// Ctrl+C, or SIGTERM on Unix.
-async fn wait_for_signal() {
+/// Ctrl+C and, on Unix, SIGTERM; registered at construction.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -49,7 +49,7 @@ pub enum Kind {
 }
 
 /// Optional protocol features, announced in the `extensions` field of
-/// `hello` and `pong`. A feature is used only when both sides announced it.
+/// `hello`, `ping` and `pong`. A feature is used only when both sides announced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Extension {
     /// Message ids, acks, retransmission, in-order exactly-once delivery.
@@ -109,13 +109,14 @@ pub struct Datagram {
     /// On a fragmented message: which part of the line this is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<Part>,
-    /// On `hello` and `pong`: the extensions the sender speaks.
+    /// On `hello`, `ping` and `pong`: the extensions the sender speaks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extensions: Option<Vec<String>>,
     /// On `ping`: a number the `pong` echoes, to match answers to requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<u64>,
-    /// On `hello` and `pong`: a random id of the sender's session object. A
+    /// On `hello`, `ping` and `pong`: a random id of the sender's session
+    /// object. A
     /// hello with a new value from a peer we are in session with means it
     /// started over (its message ids restart at 1), so we must too.
     #[serde(default, skip_serializing_if = "Option::is_none")]

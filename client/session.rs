@@ -513,7 +513,7 @@ impl Session {
         if let Some(name) = &dg.username {
             self.remote_username = Some(name.clone());
         }
-        if matches!(dg.kind, Kind::Hello | Kind::Pong) && dg.session.is_some() {
+        if matches!(dg.kind, Kind::Hello | Kind::Ping | Kind::Pong) && dg.session.is_some() {
             self.remote_session = dg.session;
         }
         if self.phase == Phase::Probing {
@@ -697,6 +697,10 @@ impl Session {
         let nonce = self.last_ping.map_or(1, |(n, _)| n + 1);
         let mut ping = Datagram::new(Kind::Ping, &self.local_id, "");
         ping.nonce = Some(nonce);
+        // Announced on every control datagram, so whichever of them reaches
+        // a still-probing peer first tells it what we speak.
+        ping.extensions = Some(our_extensions());
+        ping.session = Some(self.local_session);
         self.send(&ping, addr);
         self.last_ping = Some((nonce, now));
         self.next_ping = now + self.config.keepalive_interval;

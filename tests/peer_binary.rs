@@ -200,7 +200,7 @@ async fn two_json_peers_chat_and_exit_cleanly() {
 }
 
 #[tokio::test]
-async fn sigterm_exits_cleanly_and_unregisters() {
+async fn sigterm_and_ctrl_c_exit_cleanly_and_unregister() {
     let server = start_server().await;
     let mut alice = PeerProc::start(&server, "alice", &[]).await;
     alice.event("registered").await;
@@ -222,7 +222,13 @@ async fn sigterm_exits_cleanly_and_unregisters() {
             e["event"] == "peer_left" && e["peer_id"] == bob_id.as_str()
         })
         .await;
-    drop(alice.stdin.take());
+    // Ctrl+C (SIGINT) is the same clean exit.
+    let pid = alice.child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
     assert_eq!(alice.exit_code().await, 0);
 }
 
