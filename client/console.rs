@@ -209,3 +209,77 @@ impl<W: Write> Console<W> {
 fn short(id: &str, n: usize) -> String {
     id.chars().take(n).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(console: Console<Vec<u8>>) -> String {
+        String::from_utf8(console.out).unwrap()
+    }
+
+    #[test]
+    fn hostile_names_and_text_are_neutralised() {
+        let mut c = Console::new(Vec::new());
+        c.on_event(&Event::Peers {
+            peers: vec![PeerSummary {
+                peer_id: "aaaaaaaa-0000-4000-8000-000000000001".into(),
+                username: "\u{1b}]0;pwned\u{7}mallory".into(),
+                via: "rest",
+            }],
+        });
+        c.on_event(&Event::Message {
+            from: "x".into(),
+            username: "\u{9b}2J".into(),
+            text: "\u{1b}[2Jhi\u{8}\u{8}".into(),
+        });
+        let out = output(c);
+        assert!(
+            !out.chars().any(|ch| ch.is_control() && ch != '\n'),
+            "{out:?}"
+        );
+        assert!(
+            out.contains(r"\x1b]0;pwned\x07mallory (ID: aaaaaaaa-0000-40...) [seed]"),
+            "{out}"
+        );
+        assert!(out.contains(r"[\x9b2J]: \x1b[2Jhi\x08\x08"), "{out}");
+    }
+
+    #[test]
+    fn before_a_chat_a_line_picks_a_peer() {
+        let mut c = Console::new(Vec::new());
+        let peer = |id: &str, name: &str| PeerSummary {
+            peer_id: id.into(),
+            username: name.into(),
+            via: "grpc",
+        };
+        c.on_event(&Event::Peers {
+            peers: vec![peer("id-1", "alice"), peer("id-2", "bob")],
+        });
+        assert_eq!(c.on_line("2"), Some(Command::Connect("id-2".into())));
+        assert_eq!(c.on_line("7"), Some(Command::Connect("7".into())));
+        assert_eq!(c.on_line("bob"), Some(Command::Connect("bob".into())));
+        assert_eq!(c.on_line("q"), Some(Command::Quit));
+        c.on_event(&Event::Connected {
+            peer_id: "id-2".into(),
+            username: "bob".into(),
+            addr: "127.0.0.1:9".into(),
+            path: "lan",
+            rtt_ms: None,
+            reliable: true,
+        });
+        assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
+        c.on_event(&Event::Disconnected {
+            peer_id: "id-2".into(),
+            username: "bob".into(),
+            reason: "timeout",
+        });
+        assert_eq!(c.on_line("alice"), Some(Command::Connect("alice".into())));
+        let out = output(c);
+        assert!(
+            out.contains("bob is offline (no answer to keep-alive)"),
+            "{out}"
+        );
+        assert!(out.contains("--- Chat started."), "{out}");
+    }
+}

@@ -23,6 +23,7 @@ impl<W: Write> JsonUi<W> {
     fn write(&mut self, event: &Event) {
         match serde_json::to_string(event) {
             Ok(line) => {
+                let line = escape_for_terminal(&line);
                 // A closed stdout (the reader went away) is not worth dying for.
                 let _ = writeln!(self.out, "{line}");
                 let _ = self.out.flush();
@@ -56,5 +57,58 @@ impl<W: Write> FrontEnd for JsonUi<W> {
                 None
             }
         }
+    }
+}
+
+/// serde_json escapes C0 controls (ESC included) but writes DEL, the C1
+/// controls (e.g. U+009B, a one-character CSI) and bidi overrides as they
+/// are. They can only occur inside JSON strings, so writing them as
+/// `\uXXXX` escapes changes nothing for a JSON reader and keeps a terminal
+/// that shows the stream safe.
+fn escape_for_terminal(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for ch in json.chars() {
+        match ch {
+            '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{:04x}", ch as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_lossless_json_without_raw_controls() {
+        let text = "a\u{1b}[2J\u{7}\u{7f}\u{9b}31m\u{202e}z\n\"é";
+        let mut ui = JsonUi::new(Vec::new());
+        ui.on_event(&Event::Message {
+            from: "p".into(),
+            username: "\u{9b}evil".into(),
+            text: text.into(),
+        });
+        let out = String::from_utf8(ui.out).unwrap();
+        assert_eq!(out.lines().count(), 1);
+        assert!(!out.trim_end().chars().any(|c| c.is_control()), "{out:?}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["event"], "message");
+        assert_eq!(back["text"], text);
+        assert_eq!(back["username"], "\u{9b}evil");
+    }
+
+    #[test]
+    fn lines_become_commands() {
+        let mut ui = JsonUi::new(Vec::new());
+        assert_eq!(ui.on_line("hi"), Some(Command::Send("hi".into())));
+        assert_eq!(ui.on_line("/quit"), Some(Command::Quit));
+        assert_eq!(ui.on_line("/nope"), None);
+        assert_eq!(ui.on_line("/help"), None);
+        let out = String::from_utf8(ui.out).unwrap();
+        assert!(out.contains(r#""code":"invalid_command""#), "{out}");
+        assert!(out.contains(r#""event":"info""#), "{out}");
     }
 }

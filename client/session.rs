@@ -36,6 +36,10 @@ pub const WINDOW: u64 = 64;
 /// (the user is typing faster than the peer acknowledges).
 pub const MAX_QUEUED_FRAGMENTS: usize = 1024;
 
+/// Most addresses probed for one peer; the rest of a longer list (which a
+/// sane server never sends) is ignored.
+pub const MAX_CANDIDATES: usize = 16;
+
 /// Lower bound of the retransmission timeout, so loopback's microsecond RTTs
 /// do not cause spurious retransmissions.
 pub const MIN_RTO: Duration = Duration::from_millis(100);
@@ -913,9 +917,11 @@ fn random_u64() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0
 }
 
+/// Removes repeats, keeps the first [`MAX_CANDIDATES`] in order.
 fn dedup(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     let mut seen = std::collections::HashSet::new();
     addrs.retain(|a| seen.insert(*a));
+    addrs.truncate(MAX_CANDIDATES);
     addrs
 }
 

@@ -652,3 +652,56 @@ fn reassembled_line_byte_limit_edge() {
     assert_eq!(send(&mut net, 1, piece), vec![MAX_LINE_BYTES]);
     assert_eq!(send(&mut net, 5, piece + 1), Vec::<usize>::new());
 }
+
+#[test]
+fn candidate_list_is_capped() {
+    let now = Instant::now();
+    let many: Vec<SocketAddr> = (0..MAX_CANDIDATES as u16 + 5)
+        .chain(0..3) // repeats are dropped first
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], 2000 + i)))
+        .collect();
+    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, many, now);
+    assert_eq!(s.candidates().len(), MAX_CANDIDATES);
+    let probes = s
+        .take_actions()
+        .iter()
+        .filter(|a| matches!(a, Action::Send { .. }))
+        .count();
+    assert_eq!(probes, MAX_CANDIDATES);
+    s.add_candidates([SocketAddr::from(([127, 0, 0, 1], 9999))]);
+    assert_eq!(s.candidates().len(), MAX_CANDIDATES);
+}
+
+#[test]
+fn probing_side_that_hears_a_ping_first_still_negotiates() {
+    // A's hello reaches B, B's pong is lost, B's first ping reaches A: A must
+    // connect with the extensions the ping announces, not fall back to the
+    // seed protocol.
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    // Deliver A's first hello to B by hand, dropping whatever B answers.
+    let (&key, _) = net.wire.iter().next().unwrap();
+    let (to, from, bytes) = net.wire.remove(&key).unwrap();
+    assert_eq!(to, b_addr());
+    let hello = Datagram::decode(&bytes).unwrap();
+    let now = net.now;
+    net.b = Some(Session::accept(fast(), B_ID, "bob", &hello, from, now));
+    let answer = net.b().take_actions();
+    assert!(answer.iter().any(|a| matches!(a, Action::Send { .. })));
+    net.wire.clear();
+    // B pings at once (it has no RTT yet).
+    net.b().poll_timers(now);
+    let ping = net
+        .b()
+        .take_actions()
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { bytes, .. } => Some(Datagram::decode(&bytes).unwrap()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(ping.kind, Kind::Ping);
+    net.a().handle_datagram(&ping, b_addr(), now);
+    assert_eq!(net.a().phase(), Phase::Connected);
+    assert!(net.a().reliable());
+}
