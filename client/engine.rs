@@ -487,7 +487,7 @@ impl Engine {
         }
         let now = Instant::now();
         if let Some(session) = self.sessions.get_mut(&dg.from) {
-            if !session.is_superseded_by(&dg) {
+            if !session.is_superseded_by(&dg, from) {
                 session.handle_datagram(&dg, from, now);
                 return;
             }

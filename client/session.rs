@@ -409,9 +409,13 @@ impl Session {
     /// differs from the one it announced before). The caller then calls
     /// [`Session::reset`] and accepts the hello as a fresh session: carrying
     /// on would treat the new session's message ids as duplicates.
-    pub fn is_superseded_by(&self, hello: &Datagram) -> bool {
+    ///
+    /// Only a hello from the session's own address counts: anyone can claim
+    /// a peer id, and a stranger elsewhere must not be able to end a session.
+    pub fn is_superseded_by(&self, hello: &Datagram, addr: SocketAddr) -> bool {
         hello.kind == Kind::Hello
             && hello.from == self.remote_id
+            && self.addr == Some(addr)
             && matches!((self.remote_session, hello.session), (Some(old), Some(new)) if old != new)
     }
 

@@ -705,3 +705,24 @@ fn probing_side_that_hears_a_ping_first_still_negotiates() {
     assert_eq!(net.a().phase(), Phase::Connected);
     assert!(net.a().reliable());
 }
+
+#[test]
+fn only_a_new_hello_from_the_session_address_supersedes_it() {
+    let mut net = Net::new(CLEAN, 1);
+    net.connect_a();
+    net.run(Duration::from_millis(50));
+    let mut hello = Datagram::new(Kind::Hello, A_ID, "");
+    hello.session = Some(12345);
+    assert!(net.b().is_superseded_by(&hello, a_addr()));
+    let elsewhere: SocketAddr = "127.0.0.1:4444".parse().unwrap();
+    assert!(!net.b().is_superseded_by(&hello, elsewhere));
+    // The same session id again is just a repeated probe.
+    let mut own = Datagram::new(Kind::Hello, A_ID, "");
+    own.session = Some(net.a().local_session);
+    assert!(!net.b().is_superseded_by(&own, a_addr()));
+    // A seed hello (no session id) never supersedes.
+    let seed = Datagram::new(Kind::Hello, A_ID, "");
+    assert!(!net.b().is_superseded_by(&seed, a_addr()));
+    net.b().reset();
+    assert_eq!(net.b().phase(), Phase::Closed);
+}
