@@ -506,6 +506,15 @@ impl Session {
             }
             return;
         }
+        if self.phase == Phase::Probing
+            && !self.candidates.contains(&addr)
+            && !matches!(dg.kind, Kind::Hello | Kind::Pong)
+        {
+            // From an address we did not probe, only the handshake itself
+            // may open the path (the peer's NAT may map it elsewhere).
+            tracing::debug!(%addr, kind = ?dg.kind, "dropping non-handshake datagram from unprobed address");
+            return;
+        }
         if self.phase == Phase::Probing && dg.kind == Kind::Disconnect {
             self.finish(CloseReason::RemoteDisconnect);
             return;

@@ -726,3 +726,21 @@ fn only_a_new_hello_from_the_session_address_supersedes_it() {
     net.b().reset();
     assert_eq!(net.b().phase(), Phase::Closed);
 }
+
+#[test]
+fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
+    let now = Instant::now();
+    let elsewhere: SocketAddr = "127.0.0.1:4444".parse().unwrap();
+    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], now);
+    s.take_actions();
+    let msg = Datagram::new(Kind::Message, B_ID, "sneaky");
+    s.handle_datagram(&msg, elsewhere, now);
+    assert_eq!(s.phase(), Phase::Probing);
+    assert!(s.take_actions().is_empty());
+    // A pong from a NAT-mapped address (peer reflexive) connects there.
+    let mut pong = Datagram::new(Kind::Pong, B_ID, "");
+    pong.extensions = Some(crate::client::protocol::our_extensions());
+    s.handle_datagram(&pong, elsewhere, now);
+    assert_eq!(s.phase(), Phase::Connected);
+    assert_eq!(s.addr(), Some(elsewhere));
+}
