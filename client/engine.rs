@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::protocol::{Datagram, Kind, MAX_RECV_DATAGRAM_BYTES};
-use super::session::{Action, CloseReason, Phase, Session, SessionConfig, SessionEvent};
+use super::session::{Action, CloseReason, PathKind, Phase, Session, SessionConfig, SessionEvent};
 use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
 use super::transport::{self, Transport};
 
@@ -907,10 +907,24 @@ impl Engine {
             peer_id: id.to_owned(),
             username: self.display_name(id),
             addr: addr.to_string(),
-            path: super::session::PathKind::of(addr).as_str(),
+            path: self.path_of(id, addr).as_str(),
             rtt_ms: session.rtt().map(millis),
             reliable: session.reliable(),
         })
+    }
+
+    /// LAN when the address is private/loopback or one the peer registered
+    /// as its own interface address; direct otherwise.
+    fn path_of(&self, id: &str, addr: SocketAddr) -> PathKind {
+        let own_interface = self
+            .directory
+            .get(id)
+            .is_some_and(|p| p.local_endpoints.contains(&addr));
+        if own_interface {
+            PathKind::Lan
+        } else {
+            PathKind::of(addr)
+        }
     }
 
     fn display_name(&self, id: &str) -> String {
@@ -1056,6 +1070,7 @@ mod tests {
             endpoints: vec![],
             inbox_open: true,
             via_rest: false,
+            local_endpoints: vec![],
         }
     }
 

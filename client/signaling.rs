@@ -103,18 +103,29 @@ pub struct PeerInfo {
     pub inbox_open: bool,
     /// Whether it registered over the REST shim (a seed-style peer).
     pub via_rest: bool,
+    /// The endpoints that are addresses of the peer's own interfaces
+    /// (kind LOCAL): reaching one of these means a LAN path.
+    pub local_endpoints: Vec<SocketAddr>,
 }
 
 impl PeerInfo {
     fn from_proto(p: &proto::Peer) -> PeerInfo {
-        let mut endpoints: Vec<SocketAddr> = p
+        let parse = |e: &proto::Endpoint| {
+            let ip: IpAddr = e.ip.parse().ok()?;
+            let port = u16::try_from(e.port).ok().filter(|p| *p != 0)?;
+            Some(SocketAddr::new(ip, port))
+        };
+        let mut endpoints: Vec<SocketAddr> = p.endpoints.iter().filter_map(parse).collect();
+        let local_endpoints = p
             .endpoints
             .iter()
-            .filter_map(|e| {
-                let ip: IpAddr = e.ip.parse().ok()?;
-                let port = u16::try_from(e.port).ok().filter(|p| *p != 0)?;
-                Some(SocketAddr::new(ip, port))
+            .filter(|e| {
+                matches!(
+                    proto::EndpointKind::try_from(e.kind),
+                    Ok(proto::EndpointKind::Local | proto::EndpointKind::Unspecified)
+                )
             })
+            .filter_map(parse)
             .collect();
         // The seed's rule, in case the server sent no endpoint list.
         if let (Ok(ip), Ok(port)) = (p.observed_ip.parse::<IpAddr>(), u16::try_from(p.udp_port))
@@ -131,6 +142,7 @@ impl PeerInfo {
             endpoints,
             inbox_open: p.inbox_open,
             via_rest: p.registered_via == proto::RegisteredVia::Rest as i32,
+            local_endpoints,
         }
     }
 }
@@ -475,5 +487,61 @@ impl Signaling {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(ip: &str, port: u32, kind: proto::EndpointKind) -> proto::Endpoint {
+        proto::Endpoint {
+            ip: ip.into(),
+            port,
+            kind: kind as i32,
+        }
+    }
+
+    #[test]
+    fn peer_info_from_proto() {
+        let p = proto::Peer {
+            peer_id: "id".into(),
+            username: "bob".into(),
+            observed_ip: "203.0.113.7".into(),
+            udp_port: 4000,
+            endpoints: vec![
+                endpoint("10.0.0.2", 4000, proto::EndpointKind::Local),
+                endpoint("not an ip", 1, proto::EndpointKind::Local),
+                endpoint("10.0.0.3", 0, proto::EndpointKind::Local),
+                endpoint("10.0.0.4", 70000, proto::EndpointKind::Local),
+                endpoint("198.51.100.1", 5000, proto::EndpointKind::ServerReflexive),
+            ],
+            registered_via: proto::RegisteredVia::Rest as i32,
+            ..Default::default()
+        };
+        let info = PeerInfo::from_proto(&p);
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        // Invalid entries skipped; the observed address appended when the
+        // server did not list it.
+        assert_eq!(
+            info.endpoints,
+            vec![
+                addr("10.0.0.2:4000"),
+                addr("198.51.100.1:5000"),
+                addr("203.0.113.7:4000")
+            ]
+        );
+        assert_eq!(info.local_endpoints, vec![addr("10.0.0.2:4000")]);
+        assert!(info.via_rest);
+    }
+
+    #[test]
+    fn brief_errors_are_one_line() {
+        let err = SignalingError::Rpc(tonic::Status::unavailable("down\nhard"));
+        assert_eq!(brief(&err), "down hard (Unavailable)");
+        assert_eq!(
+            brief(&SignalingError::Timeout),
+            SignalingError::Timeout.to_string()
+        );
     }
 }
