@@ -613,3 +613,59 @@ async fn piped_input_faster_than_the_engine_never_deadlocks() {
     writer.await.unwrap();
     assert_eq!(peer.exit_code().await, 0);
 }
+
+#[tokio::test]
+async fn help_lists_every_flag_with_its_env_var_and_bad_flags_fail() {
+    let out = tokio::time::timeout(WAIT, Command::new(PEER).arg("--help").output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, env) in [
+        ("--username", "P2PCHAT_USERNAME"),
+        ("--server", "P2PCHAT_SERVER"),
+        ("--connect", "P2PCHAT_CONNECT"),
+        ("--port", "P2PCHAT_PORT"),
+        ("--bind", "P2PCHAT_BIND"),
+        ("--plain", "P2PCHAT_PLAIN"),
+        ("--json", "P2PCHAT_JSON"),
+        ("--keepalive-secs", "P2PCHAT_KEEPALIVE_SECS"),
+        ("--missed-pongs", "P2PCHAT_MISSED_PONGS"),
+        ("--probe-interval-ms", "P2PCHAT_PROBE_INTERVAL_MS"),
+        ("--attempt-secs", "P2PCHAT_ATTEMPT_SECS"),
+        ("--connect-attempts", "P2PCHAT_CONNECT_ATTEMPTS"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+        assert!(
+            help.contains(&format!("env: {env}")),
+            "{env} missing from --help"
+        );
+    }
+    assert!(help.contains("http://localhost:8000"));
+    for bad in [
+        &["--keepalive-secs", "0"][..],
+        &["--keepalive-secs", "nan"],
+        &["--missed-pongs", "0"],
+        &["--probe-interval-ms", "5"],
+        &["--port", "70000"],
+        &["--bind", "not-an-ip"],
+        &["--json", "--plain"],
+    ] {
+        let out = tokio::time::timeout(WAIT, Command::new(PEER).args(bad).output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad:?} accepted");
+    }
+    // The env-var fallback works: a bad value from the environment is
+    // rejected the same way.
+    let out = tokio::time::timeout(
+        WAIT,
+        Command::new(PEER).env("P2PCHAT_MISSED_PONGS", "0").output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

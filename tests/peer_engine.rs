@@ -570,3 +570,58 @@ async fn a_peer_that_starts_over_is_not_mistaken_for_duplicates() {
     a.quit().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn unreachable_peer_is_reported_after_three_attempts() {
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(60)).await;
+    let mut ca = config(&server, "alice");
+    ca.session.attempt_duration = Duration::from_millis(300);
+    let mut a = Peer::start(ca).await;
+    let b = Peer::start(config(&server, "bob")).await;
+    let b_id = b.id();
+    a.wait("bob listed", |e| match e {
+        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
+        _ => false,
+    })
+    .await;
+    // Bob's process dies but his registration lives on (lease 60 s).
+    b.handle.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.cmd(Command::Connect("bob".into())).await;
+    let mut attempts = Vec::new();
+    let err = a
+        .wait("unreachable", |e| {
+            if let Event::Connecting { attempt, .. } = e {
+                attempts.push(*attempt);
+            }
+            matches!(
+                e,
+                Event::Error {
+                    code: "unreachable",
+                    ..
+                }
+            )
+        })
+        .await;
+    assert_eq!(attempts, [1, 2, 3]);
+    let Event::Error { message, .. } = err else {
+        unreachable!()
+    };
+    assert_eq!(message, "could not reach peer bob after 3 attempts");
+    a.wait("closed", |e| {
+        matches!(
+            e,
+            Event::Disconnected {
+                reason: "unreachable",
+                ..
+            }
+        )
+    })
+    .await;
+    // The user can go on: another command is served.
+    a.cmd(Command::Peers).await;
+    a.wait("peers", |e| matches!(e, Event::Peers { .. })).await;
+    a.quit().await;
+    server.shutdown().await;
+}
