@@ -200,6 +200,44 @@ impl<W: Write> Console<W> {
                 s(error)
             ),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
+            Event::Status {
+                server_connected,
+                sessions,
+            } => {
+                let mut text = format!(
+                    "Signaling server: {}",
+                    if *server_connected {
+                        "connected"
+                    } else {
+                        "reconnecting..."
+                    }
+                );
+                if sessions.is_empty() {
+                    text.push_str("\nNo sessions.");
+                }
+                for st in sessions {
+                    let mut details = vec![st.state.to_owned()];
+                    if let (Some(path), Some(addr)) = (st.path, &st.addr) {
+                        details.push(format!("{path} {addr}"));
+                    }
+                    if let Some(rtt) = st.rtt_ms {
+                        details.push(format!("rtt {rtt:.1} ms"));
+                    }
+                    if !st.reliable && st.state == "connected" {
+                        details.push("seed protocol".to_owned());
+                    }
+                    if st.pending > 0 {
+                        details.push(format!("{} unacknowledged", st.pending));
+                    }
+                    text.push_str(&format!(
+                        "\n  {}{} ({})",
+                        if st.active { "* " } else { "  " },
+                        s(&st.username),
+                        details.join(", ")
+                    ));
+                }
+                text
+            }
             Event::Info { message } => s(message),
             Event::Error { message, .. } => format!("Error: {}", s(message)),
         }
@@ -232,6 +270,7 @@ mod tests {
             from: "x".into(),
             username: "\u{9b}2J".into(),
             text: "\u{1b}[2Jhi\u{8}\u{8}".into(),
+            sent_at: 1.0,
         });
         let out = output(c);
         assert!(

@@ -94,6 +94,8 @@ pub enum Command {
     Peers,
     /// End the session with the active peer.
     Leave,
+    /// Report server and session state (an [`Event::Status`]).
+    Status,
     /// Disconnect everyone, unregister and stop.
     Quit,
 }
@@ -107,6 +109,29 @@ pub struct PeerSummary {
     pub username: String,
     /// `grpc` or `rest` (a seed-style peer).
     pub via: &'static str,
+}
+
+/// One session in an [`Event::Status`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SessionStatus {
+    /// The peer.
+    pub peer_id: String,
+    /// Its username.
+    pub username: String,
+    /// `probing` or `connected`.
+    pub state: &'static str,
+    /// Whether typed lines go to this peer.
+    pub active: bool,
+    /// The address chat flows to, once connected.
+    pub addr: Option<String>,
+    /// `lan` or `direct`, once connected.
+    pub path: Option<&'static str>,
+    /// Smoothed RTT in milliseconds, once measured.
+    pub rtt_ms: Option<f64>,
+    /// Whether acks/retransmission are in use.
+    pub reliable: bool,
+    /// Lines sent and not yet acknowledged.
+    pub pending: usize,
 }
 
 /// Everything a front end shows. Serialized as one JSON object per event
@@ -183,6 +208,9 @@ pub enum Event {
         username: String,
         /// The line.
         text: String,
+        /// When the sender sent it: its `timestamp`, Unix seconds by the
+        /// sender's clock.
+        sent_at: f64,
     },
     /// A line of ours went out (not yet acknowledged).
     Sent {
@@ -231,6 +259,13 @@ pub enum Event {
     },
     /// Re-registered after a loss.
     ServerRestored {},
+    /// Server and session state (on `/status`).
+    Status {
+        /// Whether we are registered with the server right now.
+        server_connected: bool,
+        /// Every session, connected or still probing.
+        sessions: Vec<SessionStatus>,
+    },
     /// A notice for the user (e.g. the `/help` text).
     Info {
         /// The text.
@@ -533,6 +568,10 @@ impl Engine {
             Command::Peers => {
                 let peers = self.peer_list();
                 self.emit(Event::Peers { peers }).await;
+            }
+            Command::Status => {
+                let event = self.status();
+                self.emit(event).await;
             }
             Command::Leave => {
                 if let Some(id) = self.active.take()
@@ -865,10 +904,11 @@ impl Engine {
                     None => return,
                 }
             }
-            SessionEvent::Message { text } => Event::Message {
+            SessionEvent::Message { text, sent_at } => Event::Message {
                 from: id.to_owned(),
                 username,
                 text,
+                sent_at,
             },
             SessionEvent::Delivered { line } => Event::Delivered {
                 to: id.to_owned(),
@@ -911,6 +951,33 @@ impl Engine {
             rtt_ms: session.rtt().map(millis),
             reliable: session.reliable(),
         })
+    }
+
+    fn status(&self) -> Event {
+        let mut sessions: Vec<SessionStatus> = self
+            .sessions
+            .iter()
+            .map(|(id, s)| SessionStatus {
+                peer_id: id.clone(),
+                username: self.display_name(id),
+                state: match s.phase() {
+                    Phase::Probing => "probing",
+                    Phase::Connected => "connected",
+                    Phase::Closed => "closed",
+                },
+                active: self.active.as_deref() == Some(id.as_str()),
+                addr: s.addr().map(|a| a.to_string()),
+                path: s.addr().map(|a| self.path_of(id, a).as_str()),
+                rtt_ms: s.rtt().map(millis),
+                reliable: s.reliable(),
+                pending: s.pending_lines(),
+            })
+            .collect();
+        sessions.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        Event::Status {
+            server_connected: self.server_up,
+            sessions,
+        }
     }
 
     /// LAN when the address is private/loopback or one the peer registered

@@ -18,7 +18,7 @@ pub enum Input {
 }
 
 /// The help text listing every command.
-pub const HELP: &str = "commands: /connect <peer id, id prefix or username>, /peers, /leave, /quit, /help; \
+pub const HELP: &str = "commands: /connect <peer id, id prefix or username>, /peers, /status, /leave, /quit, /help; \
 any other line is sent to the connected peer (start it with // to send a leading /)";
 
 /// Parses one line (without its newline).
@@ -44,6 +44,7 @@ pub fn parse_line(line: &str) -> Input {
         ("connect" | "c", target) => Input::Command(Command::Connect(target.to_owned())),
         ("peers" | "list", _) => Input::Command(Command::Peers),
         ("leave" | "disconnect", _) => Input::Command(Command::Leave),
+        ("status", _) => Input::Command(Command::Status),
         ("quit" | "exit" | "q", _) => Input::Command(Command::Quit),
         ("help" | "h" | "?", _) => Input::Help,
         _ => Input::Invalid(format!("unknown command '/{name}'; try /help")),
@@ -65,6 +66,7 @@ mod tests {
         );
         assert!(matches!(parse_line("/connect"), Input::Invalid(_)));
         assert_eq!(parse_line("/peers"), Input::Command(Command::Peers));
+        assert_eq!(parse_line("/status"), Input::Command(Command::Status));
         assert_eq!(parse_line("/quit\r"), Input::Command(Command::Quit));
         assert_eq!(parse_line("/help"), Input::Help);
         assert!(matches!(parse_line("/nope"), Input::Invalid(_)));

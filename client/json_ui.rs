@@ -90,6 +90,7 @@ mod tests {
             from: "p".into(),
             username: "\u{9b}evil".into(),
             text: text.into(),
+            sent_at: 1.5,
         });
         let out = String::from_utf8(ui.out).unwrap();
         assert_eq!(out.lines().count(), 1);

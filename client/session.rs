@@ -173,6 +173,9 @@ pub enum SessionEvent {
     Message {
         /// The text, fragments reassembled.
         text: String,
+        /// The sender's `timestamp` (Unix seconds, the sender's clock; of
+        /// the first fragment for a long line).
+        sent_at: f64,
     },
     /// Every fragment of line `line` was acknowledged.
     Delivered {
@@ -289,6 +292,7 @@ struct Partial {
     count: u32,
     pieces: Vec<String>,
     bytes: usize,
+    sent_at: f64,
 }
 
 /// One session with one remote peer. See the module docs.
@@ -813,7 +817,8 @@ impl Session {
         let Some(id) = dg.id else {
             // Plain (seed) message: no ordering, no ack.
             let text = dg.body.clone();
-            self.emit(SessionEvent::Message { text });
+            let sent_at = dg.timestamp;
+            self.emit(SessionEvent::Message { text, sent_at });
             return;
         };
         if self.remote_extensions.is_none() {
@@ -841,7 +846,10 @@ impl Session {
             if self.partial.take().is_some() {
                 tracing::debug!("unfinished fragmented line discarded");
             }
-            self.emit(SessionEvent::Message { text: dg.body });
+            self.emit(SessionEvent::Message {
+                text: dg.body,
+                sent_at: dg.timestamp,
+            });
             return;
         };
         if part.count > MAX_FRAGMENTS_PER_LINE {
@@ -857,6 +865,7 @@ impl Session {
                 count: part.count,
                 pieces: Vec::new(),
                 bytes: 0,
+                sent_at: dg.timestamp,
             });
         }
         let Some(partial) = self.partial.as_mut() else {
@@ -877,8 +886,9 @@ impl Session {
         partial.pieces.push(dg.body);
         if partial.pieces.len() as u32 == partial.count {
             let text = partial.pieces.concat();
+            let sent_at = partial.sent_at;
             self.partial = None;
-            self.emit(SessionEvent::Message { text });
+            self.emit(SessionEvent::Message { text, sent_at });
         }
     }
 

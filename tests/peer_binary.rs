@@ -181,6 +181,13 @@ async fn two_json_peers_chat_and_exit_cleanly() {
     alice.line("/peers").await;
     let peers = alice.event("peers").await;
     assert_eq!(peers["peers"][0]["username"], "bob");
+    alice.line("/status").await;
+    let status = alice.event("status").await;
+    assert_eq!(status["server_connected"], true);
+    assert_eq!(status["sessions"][0]["username"], "bob");
+    assert_eq!(status["sessions"][0]["state"], "connected");
+    assert_eq!(status["sessions"][0]["active"], true);
+    assert!(msg["sent_at"].as_f64().unwrap() > 1.7e9, "{msg}");
     alice.line("/bogus").await;
     assert_eq!(alice.event("error").await["code"], "invalid_command");
 

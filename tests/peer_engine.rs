@@ -184,6 +184,26 @@ async fn two_peers_connect_and_chat_both_ways() {
     a.cmd(Command::Send(long.clone())).await;
     assert_eq!(b.messages(1).await, vec![long]);
 
+    a.cmd(Command::Status).await;
+    let status = a
+        .wait("status", |e| matches!(e, Event::Status { .. }))
+        .await;
+    let Event::Status {
+        server_connected: true,
+        sessions,
+    } = status
+    else {
+        panic!("{status:?}")
+    };
+    assert_eq!(sessions.len(), 1);
+    let st = &sessions[0];
+    assert_eq!(
+        (st.username.as_str(), st.state, st.active),
+        ("bob", "connected", true)
+    );
+    assert_eq!((st.path, st.reliable, st.pending), (Some("lan"), true, 0));
+    assert!(st.rtt_ms.is_some());
+
     // Keep-alive reports RTT.
     a.wait(
         "rtt",
@@ -353,6 +373,14 @@ async fn chat_survives_server_restart_and_peers_re_register() {
         .await;
     b.wait("server lost", |e| matches!(e, Event::ServerLost { .. }))
         .await;
+
+    a.cmd(Command::Status).await;
+    let status = a
+        .wait("status", |e| matches!(e, Event::Status { .. }))
+        .await;
+    assert!(
+        matches!(status, Event::Status { server_connected: false, ref sessions } if sessions.len() == 1)
+    );
 
     // Peer to peer carries on without the server.
     a.cmd(Command::Send("still here".into())).await;
