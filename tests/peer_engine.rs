@@ -183,6 +183,11 @@ async fn two_peers_connect_and_chat_both_ways() {
     let long = "λ".repeat(5000);
     a.cmd(Command::Send(long.clone())).await;
     assert_eq!(b.messages(1).await, vec![long]);
+    a.wait(
+        "long line delivered",
+        |e| matches!(e, Event::Delivered { line, .. } if *line == 2),
+    )
+    .await;
 
     a.cmd(Command::Status).await;
     let status = a
