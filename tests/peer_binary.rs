@@ -27,8 +27,12 @@ struct Server {
 }
 
 async fn start_server() -> Server {
+    start_server_on("127.0.0.1:0").await
+}
+
+async fn start_server_on(listen: &str) -> Server {
     let mut child = Command::new(SERVER)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", listen])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -675,4 +679,47 @@ async fn help_lists_every_flag_with_its_env_var_and_bad_flags_fail() {
     .unwrap()
     .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn server_killed_mid_chat_then_back_peers_re_register() {
+    let mut server = start_server().await;
+    let listen = server.url.trim_start_matches("http://").to_owned();
+    let mut alice = PeerProc::start(&server, "alice", &[]).await;
+    alice.event("registered").await;
+    let mut bob = PeerProc::start(&server, "bob", &["--connect", "alice"]).await;
+    bob.event("connected").await;
+    alice.event("connected").await;
+
+    // SIGKILL: no graceful stream ends, the connections just break.
+    server._child.start_kill().unwrap();
+    server._child.wait().await.unwrap();
+    alice.event("server_lost").await;
+    bob.event("server_lost").await;
+    bob.line("the server is gone").await;
+    assert_eq!(alice.event("message").await["text"], "the server is gone");
+    alice.line("we carry on").await;
+    assert_eq!(bob.event("message").await["text"], "we carry on");
+
+    // Same address again; both re-register by themselves.
+    let _server = start_server_on(&listen).await;
+    alice.event("server_restored").await;
+    bob.event("server_restored").await;
+    // Bob shows up in Alice's live list again (he may re-register before
+    // or after Alice's watch resumes, so ask until he is there).
+    let mut listed = false;
+    for _ in 0..50 {
+        alice.line("/peers").await;
+        let peers = alice.event("peers").await;
+        if peers["peers"][0]["username"] == "bob" {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(listed, "bob never re-appeared");
+    alice.line("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+    bob.line("/quit").await;
+    assert_eq!(bob.exit_code().await, 0);
 }
