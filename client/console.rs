@@ -153,6 +153,7 @@ impl<W: Write> Console<W> {
                 path,
                 rtt_ms,
                 reliable,
+                incoming,
             } => {
                 if !self.connected.contains(peer_id) {
                     self.connected.push(peer_id.clone());
@@ -161,9 +162,13 @@ impl<W: Write> Console<W> {
                     .map(|r| format!(", rtt {r:.1} ms"))
                     .unwrap_or_default();
                 let mode = if *reliable { "" } else { ", seed protocol" };
+                let how = if *incoming {
+                    format!("{} connected to us", s(username))
+                } else {
+                    format!("Connected to {}", s(username))
+                };
                 format!(
-                    "Connected to {} at {addr} ({path}{rtt}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---",
-                    s(username)
+                    "{how} at {addr} ({path}{rtt}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---"
                 )
             }
             Event::Message { username, text, .. } => format!("[{}]: {}", s(username), s(text)),
@@ -306,6 +311,7 @@ mod tests {
             path: "lan",
             rtt_ms: None,
             reliable: true,
+            incoming: false,
         });
         assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
         c.on_event(&Event::Disconnected {

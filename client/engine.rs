@@ -199,6 +199,9 @@ pub enum Event {
         rtt_ms: Option<f64>,
         /// Whether acks/retransmission are in use (false for a seed peer).
         reliable: bool,
+        /// True when the other side started it (rendezvous or hello), false
+        /// when we asked to connect.
+        incoming: bool,
     },
     /// A chat line arrived.
     Message {
@@ -400,6 +403,7 @@ pub async fn start_with(
         sessions: HashMap::new(),
         active: None,
         wanted: None,
+        outgoing: std::collections::HashSet::new(),
         server_up: true,
         orphaned: Vec::new(),
         internal_tx,
@@ -444,6 +448,9 @@ struct Engine {
     active: Option<String>,
     /// The peer the user last asked to connect to (becomes active when up).
     wanted: Option<String>,
+    /// Peers the user asked to connect to (their sessions are not
+    /// "incoming"); forgotten when the session ends.
+    outgoing: std::collections::HashSet<String>,
     server_up: bool,
     /// Actions of sessions replaced before `flush` could collect them.
     orphaned: Vec<(String, Action)>,
@@ -631,6 +638,7 @@ impl Engine {
             }
         };
         self.wanted = Some(peer.peer_id.clone());
+        self.outgoing.insert(peer.peer_id.clone());
         if let Some(session) = self.sessions.get(&peer.peer_id) {
             if session.phase() == Phase::Connected {
                 self.active = Some(peer.peer_id.clone());
@@ -869,6 +877,7 @@ impl Engine {
             if self.wanted.as_deref() == Some(id.as_str()) {
                 self.wanted = None;
             }
+            self.outgoing.remove(&id);
         }
     }
 
@@ -950,6 +959,7 @@ impl Engine {
             path: self.path_of(id, addr).as_str(),
             rtt_ms: session.rtt().map(millis),
             reliable: session.reliable(),
+            incoming: !self.outgoing.contains(id),
         })
     }
 
@@ -1202,10 +1212,11 @@ mod tests {
             path: "lan",
             rtt_ms: Some(1.5),
             reliable: true,
+            incoming: false,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"connected","peer_id":"p","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true}"#
+            r#"{"event":"connected","peer_id":"p","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true,"incoming":false}"#
         );
         assert_eq!(
             serde_json::to_string(&Event::ServerRestored {}).unwrap(),

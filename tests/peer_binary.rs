@@ -168,8 +168,10 @@ async fn two_json_peers_chat_and_exit_cleanly() {
     // first; the other side pings at once and reports it.
     assert!(connected["rtt_ms"].is_null() || connected["rtt_ms"].as_f64().is_some());
     bob.event("rtt").await;
+    assert_eq!(connected["incoming"], false);
     let connected = alice.event("connected").await;
     assert_eq!(connected["username"], "bob");
+    assert_eq!(connected["incoming"], true);
 
     bob.line("Hi Alice! How are you?").await;
     let msg = alice.event("message").await;
