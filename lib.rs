@@ -5,13 +5,21 @@
 //! * [`client`] is the peer: wire protocol, sessions, signaling client, UI.
 
 pub mod proto {
-    //! Generated code for the `p2pchat.signaling.v1` package.
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("p2pchat.signaling.v1");
+    //! The contract: generated code for the `p2pchat.signaling.v1` gRPC
+    //! package, and the relay's UDP frame format.
+
+    #[allow(clippy::all, missing_docs)]
+    mod generated {
+        tonic::include_proto!("p2pchat.signaling.v1");
+    }
+    pub use generated::*;
 
     /// Encoded `FileDescriptorSet` of the contract, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/signaling_descriptor.bin"));
+
+    #[path = "relay_frame.rs"]
+    pub mod relay_frame;
 }
 
 #[path = "server/mod.rs"]

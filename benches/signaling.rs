@@ -250,6 +250,7 @@ impl Signaling for ConstantSignaling {
             lease_seconds: 60,
             peer: Some(self.peer.clone()),
             revision: 1,
+            udp_port: 0,
         }))
     }
     async fn get_peer(

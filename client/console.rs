@@ -171,6 +171,18 @@ impl<W: Write> Console<W> {
                     "{how} at {addr} ({path}{rtt}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---"
                 )
             }
+            Event::PathChanged {
+                peer_id,
+                addr,
+                path,
+            } => {
+                let name = self
+                    .shown
+                    .iter()
+                    .find(|p| &p.peer_id == peer_id)
+                    .map_or_else(|| short(peer_id, 8), |p| s(&p.username));
+                format!("* Chat with {name} now uses the {path} path ({addr})")
+            }
             Event::Message { username, text, .. } => format!("[{}]: {}", s(username), s(text)),
             Event::Sent { .. } | Event::Delivered { .. } | Event::Rtt { .. } => String::new(),
             Event::Undeliverable { line, .. } => {

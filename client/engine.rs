@@ -18,8 +18,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::protocol::{Datagram, Kind, MAX_RECV_DATAGRAM_BYTES};
+use super::relay::{Credentials, RelayClient, RelayInput};
 use super::session::{Action, CloseReason, PathKind, Phase, Session, SessionConfig, SessionEvent};
 use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
+use super::stun;
 use super::transport::{self, Transport};
 
 /// Most sessions at once; further incoming hellos are ignored.
@@ -38,6 +40,9 @@ const SIGNAL_BUFFER: usize = 256;
 /// How long a clean exit waits for Unregister.
 pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a STUN refresh (after a path went stale) waits for its answer.
+pub const STUN_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -51,6 +56,12 @@ pub struct EngineConfig {
     pub bind: SocketAddr,
     /// Session timings.
     pub session: SessionConfig,
+    /// STUN server (`host:port`) to learn our public address from; `None`:
+    /// the signaling server's own UDP port.
+    pub stun: Option<String>,
+    /// Whether to fall back to the server's relay when no direct path
+    /// answers.
+    pub relay: bool,
 }
 
 impl EngineConfig {
@@ -62,6 +73,8 @@ impl EngineConfig {
             peer_id: uuid::Uuid::new_v4().to_string(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             session: SessionConfig::default(),
+            stun: None,
+            relay: true,
         }
     }
 }
@@ -124,7 +137,7 @@ pub struct SessionStatus {
     pub active: bool,
     /// The address chat flows to, once connected.
     pub addr: Option<String>,
-    /// `lan` or `direct`, once connected.
+    /// `lan`, `direct` or `relayed`, once connected.
     pub path: Option<&'static str>,
     /// Smoothed RTT in milliseconds, once measured.
     pub rtt_ms: Option<f64>,
@@ -150,8 +163,13 @@ pub enum Event {
         udp_port: u16,
         /// The IP the server saw us come from.
         observed_ip: String,
-        /// `observed_ip:udp_port`, the public address peers probe.
+        /// Our public address as peers will probe it: the STUN answer, or
+        /// `observed_ip:udp_port` when STUN got none.
         public_addr: String,
+        /// Whether `public_addr` came from STUN.
+        stun: bool,
+        /// The addresses we registered for peers to probe.
+        candidates: Vec<String>,
         /// The server URL.
         server: String,
     },
@@ -191,9 +209,9 @@ pub enum Event {
         peer_id: String,
         /// Its username.
         username: String,
-        /// The address chat flows to.
+        /// The address chat flows to (the relay's, when relayed).
         addr: String,
-        /// `lan` or `direct`.
+        /// `lan`, `direct` or `relayed`.
         path: &'static str,
         /// Handshake round trip in milliseconds, when measured.
         rtt_ms: Option<f64>,
@@ -202,6 +220,16 @@ pub enum Event {
         /// True when the other side started it (rendezvous or hello), false
         /// when we asked to connect.
         incoming: bool,
+    },
+    /// A session moved to another path (e.g. relayed -> direct); nothing
+    /// is lost or repeated.
+    PathChanged {
+        /// The peer.
+        peer_id: String,
+        /// The new address chat flows to.
+        addr: String,
+        /// `lan`, `direct` or `relayed`.
+        path: &'static str,
     },
     /// A chat line arrived.
     Message {
@@ -358,13 +386,53 @@ pub async fn start_with(
         addr: config.bind,
         source,
     })?;
+    let local = transport::local_endpoints(local_addr);
     let identity = Identity {
         peer_id: config.peer_id.clone(),
         username: config.username.clone(),
         udp_port: local_addr.port(),
-        endpoints: transport::local_endpoints(local_addr),
+        endpoints: local.clone(),
     };
     let (signaling, registration) = Signaling::register(&config.server, identity).await?;
+    let server_udp = server_udp_addr(&signaling, registration.udp_port).await;
+    let stun_server = match &config.stun {
+        Some(target) => resolve_v4(target).await,
+        None => server_udp,
+    };
+    let mut reflexive = None;
+    match stun_server {
+        Some(server) => match stun::discover(transport.as_ref(), server).await {
+            Ok(addr) => {
+                tracing::info!(%server, public = %addr, "STUN: learned our public address");
+                reflexive = Some(addr);
+                if let Err(err) = signaling.set_reflexive(Some(addr)).await {
+                    tracing::warn!(%err, "could not register the STUN address");
+                }
+            }
+            Err(err) => tracing::warn!(
+                %err,
+                "STUN failed; peers will probe the server-observed IP with our local port"
+            ),
+        },
+        None => tracing::warn!(
+            "no STUN server (the signaling server offers no UDP port and --stun is not set); \
+             peers will probe the server-observed IP with our local port"
+        ),
+    }
+    let public_addr = reflexive.map_or_else(
+        || format!("{}:{}", registration.observed_ip, local_addr.port()),
+        |a| a.to_string(),
+    );
+    let mut candidates: Vec<String> = local.iter().map(|a| a.to_string()).collect();
+    candidates.extend(reflexive.map(|a| a.to_string()));
+    let observed = format!("{}:{}", registration.observed_ip, local_addr.port());
+    if !candidates.contains(&observed) {
+        candidates.push(observed);
+    }
+    let relay = match (config.relay, server_udp) {
+        (true, Some(addr)) => Some(RelayClient::new(addr)),
+        _ => None,
+    };
     let (event_tx, event_rx) = mpsc::channel(EVENT_BUFFER);
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
@@ -381,7 +449,9 @@ pub async fn start_with(
             peer_id: config.peer_id.clone(),
             username: registration.username.clone(),
             udp_port: local_addr.port(),
-            public_addr: format!("{}:{}", registration.observed_ip, local_addr.port()),
+            public_addr,
+            stun: reflexive.is_some(),
+            candidates,
             observed_ip: registration.observed_ip.clone(),
             server: config.server.clone(),
         })
@@ -408,6 +478,10 @@ pub async fn start_with(
         orphaned: Vec::new(),
         internal_tx,
         stop: stop_tx,
+        relay,
+        stun_server,
+        reflexive,
+        stun_refresh: None,
     };
     let task = tokio::spawn(engine.run(command_rx, signal_rx, internal_rx));
     Ok((
@@ -418,6 +492,36 @@ pub async fn start_with(
         },
         event_rx,
     ))
+}
+
+/// The server's UDP (STUN + relay) address: its URL's host with the port
+/// it announced. IPv4 only, like the chat socket.
+async fn server_udp_addr(signaling: &Signaling, port: u16) -> Option<SocketAddr> {
+    if port == 0 {
+        return None;
+    }
+    let host = signaling.server_host()?;
+    resolve_v4(&format!("{host}:{port}")).await
+}
+
+/// Resolves `host:port` to its first IPv4 address.
+async fn resolve_v4(target: &str) -> Option<SocketAddr> {
+    match tokio::net::lookup_host(target).await {
+        Ok(mut addrs) => addrs.find(SocketAddr::is_ipv4),
+        Err(err) => {
+            tracing::warn!(%target, %err, "cannot resolve");
+            None
+        }
+    }
+}
+
+/// A STUN request in flight after a path went stale.
+#[derive(Debug)]
+struct StunRefresh {
+    tid: stun_codec::TransactionId,
+    deadline: Instant,
+    /// Peers whose rendezvous waits for the answer.
+    peers: Vec<String>,
 }
 
 /// Results of background work, fed back into the loop.
@@ -456,6 +560,13 @@ struct Engine {
     orphaned: Vec<(String, Action)>,
     internal_tx: mpsc::Sender<Internal>,
     stop: watch::Sender<bool>,
+    /// Relay bindings, when the server offers a relay.
+    relay: Option<RelayClient>,
+    /// Where STUN requests go.
+    stun_server: Option<SocketAddr>,
+    /// Our last known server-reflexive address.
+    reflexive: Option<SocketAddr>,
+    stun_refresh: Option<StunRefresh>,
 }
 
 impl Engine {
@@ -474,6 +585,8 @@ impl Engine {
                 .sessions
                 .values()
                 .filter_map(Session::next_deadline)
+                .chain(self.relay.as_ref().and_then(RelayClient::next_deadline))
+                .chain(self.stun_refresh.as_ref().map(|r| r.deadline))
                 .min();
             tokio::select! {
                 received = transport.recv_from(&mut buf) => match received {
@@ -494,6 +607,10 @@ impl Engine {
                     let now = Instant::now();
                     for session in self.sessions.values_mut() {
                         session.poll_timers(now);
+                    }
+                    self.poll_relay(now).await;
+                    if self.stun_refresh.as_ref().is_some_and(|r| now >= r.deadline) {
+                        self.finish_stun_refresh(None);
                     }
                 }
             }
@@ -516,6 +633,57 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        if self.relay.as_ref().is_some_and(|r| r.server() == from) && bytes.first() == Some(&b'P') {
+            self.on_relay_frame(bytes, from);
+            return;
+        }
+        if stun::is_stun(bytes) {
+            if let Some(refresh) = &self.stun_refresh
+                && Some(from) == self.stun_server
+                && let Some(addr) = stun::parse_binding_response(bytes, refresh.tid)
+            {
+                self.finish_stun_refresh(Some(addr));
+            }
+            return;
+        }
+        self.on_chat_datagram(bytes, from);
+    }
+
+    /// A frame from the relay: a binding's state, or a relayed datagram.
+    fn on_relay_frame(&mut self, bytes: &[u8], relay_addr: SocketAddr) {
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        match relay.on_frame(bytes) {
+            RelayInput::Ready(peer) => {
+                tracing::info!(%peer, "relay ready");
+                if let Some(session) = self.sessions.get_mut(&peer) {
+                    session.add_relay(relay_addr, Instant::now());
+                }
+            }
+            RelayInput::Waiting(peer) => {
+                tracing::debug!(%peer, "relay bound; waiting for the other side");
+            }
+            RelayInput::Refused(peer, code) => {
+                tracing::warn!(%peer, code, "relay refused the binding");
+                if let Some(session) = self.sessions.get_mut(&peer) {
+                    session.drop_relay();
+                }
+            }
+            RelayInput::Data(peer, payload) => {
+                // The relay vouches for the sender: only a datagram that
+                // claims to be from the peer it is bound to goes on.
+                match Datagram::decode(&payload) {
+                    Ok(dg) if dg.from == peer => self.on_chat(dg, relay_addr),
+                    Ok(_) => tracing::debug!(%peer, "relayed datagram with a foreign id dropped"),
+                    Err(err) => tracing::debug!(%peer, %err, "relayed datagram dropped"),
+                }
+            }
+            RelayInput::Ignored => {}
+        }
+    }
+
+    fn on_chat_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
         let dg = match Datagram::decode(bytes) {
             Ok(dg) => dg,
             Err(err) => {
@@ -523,6 +691,10 @@ impl Engine {
                 return;
             }
         };
+        self.on_chat(dg, from);
+    }
+
+    fn on_chat(&mut self, dg: Datagram, from: SocketAddr) {
         if dg.from == self.config.peer_id {
             tracing::debug!(%from, "dropping datagram claiming our own id");
             return;
@@ -551,7 +723,7 @@ impl Engine {
             return;
         }
         tracing::info!(%from, peer = %dg.from, "incoming hello");
-        let session = Session::accept(
+        let mut session = Session::accept(
             self.config.session.clone(),
             &self.config.peer_id,
             &self.username,
@@ -559,6 +731,9 @@ impl Engine {
             from,
             now,
         );
+        if self.relay.as_ref().is_some_and(|r| r.server() == from) {
+            session.add_relay(from, now);
+        }
         self.sessions.insert(dg.from.clone(), session);
     }
 
@@ -819,7 +994,11 @@ impl Engine {
                     .entry(from.peer_id.clone())
                     .or_insert_with(|| from.clone());
                 if let Some(session) = self.sessions.get_mut(&from.peer_id) {
+                    // The peer asks again while we have a session: its path
+                    // went stale (e.g. its NAT mapping changed). Probe its
+                    // fresh endpoints so our NAT opens towards them.
                     session.add_candidates(from.endpoints.iter().copied());
+                    session.reprobe(Instant::now());
                     return;
                 }
                 if self.sessions.len() >= MAX_SESSIONS {
@@ -846,14 +1025,14 @@ impl Engine {
         let mut closed = Vec::new();
         for (id, action) in std::mem::take(&mut self.orphaned) {
             match action {
-                Action::Send { to, bytes } => sends.push((to, bytes)),
+                Action::Send { to, bytes } => sends.push((id, to, bytes)),
                 Action::Event(event) => reports.push((id, event)),
             }
         }
         for (id, session) in self.sessions.iter_mut() {
             for action in session.take_actions() {
                 match action {
-                    Action::Send { to, bytes } => sends.push((to, bytes)),
+                    Action::Send { to, bytes } => sends.push((id.clone(), to, bytes)),
                     Action::Event(event) => reports.push((id.clone(), event)),
                 }
             }
@@ -861,8 +1040,24 @@ impl Engine {
                 closed.push(id.clone());
             }
         }
-        for (to, bytes) in sends {
-            if let Err(err) = self.transport.send_to(&bytes, to).await {
+        let relay_addr = self.relay.as_ref().map(RelayClient::server);
+        for (id, to, bytes) in sends {
+            let wrapped;
+            let bytes = if Some(to) == relay_addr {
+                match self.relay.as_ref().and_then(|r| r.wrap(&id, &bytes)) {
+                    Some(frame) => {
+                        wrapped = frame;
+                        &wrapped
+                    }
+                    None => {
+                        tracing::debug!(peer = %id, "relay not ready; datagram dropped");
+                        continue;
+                    }
+                }
+            } else {
+                &bytes
+            };
+            if let Err(err) = self.transport.send_to(bytes, to).await {
                 tracing::debug!(%to, %err, "UDP send failed");
             }
         }
@@ -871,6 +1066,7 @@ impl Engine {
         }
         for id in closed {
             self.sessions.remove(&id);
+            self.release_relay(&id).await;
             if self.active.as_deref() == Some(id.as_str()) {
                 self.active = None;
             }
@@ -931,6 +1127,21 @@ impl Engine {
                 peer_id: id.to_owned(),
                 rtt_ms: millis(rtt),
             },
+            SessionEvent::NeedRelay => {
+                self.request_relay(id).await;
+                return;
+            }
+            SessionEvent::Stale => {
+                tracing::info!(peer = %id, "path went quiet; refreshing the rendezvous");
+                self.request_relay(id).await;
+                self.refresh_path(id).await;
+                return;
+            }
+            SessionEvent::PathChanged { addr, .. } => Event::PathChanged {
+                peer_id: id.to_owned(),
+                addr: addr.to_string(),
+                path: self.path_of(id, addr).as_str(),
+            },
             SessionEvent::Closed { reason } => {
                 if reason == CloseReason::Unreachable {
                     let message = format!(
@@ -990,17 +1201,160 @@ impl Engine {
         }
     }
 
-    /// LAN when the address is private/loopback or one the peer registered
-    /// as its own interface address; direct otherwise.
+    /// Relayed through the server's relay; LAN when the address is
+    /// private/loopback or one the peer registered as its own interface
+    /// address; direct otherwise.
     fn path_of(&self, id: &str, addr: SocketAddr) -> PathKind {
+        let kind = self
+            .sessions
+            .get(id)
+            .map_or_else(|| PathKind::of(addr), |s| s.path_of(addr));
         let own_interface = self
             .directory
             .get(id)
             .is_some_and(|p| p.local_endpoints.contains(&addr));
-        if own_interface {
+        if kind != PathKind::Relayed && own_interface {
             PathKind::Lan
         } else {
-            PathKind::of(addr)
+            kind
+        }
+    }
+
+    /// Our identity towards the relay (needs a token from the server).
+    fn relay_credentials(&self) -> Option<Credentials> {
+        Some(Credentials {
+            peer_id: uuid::Uuid::parse_str(&self.config.peer_id).ok()?,
+            token: self.signaling.token_bytes()?,
+        })
+    }
+
+    /// Starts a relay binding with `peer` (no-op without a relay).
+    async fn request_relay(&mut self, peer: &str) {
+        let Some(relay) = self.relay.as_mut() else {
+            tracing::info!(%peer, "no direct path yet and no relay available");
+            return;
+        };
+        let now = Instant::now();
+        if relay.is_ready(peer) {
+            let addr = relay.server();
+            if let Some(session) = self.sessions.get_mut(peer) {
+                session.add_relay(addr, now);
+            }
+            return;
+        }
+        if relay.request(peer, now) {
+            tracing::info!(%peer, "asking the server to relay");
+        }
+        self.poll_relay(now).await;
+    }
+
+    /// Sends the BINDs that are due.
+    async fn poll_relay(&mut self, now: Instant) {
+        let Some(creds) = self.relay_credentials() else {
+            return;
+        };
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        let to = relay.server();
+        for frame in relay.poll(now, creds) {
+            if let Err(err) = self.transport.send_to(&frame, to).await {
+                tracing::debug!(%to, %err, "relay send failed");
+            }
+        }
+    }
+
+    /// Frees the relay binding with `peer`, if any.
+    async fn release_relay(&mut self, peer: &str) {
+        let Some(creds) = self.relay_credentials() else {
+            return;
+        };
+        let Some(relay) = self.relay.as_mut() else {
+            return;
+        };
+        let to = relay.server();
+        if let Some(frame) = relay.release(peer, creds)
+            && let Err(err) = self.transport.send_to(&frame, to).await
+        {
+            tracing::debug!(%to, %err, "relay release failed");
+        }
+    }
+
+    /// A session's path went quiet: ask STUN whether our own public address
+    /// changed (then register the new one), and ask for a new rendezvous so
+    /// the peer probes us again.
+    async fn refresh_path(&mut self, peer: &str) {
+        let Some(server) = self.stun_server else {
+            self.rendezvous_again(peer);
+            return;
+        };
+        if let Some(refresh) = self.stun_refresh.as_mut() {
+            if !refresh.peers.iter().any(|p| p == peer) {
+                refresh.peers.push(peer.to_owned());
+            }
+            return;
+        }
+        let (tid, request) = stun::binding_request();
+        if let Err(err) = self.transport.send_to(&request, server).await {
+            tracing::debug!(%err, "STUN refresh send failed");
+        }
+        self.stun_refresh = Some(StunRefresh {
+            tid,
+            deadline: Instant::now() + STUN_REFRESH_TIMEOUT,
+            peers: vec![peer.to_owned()],
+        });
+    }
+
+    /// The STUN refresh ended (`answer` is `None` on timeout): register a
+    /// changed address, then redo the rendezvous of the waiting peers.
+    fn finish_stun_refresh(&mut self, answer: Option<SocketAddr>) {
+        let Some(refresh) = self.stun_refresh.take() else {
+            return;
+        };
+        let changed = answer.is_some() && answer != self.reflexive;
+        if !changed {
+            for peer in refresh.peers {
+                self.rendezvous_again(&peer);
+            }
+            return;
+        }
+        tracing::info!(old = ?self.reflexive, new = ?answer, "our public address changed");
+        self.reflexive = answer;
+        let signaling = self.signaling.clone();
+        let peers: Vec<PeerInfo> = refresh
+            .peers
+            .iter()
+            .filter_map(|p| self.directory.get(p).cloned())
+            .collect();
+        let tx = self.internal_tx.clone();
+        tokio::spawn(async move {
+            if let Err(err) = signaling.set_reflexive(answer).await {
+                tracing::warn!(%err, "could not register our new public address");
+            }
+            for peer in peers {
+                let result = signaling
+                    .request_connect(&peer.peer_id)
+                    .await
+                    .map_err(|e| e.to_string());
+                let msg = Internal::Rendezvous {
+                    target: peer,
+                    result,
+                    create: false,
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// A fresh rendezvous with a peer we already have a session with.
+    fn rendezvous_again(&self, peer: &str) {
+        if !self.server_up {
+            return;
+        }
+        if let Some(info) = self.directory.get(peer).cloned() {
+            self.spawn_rendezvous(info, false);
         }
     }
 

@@ -77,6 +77,32 @@ struct Args {
     /// Connect attempts before "could not reach peer".
     #[arg(long, env = "P2PCHAT_CONNECT_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
     connect_attempts: u32,
+
+    /// STUN server (host:port) that tells us our public address; default:
+    /// the signaling server's own UDP port.
+    #[arg(long, env = "P2PCHAT_STUN", value_parser = host_port)]
+    stun: Option<String>,
+
+    /// Seconds of probing without an answer before falling back to the
+    /// server's relay (direct paths keep being tried in the background).
+    #[arg(long, env = "P2PCHAT_RELAY_AFTER_SECS", default_value_t = 3.0, value_parser = positive_secs)]
+    relay_after_secs: f64,
+
+    /// Never relay through the server: direct paths only.
+    #[arg(long, env = "P2PCHAT_NO_RELAY")]
+    no_relay: bool,
+}
+
+/// Checks a `host:port` value (the host is resolved later).
+fn host_port(text: &str) -> Result<String, String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(text.to_owned())
+        }
+        _ => Err(format!(
+            "'{text}' is not host:port (e.g. stun.example.org:3478)"
+        )),
+    }
 }
 
 /// Parses a positive number of seconds (fractions allowed), at most a day.
@@ -127,7 +153,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             probe_interval: Duration::from_millis(args.probe_interval_ms),
             attempt_duration: Duration::from_secs_f64(args.attempt_secs),
             connect_attempts: args.connect_attempts,
+            relay_after: Duration::from_secs_f64(args.relay_after_secs),
         },
+        stun: args.stun.clone(),
+        relay: !args.no_relay,
     };
     // Signal handlers go in before anything is printed, so a SIGTERM right
     // after start-up already gets the clean exit.

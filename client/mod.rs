@@ -20,6 +20,8 @@ pub mod frontend;
 pub mod input;
 pub mod json_ui;
 pub mod protocol;
+pub mod relay;
 pub mod session;
 pub mod signaling;
+pub mod stun;
 pub mod transport;

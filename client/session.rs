@@ -50,6 +50,17 @@ pub const MAX_RTO: Duration = Duration::from_secs(4);
 /// Retransmission timeout before the first RTT sample.
 pub const INITIAL_RTO: Duration = Duration::from_millis(500);
 
+/// First pause between two background probes for a better path (relayed ->
+/// direct -> LAN) while connected; it doubles up to [`UPGRADE_PROBE_MAX`].
+pub const UPGRADE_PROBE_MIN: Duration = Duration::from_secs(1);
+
+/// Longest pause between two background probes for a better path.
+pub const UPGRADE_PROBE_MAX: Duration = Duration::from_secs(15);
+
+/// Most addresses a connected session remembers as answering (validated
+/// paths it accepts traffic from).
+pub const MAX_VALIDATED_PATHS: usize = 8;
+
 /// Timings and limits of a session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -64,6 +75,9 @@ pub struct SessionConfig {
     pub attempt_duration: Duration,
     /// Connect attempts before giving up ("could not reach peer").
     pub connect_attempts: u32,
+    /// Probing this long without an answer asks for a relay
+    /// ([`SessionEvent::NeedRelay`]).
+    pub relay_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -74,6 +88,7 @@ impl Default for SessionConfig {
             probe_interval: Duration::from_millis(150),
             attempt_duration: Duration::from_secs(2),
             connect_attempts: 3,
+            relay_after: Duration::from_secs(3),
         }
     }
 }
@@ -85,6 +100,8 @@ pub enum PathKind {
     Lan,
     /// To a public address, directly (hole punched).
     Direct,
+    /// Through the signaling server's relay.
+    Relayed,
 }
 
 impl PathKind {
@@ -113,6 +130,16 @@ impl PathKind {
         match self {
             PathKind::Lan => "lan",
             PathKind::Direct => "direct",
+            PathKind::Relayed => "relayed",
+        }
+    }
+
+    /// Preference order: lower is better (LAN, then direct, then relayed).
+    fn rank(self) -> u8 {
+        match self {
+            PathKind::Lan => 0,
+            PathKind::Direct => 1,
+            PathKind::Relayed => 2,
         }
     }
 }
@@ -191,6 +218,21 @@ pub enum SessionEvent {
     Rtt {
         /// The smoothed RTT.
         rtt: Duration,
+    },
+    /// Probing found no direct path within `relay_after`: the engine should
+    /// set up a relay and hand it over with [`Session::add_relay`].
+    NeedRelay,
+    /// The current path went quiet (a keep-alive went unanswered): the
+    /// engine should refresh our public address and ask for a new
+    /// rendezvous; meanwhile every candidate is probed again.
+    Stale,
+    /// The session moved to another path (a better one answered, or the old
+    /// one died); nothing sent is lost, in-flight messages follow.
+    PathChanged {
+        /// The new address.
+        addr: SocketAddr,
+        /// Its kind.
+        path: PathKind,
     },
     /// The session is over; it produces no more actions.
     Closed {
@@ -305,8 +347,21 @@ pub struct Session {
     phase: Phase,
     /// Addresses to probe while [`Phase::Probing`].
     candidates: Vec<SocketAddr>,
+    /// The relay's address, once the engine set one up (also a candidate).
+    relay: Option<SocketAddr>,
     /// The address the session settled on.
     addr: Option<SocketAddr>,
+    /// Addresses that answered our probes: traffic from them is accepted.
+    validated: Vec<SocketAddr>,
+    /// When probing started (for `relay_after`).
+    probing_since: Instant,
+    relay_requested: bool,
+    /// Next background probe for a better path, and the pause after it.
+    next_upgrade: Instant,
+    upgrade_pause: Duration,
+    /// While set, every candidate is probed each `probe_interval` (the path
+    /// went stale or the peer asked for a new rendezvous).
+    recover_until: Option<Instant>,
     attempt: u32,
     attempt_deadline: Instant,
     next_probe: Instant,
@@ -349,7 +404,14 @@ impl Session {
             remote_id: remote_id.to_owned(),
             phase: Phase::Probing,
             candidates: Vec::new(),
+            relay: None,
             addr: None,
+            validated: Vec::new(),
+            probing_since: now,
+            relay_requested: false,
+            next_upgrade: now + UPGRADE_PROBE_MIN,
+            upgrade_pause: UPGRADE_PROBE_MIN,
+            recover_until: None,
             attempt: 1,
             attempt_deadline: now + config.attempt_duration,
             next_probe: now,
@@ -432,6 +494,65 @@ impl Session {
     pub fn add_candidates(&mut self, candidates: impl IntoIterator<Item = SocketAddr>) {
         self.candidates.extend(candidates);
         self.candidates = dedup(std::mem::take(&mut self.candidates));
+        // The relay is never crowded out by a long list.
+        if let Some(relay) = self.relay
+            && !self.candidates.contains(&relay)
+        {
+            self.candidates.push(relay);
+        }
+    }
+
+    /// The engine set up a relay for this session at `relay` (the server's
+    /// relay address; the engine wraps and unwraps the frames). It becomes
+    /// a candidate like any other, ranked last; probing gets a fresh
+    /// attempt window so the relay has time to answer.
+    pub fn add_relay(&mut self, relay: SocketAddr, now: Instant) {
+        self.relay = Some(relay);
+        self.add_candidates([relay]);
+        match self.phase {
+            Phase::Probing => {
+                self.attempt_deadline = self
+                    .attempt_deadline
+                    .max(now + self.config.attempt_duration);
+                self.next_probe = now;
+            }
+            Phase::Connected => {
+                if self.recover_until.is_some() {
+                    self.next_probe = now;
+                }
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// The relay went away (refused or released): stop using it as a
+    /// candidate. A session currently relayed keeps trying it until its
+    /// keep-alive notices, which then recovers over any other path.
+    pub fn drop_relay(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            self.candidates.retain(|a| *a != relay);
+            self.validated.retain(|a| *a != relay);
+        }
+    }
+
+    /// The peer asked for a new rendezvous while we are connected (its path
+    /// went stale, e.g. its NAT mapping changed): probe every candidate for
+    /// one attempt window so both NATs open towards the new addresses.
+    pub fn reprobe(&mut self, now: Instant) {
+        if self.phase == Phase::Connected {
+            self.recover_until = Some(now + self.config.attempt_duration);
+            self.next_probe = now;
+            self.poll_timers(now);
+        }
+    }
+
+    /// The kind of path `addr` is for this session.
+    pub fn path_of(&self, addr: SocketAddr) -> PathKind {
+        if self.relay == Some(addr) {
+            PathKind::Relayed
+        } else {
+            PathKind::of(addr)
+        }
     }
 
     /// The remote peer's id.
@@ -483,14 +604,77 @@ impl Session {
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Closed => None,
-            Phase::Probing => Some(self.next_probe.min(self.attempt_deadline)),
-            Phase::Connected => {
-                let retransmit = self.in_flight.values().map(|f| f.deadline).min();
-                Some(match retransmit {
-                    Some(r) => r.min(self.next_ping),
-                    None => self.next_ping,
-                })
+            Phase::Probing => {
+                let mut at = self.next_probe.min(self.attempt_deadline);
+                if !self.relay_requested {
+                    at = at.min(self.probing_since + self.config.relay_after);
+                }
+                Some(at)
             }
+            Phase::Connected => {
+                let mut at = self.next_ping;
+                if let Some(r) = self.in_flight.values().map(|f| f.deadline).min() {
+                    at = at.min(r);
+                }
+                if self.recover_until.is_some() {
+                    at = at.min(self.next_probe);
+                } else if self.wants_upgrade() {
+                    at = at.min(self.next_upgrade);
+                }
+                Some(at)
+            }
+        }
+    }
+
+    /// Candidates ranked better than the current path.
+    fn better_candidates(&self) -> Vec<SocketAddr> {
+        let Some(current) = self.addr else {
+            return Vec::new();
+        };
+        let rank = self.path_of(current).rank();
+        self.candidates
+            .iter()
+            .copied()
+            .filter(|a| *a != current && self.path_of(*a).rank() < rank)
+            .collect()
+    }
+
+    /// Whether background probing for a better path makes sense: only with
+    /// peers that speak our extensions (a seed peer answers from one
+    /// address only) and only while a better-ranked candidate exists.
+    fn wants_upgrade(&self) -> bool {
+        self.reliable() && !self.better_candidates().is_empty()
+    }
+
+    /// Moves the session to `addr`: in-flight messages are resent there at
+    /// once (the receiver drops duplicates by id), the RTT is measured anew.
+    fn switch_path(&mut self, addr: SocketAddr, now: Instant) {
+        let from = self.addr;
+        self.addr = Some(addr);
+        self.recover_until = None;
+        self.missed = 0;
+        self.last_ping = None;
+        self.rtt = RttEstimator::default();
+        self.next_ping = now;
+        self.upgrade_pause = UPGRADE_PROBE_MIN;
+        self.next_upgrade = now + UPGRADE_PROBE_MIN;
+        for f in self.in_flight.values_mut() {
+            f.deadline = now;
+            // The old path's timing says nothing about the new one.
+            f.retransmits = f.retransmits.max(1);
+        }
+        let path = self.path_of(addr);
+        tracing::info!(?from, to = %addr, path = path.as_str(), "session path changed");
+        self.emit(SessionEvent::PathChanged { addr, path });
+        self.poll_retransmits(now);
+    }
+
+    fn mark_validated(&mut self, addr: SocketAddr) {
+        if !self.validated.contains(&addr) {
+            if self.validated.len() >= MAX_VALIDATED_PATHS {
+                self.validated.remove(0);
+            }
+            self.validated.push(addr);
         }
     }
 
@@ -501,14 +685,48 @@ impl Session {
             return;
         }
         if self.phase == Phase::Connected && Some(addr) != self.addr {
-            // Only a hello may come from another address (the peer's probe
-            // over a different path); answer it but stay on the known path.
-            if dg.kind == Kind::Hello {
-                self.send_control(Kind::Pong, addr, None);
-            } else {
-                tracing::debug!(%addr, kind = ?dg.kind, "dropping datagram from unexpected address");
+            let same_session = match (self.remote_session, dg.session) {
+                (Some(known), Some(got)) => known == got,
+                _ => true,
+            };
+            match dg.kind {
+                Kind::Hello => {
+                    // The peer probes us over another path: answer, and
+                    // probe back (a triggered check) when that path would
+                    // be better or ours went quiet, so both NATs open.
+                    self.send_control(Kind::Pong, addr, None);
+                    if same_session && self.reliable() {
+                        self.add_candidates([addr]);
+                        let better = self.addr.is_some_and(|cur| {
+                            self.path_of(addr).rank() < self.path_of(cur).rank()
+                        });
+                        if better || self.missed > 0 {
+                            self.send_hello(addr);
+                        }
+                    }
+                    return;
+                }
+                Kind::Pong if same_session && self.reliable() => {
+                    // A round trip over `addr` works.
+                    self.mark_validated(addr);
+                    let better = self
+                        .addr
+                        .is_some_and(|cur| self.path_of(addr).rank() < self.path_of(cur).rank());
+                    if better || self.missed > 0 {
+                        self.switch_path(addr, now);
+                    }
+                    self.last_heard = now;
+                    return;
+                }
+                _ if self.validated.contains(&addr) || self.relay == Some(addr) => {
+                    // Traffic over a path that works but is not (or no
+                    // longer) ours: e.g. the peer switched before us.
+                }
+                _ => {
+                    tracing::debug!(%addr, kind = ?dg.kind, "dropping datagram from unexpected address");
+                    return;
+                }
             }
-            return;
         }
         if self.phase == Phase::Probing
             && !self.candidates.contains(&addr)
@@ -540,6 +758,8 @@ impl Session {
         if self.phase == Phase::Probing {
             self.phase = Phase::Connected;
             self.addr = Some(addr);
+            self.mark_validated(addr);
+            self.next_upgrade = now + UPGRADE_PROBE_MIN;
             // A pong answers our latest probe round: a first RTT estimate.
             if dg.kind == Kind::Pong
                 && let Some(sent) = self.last_probe
@@ -559,9 +779,10 @@ impl Session {
             }
             let reliable = self.reliable();
             let rtt = self.rtt.srtt;
+            let path = self.path_of(addr);
             self.emit(SessionEvent::Connected {
                 addr,
-                path: PathKind::of(addr),
+                path,
                 reliable,
                 rtt,
             });
@@ -680,25 +901,52 @@ impl Session {
                     let attempt = self.attempt;
                     self.emit(SessionEvent::Probing { attempt });
                 }
+                if !self.relay_requested && now >= self.probing_since + self.config.relay_after {
+                    self.relay_requested = true;
+                    self.emit(SessionEvent::NeedRelay);
+                }
                 if now >= self.next_probe {
-                    let mut hello = Datagram::new(Kind::Hello, &self.local_id, "");
-                    hello.extensions = Some(our_extensions());
-                    hello.username = Some(self.local_name.clone());
-                    hello.session = Some(self.local_session);
-                    for addr in self.candidates.clone() {
-                        self.send(&hello, addr);
-                    }
-                    self.next_probe = now + self.config.probe_interval;
-                    self.last_probe = Some(now);
+                    self.probe_all(now);
                 }
             }
             Phase::Connected => {
                 self.poll_keepalive(now);
-                if self.phase == Phase::Connected {
-                    self.poll_retransmits(now);
+                if self.phase != Phase::Connected {
+                    return;
+                }
+                self.poll_retransmits(now);
+                if let Some(until) = self.recover_until {
+                    if now >= until {
+                        self.recover_until = None;
+                    } else if now >= self.next_probe {
+                        self.probe_all(now);
+                    }
+                } else if now >= self.next_upgrade && self.wants_upgrade() {
+                    for addr in self.better_candidates() {
+                        self.send_hello(addr);
+                    }
+                    self.upgrade_pause = (self.upgrade_pause * 2).min(UPGRADE_PROBE_MAX);
+                    self.next_upgrade = now + self.upgrade_pause;
                 }
             }
         }
+    }
+
+    /// Sends one hello round to every candidate.
+    fn probe_all(&mut self, now: Instant) {
+        for addr in self.candidates.clone() {
+            self.send_hello(addr);
+        }
+        self.next_probe = now + self.config.probe_interval;
+        self.last_probe = Some(now);
+    }
+
+    fn send_hello(&mut self, addr: SocketAddr) {
+        let mut hello = Datagram::new(Kind::Hello, &self.local_id, "");
+        hello.extensions = Some(our_extensions());
+        hello.username = Some(self.local_name.clone());
+        hello.session = Some(self.local_session);
+        self.send(&hello, addr);
     }
 
     fn poll_keepalive(&mut self, now: Instant) {
@@ -712,6 +960,15 @@ impl Session {
             if self.missed >= self.config.missed_pong_limit {
                 self.finish(CloseReason::Timeout);
                 return;
+            }
+            if self.missed == 1 && self.reliable() {
+                // Recover before the limit: probe every path (the relay
+                // included, once there is one) and let the engine refresh
+                // the rendezvous; any path that answers takes over.
+                self.recover_until =
+                    Some(now + self.config.keepalive_interval * self.config.missed_pong_limit);
+                self.next_probe = now;
+                self.emit(SessionEvent::Stale);
             }
         }
         let Some(addr) = self.addr else { return };

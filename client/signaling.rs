@@ -156,6 +156,8 @@ pub struct Registration {
     pub observed_ip: String,
     /// Lease length.
     pub lease: Duration,
+    /// The server's STUN + relay UDP port (0: it offers none).
+    pub udp_port: u16,
 }
 
 /// What the background task reports.
@@ -198,6 +200,10 @@ pub struct Identity {
     pub endpoints: Vec<SocketAddr>,
 }
 
+/// Our server-reflexive address (from STUN), shared by the clones of a
+/// [`Signaling`] so every later registration carries the current one.
+type Reflexive = Arc<Mutex<Option<SocketAddr>>>;
+
 /// A registered client. Cheap to clone; clones share the session token.
 #[derive(Debug, Clone)]
 pub struct Signaling {
@@ -205,6 +211,7 @@ pub struct Signaling {
     client: SignalingClient<Channel>,
     identity: Identity,
     token: Arc<Mutex<String>>,
+    reflexive: Reflexive,
 }
 
 impl Signaling {
@@ -235,6 +242,7 @@ impl Signaling {
             client: SignalingClient::new(channel),
             identity,
             token: Arc::new(Mutex::new(String::new())),
+            reflexive: Arc::new(Mutex::new(None)),
         };
         let mut backoff = REGISTER_BACKOFF;
         let mut last = String::new();
@@ -269,6 +277,48 @@ impl Signaling {
         &self.identity.peer_id
     }
 
+    /// Our session token as raw bytes (for relay frames); `None` before
+    /// the first registration.
+    pub fn token_bytes(&self) -> Option<[u8; 32]> {
+        let hex = self.token();
+        let mut out = [0u8; 32];
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(out)
+    }
+
+    /// The server URL's host, for reaching its UDP port.
+    pub fn server_host(&self) -> Option<String> {
+        let rest = self.url.split_once("://")?.1;
+        let authority = rest.split('/').next()?;
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next()?,
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+        };
+        (!host.is_empty()).then(|| host.to_owned())
+    }
+
+    /// Sets our server-reflexive address and registers again so peers get
+    /// it (a refresh with our token: the server reports UPDATED).
+    pub async fn set_reflexive(&self, addr: Option<SocketAddr>) -> Result<(), SignalingError> {
+        match self.reflexive.lock() {
+            Ok(mut r) => *r = addr,
+            Err(poisoned) => *poisoned.into_inner() = addr,
+        }
+        self.register_once().await.map(|_| ())
+    }
+
+    fn reflexive(&self) -> Option<SocketAddr> {
+        self.reflexive
+            .lock()
+            .map(|r| *r)
+            .unwrap_or_else(|poisoned| *poisoned.into_inner())
+    }
+
     fn token(&self) -> String {
         self.token
             .lock()
@@ -298,6 +348,11 @@ impl Signaling {
                     port: u32::from(a.port()),
                     kind: proto::EndpointKind::Local as i32,
                 })
+                .chain(self.reflexive().map(|a| proto::Endpoint {
+                    ip: a.ip().to_string(),
+                    port: u32::from(a.port()),
+                    kind: proto::EndpointKind::ServerReflexive as i32,
+                }))
                 .collect(),
             session_token: self.token(),
         };
@@ -316,6 +371,7 @@ impl Signaling {
             username,
             observed_ip: response.observed_ip,
             lease: Duration::from_secs(u64::from(response.lease_seconds.max(1))),
+            udp_port: u16::try_from(response.udp_port).unwrap_or(0),
         })
     }
 

@@ -62,15 +62,55 @@ pub fn primary_lan_ip() -> Option<IpAddr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-/// Endpoints to register besides the server-observed one: the LAN address
-/// (so peers on the same network connect directly) when the socket is bound
-/// to every interface, or the bound address itself otherwise.
+/// Most interface addresses registered as local candidates (the server
+/// accepts 16 endpoints; one is kept for the server-reflexive address).
+pub const MAX_LOCAL_ENDPOINTS: usize = 8;
+
+/// Endpoints to register besides the server-observed one: with a socket
+/// bound to every interface, every non-loopback IPv4 address of this host
+/// with the socket's port (so peers on the same network connect directly);
+/// otherwise the bound address itself.
 pub fn local_endpoints(bound: SocketAddr) -> Vec<SocketAddr> {
-    if bound.ip().is_unspecified() {
-        primary_lan_ip()
-            .map(|ip| vec![SocketAddr::new(ip, bound.port())])
-            .unwrap_or_default()
-    } else {
-        vec![bound]
+    if !bound.ip().is_unspecified() {
+        return vec![bound];
+    }
+    let mut ips: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .into_iter()
+            .map(|i| i.ip())
+            .filter(|ip| ip.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified())
+            .collect(),
+        Err(err) => {
+            tracing::debug!(%err, "cannot list interfaces");
+            Vec::new()
+        }
+    };
+    // The address of the default route first: the likeliest LAN path.
+    if let Some(primary) = primary_lan_ip() {
+        ips.retain(|ip| *ip != primary);
+        ips.insert(0, primary);
+    }
+    ips.dedup();
+    ips.truncate(MAX_LOCAL_ENDPOINTS);
+    ips.into_iter()
+        .map(|ip| SocketAddr::new(ip, bound.port()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_endpoints_use_the_port_and_skip_loopback() {
+        let bound: SocketAddr = "0.0.0.0:4321".parse().expect("addr");
+        let found = local_endpoints(bound);
+        assert!(found.len() <= MAX_LOCAL_ENDPOINTS);
+        for addr in &found {
+            assert_eq!(addr.port(), 4321);
+            assert!(!addr.ip().is_loopback(), "{addr}");
+        }
+        let specific: SocketAddr = "127.0.0.1:5".parse().expect("addr");
+        assert_eq!(local_endpoints(specific), vec![specific]);
     }
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use super::grpc::GrpcLimits;
 use super::listener::ConnectionLimits;
 use super::registry::RegistryConfig;
+use super::relay::RelayLimits;
 
 /// Everything [`super::start`] needs. `Default` gives the documented defaults
 /// except `listen`, which defaults to `127.0.0.1:0` for embedding and tests.
@@ -36,6 +37,10 @@ pub struct ServerConfig {
     pub max_page_size: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// UDP address for STUN and the relay; `None` runs without UDP.
+    pub udp_listen: Option<SocketAddr>,
+    /// The relay's limits.
+    pub relay: RelayLimits,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +58,8 @@ impl Default for ServerConfig {
             default_page_size: 100,
             max_page_size: 1_000,
             shutdown_grace: Duration::from_secs(10),
+            udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -64,6 +71,7 @@ impl ServerConfig {
             default_page_size: self.default_page_size,
             max_page_size: self.max_page_size,
             max_message_bytes: self.max_message_bytes,
+            udp_port: 0,
         }
     }
 
@@ -165,6 +173,40 @@ pub struct ServerArgs {
     /// Seconds shutdown waits for in-flight requests before closing.
     #[arg(long, env = "P2PCHAT_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// UDP address for STUN (Binding answers) and the relay, or `off`.
+    /// Peers learn the port from their Register response.
+    #[arg(long, env = "P2PCHAT_UDP_LISTEN", default_value = "0.0.0.0:3478", value_parser = udp_listen)]
+    pub udp_listen: UdpListen,
+
+    /// Most relay sessions (peer pairs) at once; past it, BIND is refused.
+    #[arg(long, env = "P2PCHAT_RELAY_MAX_SESSIONS", default_value_t = 10_000)]
+    pub relay_max_sessions: usize,
+
+    /// Seconds a relay session lives without BIND or DATA from either side.
+    #[arg(long, env = "P2PCHAT_RELAY_IDLE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub relay_idle_secs: u64,
+
+    /// Datagrams per second one relay session may forward (both ways).
+    #[arg(long, env = "P2PCHAT_RELAY_RATE_PPS", default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_rate_pps: u32,
+
+    /// Payload bytes per second one relay session may forward (both ways).
+    #[arg(long, env = "P2PCHAT_RELAY_RATE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1500..))]
+    pub relay_rate_bytes: u32,
+}
+
+/// `--udp-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpListen(pub Option<SocketAddr>);
+
+fn udp_listen(text: &str) -> Result<UdpListen, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(UdpListen(None));
+    }
+    text.parse()
+        .map(|a| UdpListen(Some(a)))
+        .map_err(|_| format!("'{text}' is not an address like 0.0.0.0:3478 (or 'off')"))
 }
 
 impl ServerArgs {
@@ -193,6 +235,13 @@ impl ServerArgs {
             default_page_size: defaults.default_page_size.min(self.max_page_size.max(1)),
             max_page_size: self.max_page_size.max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            udp_listen: self.udp_listen.0,
+            relay: RelayLimits {
+                max_sessions: self.relay_max_sessions,
+                idle: Duration::from_secs(self.relay_idle_secs),
+                rate_pps: self.relay_rate_pps,
+                rate_bytes: self.relay_rate_bytes,
+            },
         }
     }
 }

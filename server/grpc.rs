@@ -39,6 +39,8 @@ pub struct GrpcLimits {
     /// Largest encoded message the server sends; pages and snapshot chunks
     /// hold fewer peers when the peers would not fit.
     pub max_message_bytes: usize,
+    /// The STUN + relay UDP port announced in Register responses (0: none).
+    pub udp_port: u16,
 }
 
 impl GrpcLimits {
@@ -260,6 +262,7 @@ impl proto::signaling_server::Signaling for SignalingService {
             lease_seconds: u32::try_from(registered.lease.as_secs()).unwrap_or(u32::MAX),
             peer: Some(peer_to_proto(&registered.peer)),
             revision: registered.revision,
+            udp_port: u32::from(self.limits.udp_port),
         }))
     }
 

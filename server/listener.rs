@@ -21,7 +21,7 @@ use tower::ServiceExt;
 
 use super::RemoteAddr;
 use super::config::ServerConfig;
-use super::grpc::SignalingService;
+use super::grpc::{GrpcLimits, SignalingService};
 use super::registry::PeerRegistry;
 use super::rest;
 use super::shutdown::Shutdown;
@@ -73,18 +73,21 @@ pub struct App {
 
 /// Builds the router: the Signaling service, grpc.health.v1, reflection
 /// (v1 and v1alpha) and the REST shim.
+/// `udp_port` is the bound STUN + relay port announced in Register
+/// responses (0: none).
 pub async fn app(
     config: &ServerConfig,
     registry: PeerRegistry,
     shutdown: broadcast::Sender<()>,
+    udp_port: u16,
 ) -> std::io::Result<App> {
-    let signaling = SignalingServer::new(SignalingService::new(
-        registry.clone(),
-        config.grpc_limits(),
-        shutdown,
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
+    let limits = GrpcLimits {
+        udp_port,
+        ..config.grpc_limits()
+    };
+    let signaling = SignalingServer::new(SignalingService::new(registry.clone(), limits, shutdown))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

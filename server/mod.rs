@@ -1,6 +1,8 @@
 //! The signaling service: one in-memory [`registry`] behind a gRPC service
 //! ([`grpc`]) and a seed-compatible REST shim ([`rest`]), both served on one
-//! TCP listener ([`listener`]).
+//! TCP listener ([`listener`]); plus a UDP port ([`udp`]) answering STUN
+//! ([`stun`]) and relaying between peers that cannot reach each other
+//! directly ([`relay`]).
 //!
 //! [`start`] runs it all in the current tokio runtime; the
 //! `signaling-server` binary is a thin wrapper around it.
@@ -10,8 +12,11 @@ pub mod error;
 pub mod grpc;
 pub mod listener;
 pub mod registry;
+pub mod relay;
 pub mod rest;
 pub mod shutdown;
+pub mod stun;
+pub mod udp;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -32,6 +37,7 @@ pub struct RemoteAddr(pub SocketAddr);
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
+    udp_addr: Option<SocketAddr>,
     registry: PeerRegistry,
     shutdown: broadcast::Sender<()>,
     task: JoinHandle<()>,
@@ -41,6 +47,11 @@ impl RunningServer {
     /// The address gRPC and REST are served on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The UDP address STUN and the relay are served on, if any.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.udp_addr
     }
 
     /// The registry behind both APIs (for tests and embedding).
@@ -71,13 +82,40 @@ impl RunningServer {
     }
 }
 
-/// Binds `config.listen` and serves gRPC + REST on it until shut down.
+/// Binds `config.listen` (and `config.udp_listen`) and serves gRPC + REST
+/// (and STUN + relay) until shut down.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     let tcp = listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
+    let udp = match config.udp_listen {
+        Some(addr) => {
+            let socket = udp::bind(addr).map_err(|err| {
+                std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
+            })?;
+            Some(socket)
+        }
+        None => None,
+    };
+    let udp_addr = match &udp {
+        Some(socket) => Some(socket.local_addr()?),
+        None => None,
+    };
     let (shutdown_tx, _) = broadcast::channel(1);
     let (registry, registry_guard) = PeerRegistry::new(config.registry_config());
-    let app = listener::app(&config, registry.clone(), shutdown_tx.clone()).await?;
+    let udp_port = udp_addr.map_or(0, |a| a.port());
+    let app = listener::app(&config, registry.clone(), shutdown_tx.clone(), udp_port).await?;
+    if let Some(socket) = udp {
+        let udp_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
+        tokio::spawn(udp::run(
+            socket,
+            registry.clone(),
+            config.relay,
+            udp_shutdown,
+        ));
+        if let Some(addr) = udp_addr {
+            tracing::info!(%addr, "STUN + relay listening (UDP)");
+        }
+    }
     let serve_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
     let limits = config.connection_limits();
     // Health flips to NOT_SERVING as soon as shutdown starts, so load
@@ -101,6 +139,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
+        udp_addr,
         registry,
         shutdown: shutdown_tx,
         task,

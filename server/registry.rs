@@ -546,6 +546,30 @@ impl PeerRegistry {
         }
     }
 
+    /// Checks that `peer_id` is online and `token` (raw bytes) is its session
+    /// token: the relay's admission check.
+    pub fn verify_online(&self, peer_id: &Uuid, token: &[u8; 32]) -> Result<(), RegistryError> {
+        let state = self.state();
+        let entry = state.peers.get(peer_id).ok_or(RegistryError::NotFound)?;
+        if !entry.token.matches_bytes(token) {
+            return Err(RegistryError::PermissionDenied(
+                "session token does not match this peer_id",
+            ));
+        }
+        if !entry.info.online {
+            return Err(RegistryError::PeerOffline);
+        }
+        Ok(())
+    }
+
+    /// Whether `peer_id` is registered and online.
+    pub fn is_online(&self, peer_id: &Uuid) -> bool {
+        self.state()
+            .peers
+            .get(peer_id)
+            .is_some_and(|e| e.info.online)
+    }
+
     /// Removes a registration. Needs the peer's token.
     pub fn unregister(&self, peer_id: &Uuid, token: &str) -> Result<u64, RegistryError> {
         let mut state = self.state();

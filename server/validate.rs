@@ -123,6 +123,19 @@ impl SessionToken {
     }
 }
 
+impl SessionToken {
+    /// Whether `given` (raw bytes, as in relay frames) is this token, in
+    /// constant time.
+    pub fn matches_bytes(&self, given: &[u8; 32]) -> bool {
+        let diff = self
+            .0
+            .iter()
+            .zip(given.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        diff == 0
+    }
+}
+
 impl std::fmt::Debug for SessionToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print secrets into logs.

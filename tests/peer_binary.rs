@@ -32,7 +32,7 @@ async fn start_server() -> Server {
 
 async fn start_server_on(listen: &str) -> Server {
     let mut child = Command::new(SERVER)
-        .args(["--listen", listen])
+        .args(["--listen", listen, "--udp-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

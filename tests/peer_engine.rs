@@ -34,6 +34,7 @@ fn fast_session() -> SessionConfig {
         probe_interval: Duration::from_millis(100),
         attempt_duration: Duration::from_millis(1500),
         connect_attempts: 3,
+        relay_after: Duration::from_secs(3600),
     }
 }
 

@@ -36,6 +36,11 @@ fn help_documents_every_flag_with_its_env_var() {
         ),
         ("--max-page-size", "P2PCHAT_MAX_PAGE_SIZE"),
         ("--shutdown-grace-secs", "P2PCHAT_SHUTDOWN_GRACE_SECS"),
+        ("--udp-listen", "P2PCHAT_UDP_LISTEN"),
+        ("--relay-max-sessions", "P2PCHAT_RELAY_MAX_SESSIONS"),
+        ("--relay-idle-secs", "P2PCHAT_RELAY_IDLE_SECS"),
+        ("--relay-rate-pps", "P2PCHAT_RELAY_RATE_PPS"),
+        ("--relay-rate-bytes", "P2PCHAT_RELAY_RATE_BYTES"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         assert!(help.contains(&format!("env: {env}")), "--help lacks {env}");
@@ -71,10 +76,30 @@ fn busy_port_is_a_clear_error() {
     assert!(err.contains(&format!("cannot serve on {addr}")), "{err}");
 }
 
+#[test]
+fn busy_udp_port_is_a_clear_error() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--udp-listen", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot bind UDP {addr}")), "{err}");
+    let out = std::process::Command::new(BIN)
+        .args(["--udp-listen", "nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("or 'off'"), "{err}");
+}
+
 #[tokio::test]
 async fn serves_then_exits_cleanly_on_sigterm() {
     let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .kill_on_drop(true)

@@ -26,6 +26,7 @@ fn fast() -> SessionConfig {
         probe_interval: Duration::from_millis(100),
         attempt_duration: Duration::from_millis(600),
         connect_attempts: 3,
+        relay_after: Duration::from_secs(3600),
     }
 }
 

@@ -1,0 +1,235 @@
+//! The peer's side of the server relay: which peers we relay with, their
+//! channels, when to (re-)send BIND, and the wrapping of chat datagrams
+//! into DATA frames. Pure state: the engine does the sending.
+//!
+//! The frame format is the contract in [`crate::proto::relay_frame`]. A
+//! binding is asked for when probing finds no direct path in time; both
+//! peers ask, and the server pairs them. It is kept (refreshed) for the life
+//! of the session, so a session that upgraded to a direct path can fall
+//! back at once if that path dies.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::proto::relay_frame::{MAX_RELAY_PAYLOAD, RelayFrame};
+
+/// Pause between BINDs while the server has not confirmed ours.
+pub const BIND_RETRY: Duration = Duration::from_millis(500);
+
+/// Pause between BINDs while waiting for the other side (the server also
+/// pushes "ready", this only covers a lost push).
+pub const BIND_WAITING_REFRESH: Duration = Duration::from_secs(1);
+
+/// Pause between BINDs of a ready binding: keeps it (and our NAT mapping
+/// towards the server) alive well inside the server's idle timeout.
+pub const BIND_READY_REFRESH: Duration = Duration::from_secs(10);
+
+/// Most relay bindings at once (one per session at most).
+pub const MAX_BINDINGS: usize = 32;
+
+/// State of one binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Binding {
+    target: Uuid,
+    channel: Option<u64>,
+    ready: bool,
+    next_bind: Instant,
+}
+
+/// What a frame from the relay meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayInput {
+    /// The binding with this peer is ready: both sides are bound.
+    Ready(String),
+    /// The binding is confirmed but the other side has not bound yet.
+    Waiting(String),
+    /// A chat datagram relayed from this peer.
+    Data(String, Vec<u8>),
+    /// The server refused our binding with this peer (code per the spec).
+    Refused(String, u8),
+    /// Not for us (unknown channel, malformed): dropped.
+    Ignored,
+}
+
+/// Our identity towards the relay.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials {
+    /// Our peer id.
+    pub peer_id: Uuid,
+    /// Our session token, raw.
+    pub token: [u8; 32],
+}
+
+/// The relay bindings of one peer. See the module docs.
+#[derive(Debug)]
+pub struct RelayClient {
+    server: SocketAddr,
+    bindings: HashMap<String, Binding>,
+}
+
+impl RelayClient {
+    /// A client for the relay at `server`.
+    pub fn new(server: SocketAddr) -> RelayClient {
+        RelayClient {
+            server,
+            bindings: HashMap::new(),
+        }
+    }
+
+    /// The relay's address (the session's candidate for it).
+    pub fn server(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// Starts binding with `peer` (a UUID); a BIND goes out on the next
+    /// [`RelayClient::poll`]. False if `peer` is not a UUID or the table is
+    /// full.
+    pub fn request(&mut self, peer: &str, now: Instant) -> bool {
+        if self.bindings.contains_key(peer) {
+            return true;
+        }
+        let Ok(target) = Uuid::parse_str(peer) else {
+            return false;
+        };
+        if self.bindings.len() >= MAX_BINDINGS {
+            return false;
+        }
+        self.bindings.insert(
+            peer.to_owned(),
+            Binding {
+                target,
+                channel: None,
+                ready: false,
+                next_bind: now,
+            },
+        );
+        true
+    }
+
+    /// Whether a binding with `peer` is ready.
+    pub fn is_ready(&self, peer: &str) -> bool {
+        self.bindings.get(peer).is_some_and(|b| b.ready)
+    }
+
+    /// Forgets the binding with `peer`; returns the RELEASE frame to send.
+    pub fn release(&mut self, peer: &str, creds: Credentials) -> Option<Vec<u8>> {
+        let binding = self.bindings.remove(peer)?;
+        Some(
+            RelayFrame::Release {
+                peer_id: creds.peer_id,
+                token: creds.token,
+                target: binding.target,
+            }
+            .to_bytes(),
+        )
+    }
+
+    /// BIND frames due at `now`.
+    pub fn poll(&mut self, now: Instant, creds: Credentials) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        for b in self.bindings.values_mut() {
+            if now < b.next_bind {
+                continue;
+            }
+            frames.push(
+                RelayFrame::Bind {
+                    peer_id: creds.peer_id,
+                    token: creds.token,
+                    target: b.target,
+                }
+                .to_bytes(),
+            );
+            b.next_bind = now
+                + match (b.channel, b.ready) {
+                    (None, _) => BIND_RETRY,
+                    (Some(_), false) => BIND_WAITING_REFRESH,
+                    (Some(_), true) => BIND_READY_REFRESH,
+                };
+        }
+        frames
+    }
+
+    /// When [`RelayClient::poll`] has work next.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.bindings.values().map(|b| b.next_bind).min()
+    }
+
+    /// Interprets a frame that came from the relay's address.
+    pub fn on_frame(&mut self, bytes: &[u8]) -> RelayInput {
+        let Ok(frame) = RelayFrame::decode(bytes) else {
+            return RelayInput::Ignored;
+        };
+        match frame {
+            RelayFrame::Bound {
+                target,
+                channel,
+                ready,
+            } => {
+                let peer = target.to_string();
+                let Some(b) = self.bindings.get_mut(&peer) else {
+                    return RelayInput::Ignored;
+                };
+                let became_ready = ready && !b.ready;
+                if b.channel != Some(channel) || ready != b.ready {
+                    // New or changed (e.g. the server restarted): refresh on
+                    // the schedule of the new state.
+                    b.next_bind = Instant::now()
+                        + if ready {
+                            BIND_READY_REFRESH
+                        } else {
+                            BIND_WAITING_REFRESH
+                        };
+                }
+                b.channel = Some(channel);
+                b.ready = ready;
+                if became_ready {
+                    RelayInput::Ready(peer)
+                } else if ready {
+                    RelayInput::Ignored
+                } else {
+                    RelayInput::Waiting(peer)
+                }
+            }
+            RelayFrame::Data { channel, payload } => {
+                match self
+                    .bindings
+                    .iter()
+                    .find(|(_, b)| b.ready && b.channel == Some(channel))
+                {
+                    Some((peer, _)) => RelayInput::Data(peer.clone(), payload.to_vec()),
+                    None => RelayInput::Ignored,
+                }
+            }
+            RelayFrame::Refused { target, code } => {
+                let peer = target.to_string();
+                match self.bindings.get_mut(&peer) {
+                    Some(b) => {
+                        b.ready = false;
+                        b.channel = None;
+                        // Back off: the condition (e.g. the peer is not
+                        // registered yet) may clear.
+                        b.next_bind = Instant::now() + BIND_READY_REFRESH;
+                        RelayInput::Refused(peer, code)
+                    }
+                    None => RelayInput::Ignored,
+                }
+            }
+            RelayFrame::Bind { .. } | RelayFrame::Release { .. } => RelayInput::Ignored,
+        }
+    }
+
+    /// `payload` wrapped for the relay towards `peer`; `None` while the
+    /// binding is not ready or the payload is over the relay's limit.
+    pub fn wrap(&self, peer: &str, payload: &[u8]) -> Option<Vec<u8>> {
+        let b = self.bindings.get(peer)?;
+        if !b.ready || payload.len() > MAX_RELAY_PAYLOAD {
+            return None;
+        }
+        let channel = b.channel?;
+        Some(RelayFrame::Data { channel, payload }.to_bytes())
+    }
+}
