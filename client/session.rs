@@ -741,8 +741,13 @@ impl Session {
             self.finish(CloseReason::RemoteDisconnect);
             return;
         }
-        self.last_heard = now;
-        self.missed = 0;
+        // Liveness is the current path's: traffic over another validated
+        // path (e.g. the relay, while the peer has not switched yet) must not
+        // hide that ours went dead.
+        if self.phase == Phase::Probing || Some(addr) == self.addr {
+            self.last_heard = now;
+            self.missed = 0;
+        }
         if let Some(ext) = dg.announced_extensions() {
             self.remote_extensions = Some(ext);
         } else if dg.kind == Kind::Hello {
