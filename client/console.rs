@@ -154,6 +154,7 @@ impl<W: Write> Console<W> {
                 rtt_ms,
                 reliable,
                 incoming,
+                ..
             } => {
                 if !self.connected.contains(peer_id) {
                     self.connected.push(peer_id.clone());
@@ -324,6 +325,7 @@ mod tests {
             rtt_ms: None,
             reliable: true,
             incoming: false,
+            probe_rounds: 1,
         });
         assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
         c.on_event(&Event::Disconnected {

@@ -220,6 +220,8 @@ pub enum Event {
         /// True when the other side started it (rendezvous or hello), false
         /// when we asked to connect.
         incoming: bool,
+        /// Hello rounds we sent before it came up.
+        probe_rounds: u32,
     },
     /// A session moved to another path (e.g. relayed -> direct); nothing
     /// is lost or repeated.
@@ -1171,6 +1173,7 @@ impl Engine {
             rtt_ms: session.rtt().map(millis),
             reliable: session.reliable(),
             incoming: !self.outgoing.contains(id),
+            probe_rounds: session.probe_rounds(),
         })
     }
 
@@ -1567,10 +1570,11 @@ mod tests {
             rtt_ms: Some(1.5),
             reliable: true,
             incoming: false,
+            probe_rounds: 2,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"connected","peer_id":"p","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true,"incoming":false}"#
+            r#"{"event":"connected","peer_id":"p","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true,"incoming":false,"probe_rounds":2}"#
         );
         assert_eq!(
             serde_json::to_string(&Event::ServerRestored {}).unwrap(),

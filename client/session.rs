@@ -355,6 +355,8 @@ pub struct Session {
     validated: Vec<SocketAddr>,
     /// When probing started (for `relay_after`).
     probing_since: Instant,
+    /// Hello rounds sent while probing.
+    probe_rounds: u32,
     relay_requested: bool,
     /// Next background probe for a better path, and the pause after it.
     next_upgrade: Instant,
@@ -408,6 +410,7 @@ impl Session {
             addr: None,
             validated: Vec::new(),
             probing_since: now,
+            probe_rounds: 0,
             relay_requested: false,
             next_upgrade: now + UPGRADE_PROBE_MIN,
             upgrade_pause: UPGRADE_PROBE_MIN,
@@ -578,6 +581,12 @@ impl Session {
     /// The addresses probed while connecting.
     pub fn candidates(&self) -> &[SocketAddr] {
         &self.candidates
+    }
+
+    /// Hello rounds sent before the session connected (0 when the peer's
+    /// hello reached us first).
+    pub fn probe_rounds(&self) -> u32 {
+        self.probe_rounds
     }
 
     /// The smoothed round-trip time, once measured.
@@ -939,6 +948,9 @@ impl Session {
 
     /// Sends one hello round to every candidate.
     fn probe_all(&mut self, now: Instant) {
+        if self.phase == Phase::Probing {
+            self.probe_rounds += 1;
+        }
         for addr in self.candidates.clone() {
             self.send_hello(addr);
         }
