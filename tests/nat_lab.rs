@@ -85,22 +85,12 @@ impl Peer {
     async fn start(host: &Host, name: &str, extra: &[&str]) -> Peer {
         let mut child = host
             .command(PEER)
-            .args([
-                "--json",
-                "--server",
-                SERVER_URL,
-                "--username",
-                name,
-                "--keepalive-secs",
-                "1",
-                "--missed-pongs",
-                "3",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
+            .args(["--json", "--server", SERVER_URL, "--username", name])
+            .args(with_defaults(extra))
+            .env("RUST_LOG", log_level())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log_file(name))
             .spawn()
             .expect("peer starts");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -199,6 +189,36 @@ impl Peer {
         let _ = self.line("/quit").await;
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
+}
+
+/// With `P2PCHAT_LAB_LOGS=<dir>`, peers log at debug level into
+/// `<dir>/<name>.log` (for looking into a failing lab test).
+fn log_file(name: &str) -> Stdio {
+    match std::env::var_os("P2PCHAT_LAB_LOGS") {
+        Some(dir) => std::fs::File::create(std::path::Path::new(&dir).join(format!("{name}.log")))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        None => Stdio::null(),
+    }
+}
+
+fn log_level() -> &'static str {
+    if std::env::var_os("P2PCHAT_LAB_LOGS").is_some() {
+        "p2pchat=debug,info"
+    } else {
+        "warn"
+    }
+}
+
+/// `extra` plus the lab's default timings for flags it does not set.
+fn with_defaults(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    for (flag, value) in [("--keepalive-secs", "1"), ("--missed-pongs", "3")] {
+        if !extra.contains(&flag) {
+            args.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
+    args
 }
 
 /// Starts two peers on the given hosts, connects the first to the second,
@@ -475,11 +495,11 @@ async fn relayed_chat_upgrades_to_direct_when_the_path_opens() {
     let from_b: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
     assert_eq!(b.messages(n).await, from_a);
     assert_eq!(a.messages(n).await, from_b);
-    let moved = a
-        .wait("path_changed to direct", |e| {
-            e["event"] == "path_changed" && e["path"] == "direct"
-        })
-        .await;
+    let is_upgrade = |e: &Value| e["event"] == "path_changed" && e["path"] == "direct";
+    let moved = match a.seen.iter().find(|e| is_upgrade(e)) {
+        Some(e) => e.clone(),
+        None => a.wait("path_changed to direct", is_upgrade).await,
+    };
     assert!(
         moved["addr"]
             .as_str()

@@ -61,6 +61,8 @@ impl Transport for Firewalled {
 struct Peer {
     handle: EngineHandle,
     events: Receiver<Event>,
+    /// Every event received so far.
+    seen: Vec<Event>,
 }
 
 impl Peer {
@@ -91,7 +93,11 @@ impl Peer {
             blocked,
         };
         let (handle, events) = engine::start_with(config, Arc::new(socket)).await.unwrap();
-        Peer { handle, events }
+        Peer {
+            handle,
+            events,
+            seen: Vec::new(),
+        }
     }
 
     fn id(&self) -> String {
@@ -106,14 +112,26 @@ impl Peer {
         let result = tokio::time::timeout(WAIT, async {
             loop {
                 match self.events.recv().await {
-                    Some(e) if pred(&e) => return e,
-                    Some(_) => {}
+                    Some(e) => {
+                        self.seen.push(e.clone());
+                        if pred(&e) {
+                            return e;
+                        }
+                    }
                     None => panic!("engine stopped while waiting for {what}"),
                 }
             }
         })
         .await;
         result.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// The first event so far matching `pred`, or the next one to come.
+    async fn saw_or_wait(&mut self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+        if let Some(e) = self.seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        self.wait(what, pred).await
     }
 
     /// Waits until `peer` is in the list (so a name resolves).
@@ -237,10 +255,10 @@ async fn blocked_direct_path_falls_back_to_the_relay_then_upgrades_without_loss(
     assert_eq!(receive(&mut b, total).await, expect_a);
     assert_eq!(receive(&mut a, total).await, expect_b);
     let a_moved = a
-        .wait("a path changed", |e| matches!(e, Event::PathChanged { .. }))
+        .saw_or_wait("a path changed", |e| matches!(e, Event::PathChanged { .. }))
         .await;
     let b_moved = b
-        .wait("b path changed", |e| matches!(e, Event::PathChanged { .. }))
+        .saw_or_wait("b path changed", |e| matches!(e, Event::PathChanged { .. }))
         .await;
     // Loopback addresses count as LAN.
     assert_eq!(path_of(&a_moved), "lan", "{a_moved:?}");

@@ -438,7 +438,7 @@ impl Lab {
         if blocked {
             nft(
                 &public,
-                "table ip labblock {\n  chain fwd {\n    type filter hook forward priority 0; policy accept;\n    ip saddr 203.0.113.10-203.0.113.99 ip daddr 203.0.113.10-203.0.113.99 drop\n  }\n}\n",
+                "table ip labblock {\n  chain labfwd {\n    type filter hook forward priority 0; policy accept;\n    ip saddr 203.0.113.10-203.0.113.99 ip daddr 203.0.113.10-203.0.113.99 drop\n  }\n}\n",
             )
         } else {
             ns_run(&public, &["nft", "delete", "table", "ip", "labblock"])
