@@ -193,12 +193,14 @@ pub struct App {
     pub(super) quitting: bool,
     /// `/peers` answers still to come (those get a summary line).
     peers_requested: usize,
+    /// Whether the how-to line was shown (with the first peer list).
+    greeted: bool,
 }
 
 impl App {
     /// A fresh state for us (`me_id`, `me_name`); `clock` stamps chat lines.
     pub fn new(me_id: &str, me_name: &str, clock: Clock) -> App {
-        let mut app = App {
+        App {
             clock,
             me_id: me_id.to_owned(),
             me_name: sanitize_display(me_name),
@@ -218,11 +220,8 @@ impl App {
             page: 10,
             quitting: false,
             peers_requested: 0,
-        };
-        app.system(
-            "select a peer with Up/Down and press Enter to chat, or type /connect <name>; /help lists commands and keys",
-        );
-        app
+            greeted: false,
+        }
     }
 
     /// Whether `/quit` or Ctrl+C was given.
@@ -643,6 +642,12 @@ impl App {
             }
         }
         self.fix_selection(index);
+        if !self.greeted {
+            self.greeted = true;
+            self.system(
+                "select a peer with Up/Down and press Enter to chat, or type /connect <name>; /help lists commands and keys",
+            );
+        }
         if self.peers_requested > 0 {
             self.peers_requested -= 1;
             let names: Vec<&str> = list
