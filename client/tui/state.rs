@@ -622,25 +622,36 @@ impl App {
 
     fn replace_peers(&mut self, list: &[PeerSummary]) {
         let index = self.selected_index();
-        // Peers with a session stay listed (as offline) until it ends.
-        let kept: Vec<PeerRow> = self
-            .peers
-            .iter()
-            .filter(|p| self.sessions.contains_key(&p.id))
-            .map(|p| PeerRow {
-                online: false,
-                ..p.clone()
-            })
-            .collect();
-        self.peers.clear();
-        for row in kept {
-            self.insert_row(row);
-        }
+        // Built in one go and sorted once: the list can hold thousands.
+        let mut rows: HashMap<&str, PeerRow> = HashMap::with_capacity(list.len());
         for p in list {
             if p.peer_id != self.me_id {
-                self.upsert_peer(&p.peer_id, &p.username, true, Some(p.via == "rest"));
+                let row = PeerRow {
+                    id: p.peer_id.clone(),
+                    name: if p.username.is_empty() {
+                        format!("{}...", short_id(&p.peer_id))
+                    } else {
+                        sanitize_display(&p.username)
+                    },
+                    online: true,
+                    seed: p.via == "rest",
+                };
+                rows.insert(&p.peer_id, row);
             }
         }
+        // Peers with a session stay listed (as offline) until it ends.
+        for p in &self.peers {
+            if self.sessions.contains_key(&p.id) && !rows.contains_key(p.id.as_str()) {
+                let row = PeerRow {
+                    online: false,
+                    ..p.clone()
+                };
+                rows.insert(&p.id, row);
+            }
+        }
+        let mut peers: Vec<PeerRow> = rows.into_values().collect();
+        peers.sort_by_cached_key(row_key);
+        self.peers = peers;
         self.fix_selection(index);
         if !self.greeted {
             self.greeted = true;
@@ -697,10 +708,9 @@ impl App {
     }
 
     fn insert_row(&mut self, row: PeerRow) {
-        let key = |p: &PeerRow| (p.name.to_lowercase(), p.id.clone());
         let at = self
             .peers
-            .binary_search_by_key(&key(&row), key)
+            .binary_search_by_key(&row_key(&row), row_key)
             .unwrap_or_else(|i| i);
         self.peers.insert(at, row);
     }
@@ -845,6 +855,11 @@ impl App {
         });
         seq
     }
+}
+
+/// Display order of the peer list: by name (case-insensitive), then id.
+fn row_key(row: &PeerRow) -> (String, String) {
+    (row.name.to_lowercase(), row.id.clone())
 }
 
 #[cfg(test)]

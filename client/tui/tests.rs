@@ -424,3 +424,31 @@ fn a_full_history_draws_quickly_enough_and_bounded() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
+    let mut app = app();
+    let peers: Vec<PeerSummary> = (0..crate::client::signaling::MAX_DIRECTORY_PEERS)
+        .map(|i| PeerSummary {
+            peer_id: format!("{i:08x}-0000-4000-8000-000000000000"),
+            username: format!("user{i:05}"),
+            via: "grpc",
+        })
+        .collect();
+    app.on_event(&Event::Peers { peers });
+    let rows = draw(&mut app, 100, 30);
+    let text = screen(&rows);
+    assert!(text.contains("peers (10000 online)"), "{text}");
+    assert!(text.contains("user00000"), "{text}");
+    for _ in 0..50 {
+        app.on_key(key(KeyCode::Down));
+    }
+    let rows = draw(&mut app, 100, 30);
+    let text = screen(&rows);
+    assert!(text.contains("user00050"), "the list scrolls to the selection: {text}");
+    assert!(!text.contains("user00000"), "{text}");
+    assert_eq!(
+        app.on_key(key(KeyCode::Enter)),
+        Some(Command::Connect("00000032-0000-4000-8000-000000000000".into()))
+    );
+}
