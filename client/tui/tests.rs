@@ -445,10 +445,15 @@ fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
     }
     let rows = draw(&mut app, 100, 30);
     let text = screen(&rows);
-    assert!(text.contains("user00050"), "the list scrolls to the selection: {text}");
+    assert!(
+        text.contains("user00050"),
+        "the list scrolls to the selection: {text}"
+    );
     assert!(!text.contains("user00000"), "{text}");
     assert_eq!(
         app.on_key(key(KeyCode::Enter)),
-        Some(Command::Connect("00000032-0000-4000-8000-000000000000".into()))
+        Some(Command::Connect(
+            "00000032-0000-4000-8000-000000000000".into()
+        ))
     );
 }
