@@ -217,6 +217,7 @@ impl App {
             input: String::new(),
             cursor: 0,
             scroll: 0,
+            // A guess until the first draw reports the real height.
             page: 10,
             quitting: false,
             peers_requested: 0,
@@ -239,7 +240,7 @@ impl App {
         &self.peers
     }
 
-    /// How `id` stands.
+    /// How the peer in `row` stands (a session outranks the listing).
     pub fn peer_state(&self, row: &PeerRow) -> PeerState {
         match self.sessions.get(&row.id) {
             Some(s) if s.connected() => PeerState::Connected,
@@ -477,6 +478,9 @@ impl App {
             .iter()
             .filter(|(key, _)| key.as_str() != "event")
             .map(|(key, value)| match value {
+                serde_json::Value::String(id) if key == "peer_id" => {
+                    format!("peer {}", self.name_of(id, ""))
+                }
                 serde_json::Value::String(text) => format!("{key} {text}"),
                 other => format!("{key} {other}"),
             })
@@ -1101,7 +1105,7 @@ mod tests {
             rtt_ms: 2.5,
         });
         let last = app.entries().last().map(|e| e.text.clone());
-        assert_eq!(last.as_deref(), Some("rtt: peer_id bbbb, rtt_ms 2.5"));
+        assert_eq!(last.as_deref(), Some("rtt: peer bob, rtt_ms 2.5"));
         // Any event naming a peer and a path moves that session's path.
         let mut moved = connected("bbbb", "bob", false);
         if let Event::Connected { path, .. } = &mut moved {
