@@ -173,7 +173,8 @@ pub enum Event {
         /// The server URL.
         server: String,
     },
-    /// The current list of online peers (at start and on `/peers`).
+    /// The current list of online peers (at start, after every resync
+    /// with the server, and on `/peers`).
     Peers {
         /// Everyone online except us.
         peers: Vec<PeerSummary>,
@@ -954,6 +955,10 @@ impl Engine {
                 for event in joined {
                     self.emit(event).await;
                 }
+                // Then the whole list, so a front end that keeps one can
+                // replace it and drop anything it got wrong meanwhile.
+                let peers = self.peer_list();
+                self.emit(Event::Peers { peers }).await;
             }
             SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => {
                 if peer.peer_id == self.config.peer_id {

@@ -12,7 +12,9 @@ use p2pchat::client::engine::{self, Command, EngineConfig};
 use p2pchat::client::frontend;
 use p2pchat::client::json_ui::JsonUi;
 use p2pchat::client::session::SessionConfig;
+use p2pchat::client::tui;
 use tokio::sync::mpsc;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Most stdin lines buffered ahead of the engine.
 const INPUT_BUFFER: usize = 256;
@@ -20,10 +22,13 @@ const INPUT_BUFFER: usize = 256;
 /// p2pchat peer: register with the signaling server, pick a peer, chat
 /// directly over UDP.
 ///
-/// Runs a line console (seed style) or, with --json, prints one JSON object
-/// per event for scripts. Input lines are chat messages or commands:
-/// /connect <id, id prefix or username>, /peers, /leave, /quit, /help.
-/// Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=debug) for more.
+/// In a terminal it opens a full-screen UI (peer list, chat, status bar);
+/// with --plain, or when stdin is not a terminal, a line console (seed
+/// style); with --json, one JSON object per event for scripts. Input lines
+/// are chat messages or commands: /connect <id, id prefix or username>,
+/// /peers, /status, /leave, /quit, /help. Logs go to stderr (in the
+/// full-screen UI only when stderr is redirected); set RUST_LOG (e.g.
+/// RUST_LOG=debug) for more.
 #[derive(Debug, Parser)]
 #[command(name = "peer", version, about, long_about)]
 struct Args {
@@ -48,7 +53,8 @@ struct Args {
     #[arg(long, env = "P2PCHAT_BIND", default_value = "0.0.0.0")]
     bind: IpAddr,
 
-    /// Force the line console (also chosen when stdin is not a terminal).
+    /// Use the line console instead of the full-screen UI (the console is
+    /// also chosen when stdin or stdout is not a terminal).
     #[arg(long, env = "P2PCHAT_PLAIN")]
     plain: bool,
 
@@ -120,16 +126,24 @@ fn positive_secs(text: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let full_screen = tui::wanted(args.plain, args.json);
     let stderr_is_tty = std::io::stderr().is_terminal();
+    // Log lines written to the terminal would tear through the full-screen
+    // UI: there, logs are kept only when stderr goes elsewhere.
+    let writer = if full_screen && stderr_is_tty {
+        BoxMakeWriter::new(std::io::sink)
+    } else {
+        BoxMakeWriter::new(std::io::stderr)
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(stderr_is_tty)
         .init();
-    let code = match run(args).await {
+    let code = match run(args, full_screen).await {
         Ok(()) => 0,
         Err(err) => {
             // One clear line, with the causes folded in.
@@ -141,7 +155,7 @@ async fn main() {
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     let config = EngineConfig {
         server: args.server.clone(),
         username: args.username.clone(),
@@ -174,15 +188,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(target) = args.connect {
         handle.command(Command::Connect(target)).await;
     }
-    let input = spawn_stdin_reader();
-    // The full-screen UI is a separate front end (not built yet); until then
-    // a terminal gets the line console too.
-    if args.json {
+    if full_screen {
+        tui::run(handle, events)
+            .await
+            .context("the full-screen UI failed (try --plain)")?;
+    } else if args.json {
         let mut ui = JsonUi::new(std::io::stdout());
-        frontend::drive(handle, events, input, &mut ui).await;
+        frontend::drive(handle, events, spawn_stdin_reader(), &mut ui).await;
     } else {
         let mut ui = Console::new(std::io::stdout());
-        frontend::drive(handle, events, input, &mut ui).await;
+        frontend::drive(handle, events, spawn_stdin_reader(), &mut ui).await;
     }
     Ok(())
 }

@@ -10,9 +10,10 @@
 //!   reconnect).
 //! * [`engine`]: the event loop tying these together; front ends send it
 //!   [`engine::Command`]s and render its [`engine::Event`]s.
-//! * [`frontend`]: the loop every front end runs; [`console`] and
-//!   [`json_ui`] are the line console and `--json` front ends, and
-//!   [`input`] parses what the user types for both.
+//! * [`frontend`]: the loop every line-based front end runs; [`console`]
+//!   and [`json_ui`] are the line console and `--json` front ends, and
+//!   [`input`] parses what the user types for all front ends.
+//! * [`tui`]: the full-screen terminal UI (its own loop: keys, not lines).
 
 pub mod console;
 pub mod engine;
@@ -25,3 +26,4 @@ pub mod session;
 pub mod signaling;
 pub mod stun;
 pub mod transport;
+pub mod tui;

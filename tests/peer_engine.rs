@@ -399,6 +399,11 @@ async fn chat_survives_server_restart_and_peers_re_register() {
         .await;
     b.wait("restored", |e| matches!(e, Event::ServerRestored {}))
         .await;
+    // The watch resyncs with a snapshot, and the whole list is reported.
+    a.wait("peer list after the resync", |e| {
+        matches!(e, Event::Peers { .. })
+    })
+    .await;
     // Both are registered again: the new registry lists them.
     let registry = server.registry();
     let a_id = a.id();

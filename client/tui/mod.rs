@@ -1,0 +1,229 @@
+//! The full-screen terminal UI (ratatui on crossterm): a live peer list,
+//! the chat, an input line and a status bar. Chosen when stdin and stdout
+//! are terminals and neither `--plain` nor `--json` is given.
+//!
+//! * [`state`]: what is shown, changed by engine events and key presses
+//!   (pure, tested without a terminal).
+//! * [`view`]: draws the state on any ratatui backend.
+//! * this module: the terminal itself (raw mode, alternate screen, always
+//!   restored: on return, on error and on panic) and the loop that feeds
+//!   the state. Like [`super::frontend::drive`], it always drains engine
+//!   events while commands wait for room in the engine's channel.
+
+pub mod state;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::io::{self, IsTerminal, Stdout};
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossterm::cursor::Show;
+use crossterm::event::Event as TermEvent;
+use crossterm::execute;
+use crossterm::terminal::{
+    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+};
+use ratatui::Terminal;
+use ratatui::backend::CrosstermBackend;
+use tokio::sync::mpsc;
+
+use super::engine::{Command, EngineHandle, Event};
+use super::frontend::MAX_PENDING_COMMANDS;
+pub use state::App;
+
+/// Terminal events (keys, resizes) buffered between the reader thread and
+/// the loop.
+pub const TERMINAL_EVENT_BUFFER: usize = 256;
+
+/// Most engine events applied between two redraws: a flood is drawn in
+/// batches, and keys still get their turn in between.
+pub const MAX_EVENTS_PER_FRAME: usize = 256;
+
+/// How long the reader thread waits for a terminal event before checking
+/// whether the UI is gone.
+const READER_POLL: Duration = Duration::from_millis(100);
+
+/// Whether the full-screen UI should run: stdin and stdout are terminals
+/// and neither `--plain` nor `--json` was given.
+pub fn wanted(plain: bool, json: bool) -> bool {
+    !plain && !json && io::stdin().is_terminal() && io::stdout().is_terminal()
+}
+
+/// Runs the full-screen UI until the engine stops (after `/quit`, Ctrl+C
+/// or a signal's [`Command::Quit`]). The terminal is restored before this
+/// returns, also on error; on error the engine is still asked to quit
+/// cleanly (disconnect, unregister) before the error is returned.
+pub async fn run(handle: EngineHandle, mut events: mpsc::Receiver<Event>) -> io::Result<()> {
+    let started = handle.started().clone();
+    let mut app = App::new(&started.peer_id, &started.username, state::local_clock);
+    let commands = handle.commands();
+    let result = match TerminalGuard::enter() {
+        Ok(guard) => {
+            let result = async {
+                let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
+                let mut input = spawn_terminal_reader();
+                event_loop(&mut terminal, &mut app, &commands, &mut events, &mut input).await
+            }
+            .await;
+            drop(guard);
+            result
+        }
+        Err(err) => Err(err),
+    };
+    if result.is_err() {
+        let quit = async {
+            let _ = commands.send(Command::Quit).await;
+        };
+        let drain = async { while events.recv().await.is_some() {} };
+        tokio::join!(quit, drain);
+    }
+    drop(commands);
+    handle.join().await;
+    result
+}
+
+/// Draws, then waits for whichever comes first: engine events, room for a
+/// pending command, or a terminal event. Returns when the engine stops.
+async fn event_loop(
+    terminal: &mut Terminal<CrosstermBackend<Stdout>>,
+    app: &mut App,
+    commands: &mpsc::Sender<Command>,
+    events: &mut mpsc::Receiver<Event>,
+    input: &mut mpsc::Receiver<TermEvent>,
+) -> io::Result<()> {
+    let mut pending: VecDeque<Command> = VecDeque::new();
+    let mut input_open = true;
+    let mut dirty = true;
+    loop {
+        if dirty {
+            let mut info = None;
+            terminal.draw(|frame| info = Some(view::draw(frame, app)))?;
+            if let Some(info) = info {
+                app.set_viewport(info.chat_rows, info.scroll);
+            }
+            dirty = false;
+        }
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    app.on_event(&event);
+                    for _ in 1..MAX_EVENTS_PER_FRAME {
+                        match events.try_recv() {
+                            Ok(event) => app.on_event(&event),
+                            Err(_) => break,
+                        }
+                    }
+                    dirty = true;
+                }
+                None => break,
+            },
+            permit = commands.reserve(), if !pending.is_empty() => match permit {
+                Ok(permit) => {
+                    if let Some(command) = pending.pop_front() {
+                        permit.send(command);
+                    }
+                }
+                // The engine stopped; its event channel closes next.
+                Err(_) => pending.clear(),
+            },
+            term = input.recv(), if input_open && pending.len() < MAX_PENDING_COMMANDS => match term {
+                Some(TermEvent::Key(key)) => {
+                    if let Some(command) = app.on_key(key) {
+                        pending.push_back(command);
+                    }
+                    dirty = true;
+                }
+                Some(TermEvent::Resize(..)) => dirty = true,
+                Some(_) => {}
+                None => {
+                    // The terminal is gone (read error): quit like EOF.
+                    input_open = false;
+                    pending.push_back(Command::Quit);
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// Reads terminal events on a plain thread (crossterm's reads block) until
+/// the loop drops its receiver or the terminal fails.
+fn spawn_terminal_reader() -> mpsc::Receiver<TermEvent> {
+    let (tx, rx) = mpsc::channel(TERMINAL_EVENT_BUFFER);
+    std::thread::spawn(move || {
+        while !tx.is_closed() {
+            match crossterm::event::poll(READER_POLL) {
+                Ok(false) => {}
+                Ok(true) => match crossterm::event::read() {
+                    Ok(event) => {
+                        if tx.blocking_send(event).is_err() {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot read the terminal");
+                        break;
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(%err, "cannot poll the terminal");
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Whether raw mode and the alternate screen are ours to undo.
+static TERMINAL_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Holds the terminal in raw mode on the alternate screen; dropping it (on
+/// return, on error, or while a panic unwinds) gives the terminal back.
+struct TerminalGuard;
+
+impl TerminalGuard {
+    fn enter() -> io::Result<TerminalGuard> {
+        install_panic_hook();
+        enable_raw_mode()?;
+        TERMINAL_TAKEN.store(true, Ordering::SeqCst);
+        // From here on the guard's drop undoes whatever succeeded.
+        let guard = TerminalGuard;
+        execute!(io::stdout(), EnterAlternateScreen)?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+/// Leaves the alternate screen, shows the cursor and ends raw mode, once;
+/// later calls do nothing.
+pub fn restore_terminal() {
+    if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
+        let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
+        let _ = disable_raw_mode();
+    }
+}
+
+/// Restores the terminal before the panic message is printed, so it is
+/// readable and the shell is usable (the guard's drop would come after the
+/// message, on the alternate screen).
+fn install_panic_hook() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            previous(info);
+        }));
+    });
+}

@@ -1,0 +1,475 @@
+//! Draws an [`App`] onto a ratatui frame: peer list, chat pane, input line
+//! and status bar. Pure rendering (any backend, e.g. ratatui's
+//! `TestBackend`); all text in the state is already sanitised.
+//!
+//! The chat pane wraps its lines itself (word wrap, continuation rows
+//! indented past the timestamp) and only as far back as the rows on screen,
+//! so drawing costs the same however long the history is.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
+use unicode_segmentation::UnicodeSegmentation;
+use unicode_width::UnicodeWidthStr;
+
+use super::state::{App, ChatEntry, Delivery, EntryKind, PeerState, short_id};
+
+/// Narrowest terminal that gets the peer list beside the chat; narrower
+/// ones stack it above.
+pub const SIDE_BY_SIDE_MIN_WIDTH: u16 = 60;
+
+/// Lowest terminal whose input line gets a border.
+pub const BORDERED_INPUT_MIN_HEIGHT: u16 = 12;
+
+/// Width of the peer list beside the chat: a quarter of the screen within
+/// these bounds.
+const PEER_PANE_WIDTH: (u16, u16) = (24, 36);
+
+/// What the chat pane looked like, for paging and scroll clamping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewInfo {
+    /// Rows of chat text on screen.
+    pub chat_rows: usize,
+    /// The scroll offset actually used (clamped to the history).
+    pub scroll: usize,
+}
+
+/// Draws the whole UI.
+pub fn draw(frame: &mut Frame, app: &App) -> ViewInfo {
+    let area = frame.area();
+    let input_height = if area.height >= BORDERED_INPUT_MIN_HEIGHT {
+        3
+    } else {
+        1
+    };
+    let [main, input, status] = Layout::vertical([
+        Constraint::Min(0),
+        Constraint::Length(input_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    let (peers, chat) = if area.width >= SIDE_BY_SIDE_MIN_WIDTH {
+        let width = (area.width / 4).clamp(PEER_PANE_WIDTH.0, PEER_PANE_WIDTH.1);
+        let [peers, chat] =
+            Layout::horizontal([Constraint::Length(width), Constraint::Min(0)]).areas(main);
+        (peers, chat)
+    } else {
+        // Stacked: the list takes what it needs, at most a third.
+        let wanted = u16::try_from(app.peers().len().max(1)).unwrap_or(u16::MAX);
+        let height = wanted
+            .saturating_add(2)
+            .min((main.height / 3).max(3))
+            .min(main.height);
+        let [peers, chat] =
+            Layout::vertical([Constraint::Length(height), Constraint::Min(0)]).areas(main);
+        (peers, chat)
+    };
+    draw_peers(frame, app, peers, area.width >= SIDE_BY_SIDE_MIN_WIDTH);
+    let info = draw_chat(frame, app, chat);
+    draw_input(frame, app, input, input_height > 1);
+    draw_status(frame, app, status);
+    info
+}
+
+fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
+    let online = app.peers().iter().filter(|p| p.online).count();
+    let block = Block::bordered().title(format!(" peers ({online} online) "));
+    if app.peers().is_empty() {
+        let empty = Paragraph::new(Line::styled("nobody online yet", dim())).block(block);
+        frame.render_widget(empty, area);
+        return;
+    }
+    let items: Vec<ListItem> = app
+        .peers()
+        .iter()
+        .map(|row| {
+            let state = app.peer_state(row);
+            let active = app.active.as_deref() == Some(row.id.as_str());
+            let marker = Span::styled(
+                if active { "\u{25b6} " } else { "  " },
+                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
+            );
+            let mut name_style = Style::new();
+            if state == PeerState::Connected {
+                name_style = name_style.add_modifier(Modifier::BOLD);
+            }
+            let name = Span::styled(row.name.clone(), name_style);
+            let id = Span::styled(short_id(&row.id), dim());
+            let label = Span::styled(state.label(), state_style(state));
+            let seed = Span::styled(if row.seed { " seed" } else { "" }, dim());
+            if two_line {
+                ListItem::new(vec![
+                    Line::from(vec![marker, name]),
+                    Line::from(vec![Span::raw("  "), id, Span::raw(" "), label, seed]),
+                ])
+            } else {
+                ListItem::new(Line::from(vec![
+                    marker,
+                    name,
+                    Span::raw(" "),
+                    id,
+                    Span::raw(" "),
+                    label,
+                    seed,
+                ]))
+            }
+        })
+        .collect();
+    let list = List::new(items)
+        .block(block)
+        .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+    let mut state = ListState::default().with_selected(app.selected_index());
+    frame.render_stateful_widget(list, area, &mut state);
+}
+
+fn state_style(state: PeerState) -> Style {
+    match state {
+        PeerState::Connected => Style::new().fg(Color::Green),
+        PeerState::Connecting => Style::new().fg(Color::Yellow),
+        PeerState::Online => Style::new(),
+        PeerState::Offline => dim(),
+    }
+}
+
+fn dim() -> Style {
+    Style::new().add_modifier(Modifier::DIM)
+}
+
+fn draw_chat(frame: &mut Frame, app: &App, area: Rect) -> ViewInfo {
+    let mut title = match app.active_session() {
+        Some(s) => format!(" chat with {} ", s.name),
+        None => " chat ".to_owned(),
+    };
+    let block = Block::bordered();
+    let inner = block.inner(area);
+    let height = usize::from(inner.height);
+    let (rows, scroll) = chat_rows(app, inner.width, height, app.scroll);
+    if scroll > 0 {
+        title.push_str(&format!("- scrolled up {scroll} rows (PageDown) "));
+    }
+    frame.render_widget(Paragraph::new(rows).block(block.title(title)), area);
+    ViewInfo {
+        chat_rows: height,
+        scroll,
+    }
+}
+
+/// The rows the chat pane shows: wraps entries from the newest back until
+/// the screen plus `scroll` rows are filled. Returns them and the scroll
+/// offset clamped to the history.
+fn chat_rows(app: &App, width: u16, height: usize, scroll: usize) -> (Vec<Line<'static>>, usize) {
+    if width == 0 || height == 0 {
+        return (Vec::new(), scroll);
+    }
+    let mut chunks: Vec<Vec<Line<'static>>> = Vec::new();
+    let mut total = 0;
+    let mut exhausted = true;
+    for entry in app.entries().rev() {
+        let rows = wrap(&entry_spans(app, entry), width, TIME_WIDTH);
+        total += rows.len();
+        chunks.push(rows);
+        if total >= height + scroll {
+            exhausted = false;
+            break;
+        }
+    }
+    let scroll = if exhausted {
+        scroll.min(total.saturating_sub(height))
+    } else {
+        scroll
+    };
+    let all: Vec<Line<'static>> = chunks.into_iter().rev().flatten().collect();
+    let end = all.len().saturating_sub(scroll);
+    let start = end.saturating_sub(height);
+    (all[start..end].to_vec(), scroll)
+}
+
+/// Columns of `HH:MM ` before each entry; continuation rows indent by it.
+const TIME_WIDTH: u16 = 6;
+
+fn entry_spans(app: &App, entry: &ChatEntry) -> Vec<(String, Style)> {
+    let mut spans = vec![(format!("{} ", entry.time), dim())];
+    match &entry.kind {
+        EntryKind::System => {
+            spans.push((format!("* {}", entry.text), Style::new().fg(Color::Cyan)));
+        }
+        EntryKind::Error => {
+            spans.push((format!("! {}", entry.text), Style::new().fg(Color::Red)));
+        }
+        EntryKind::Incoming { from } => {
+            let style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
+            spans.push((from.clone(), style));
+            spans.push((format!(": {}", entry.text), Style::new()));
+        }
+        EntryKind::Outgoing { to, delivery } => {
+            let style = Style::new().fg(Color::Blue).add_modifier(Modifier::BOLD);
+            spans.push((app.me_name.clone(), style));
+            if let Some(to) = to {
+                spans.push((format!(" \u{2192} {to}"), dim()));
+            }
+            spans.push((format!(": {}", entry.text), Style::new()));
+            let (mark, style) = match delivery {
+                Delivery::Queued => (" \u{b7}", dim()),
+                Delivery::Sent => (" \u{2713}", dim()),
+                Delivery::Delivered => (" \u{2713}\u{2713}", Style::new().fg(Color::Green)),
+                Delivery::Failed => (" \u{2717} not delivered", Style::new().fg(Color::Red)),
+            };
+            spans.push((mark.to_owned(), style));
+        }
+    }
+    spans
+}
+
+/// Word-wraps styled text to `width` columns. Rows after the first are
+/// indented by `indent` (when that leaves room); a word longer than a row
+/// is split. Zero-width graphemes are dropped, as the buffer would.
+pub fn wrap(spans: &[(String, Style)], width: u16, indent: u16) -> Vec<Line<'static>> {
+    let width = usize::from(width);
+    if width == 0 {
+        return Vec::new();
+    }
+    let indent = if width >= usize::from(indent) + 10 {
+        usize::from(indent)
+    } else {
+        0
+    };
+    // Words and the spaces between them, as (grapheme, width, style).
+    let mut tokens: Vec<Vec<(&str, usize, Style)>> = Vec::new();
+    let mut last_is_space = None;
+    for (text, style) in spans {
+        for g in text.graphemes(true) {
+            let w = g.width();
+            if w == 0 {
+                continue;
+            }
+            let space = g == " ";
+            if last_is_space != Some(space) {
+                tokens.push(Vec::new());
+                last_is_space = Some(space);
+            }
+            if let Some(token) = tokens.last_mut() {
+                token.push((g, w, *style));
+            }
+        }
+    }
+    let mut rows: Vec<Vec<(&str, usize, Style)>> = vec![Vec::new()];
+    let mut used = 0;
+    let room = |rows: &Vec<Vec<_>>| {
+        if rows.len() == 1 {
+            width
+        } else {
+            width - indent
+        }
+    };
+    for token in tokens {
+        let token_width: usize = token.iter().map(|t| t.1).sum();
+        let is_space = token.first().is_some_and(|t| t.0 == " ");
+        if used + token_width <= room(&rows) {
+            used += token_width;
+            if let Some(row) = rows.last_mut() {
+                row.extend(token);
+            }
+            continue;
+        }
+        if is_space {
+            // A break here: the spaces go.
+            new_row(&mut rows);
+            used = 0;
+            continue;
+        }
+        if token_width <= width - indent && used > 0 {
+            new_row(&mut rows);
+            used = 0;
+        }
+        for cell in token {
+            if used + cell.1 > room(&rows) && used > 0 {
+                new_row(&mut rows);
+                used = 0;
+            }
+            used += cell.1;
+            if let Some(row) = rows.last_mut() {
+                row.push(cell);
+            }
+        }
+    }
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let mut line: Vec<Span<'static>> = Vec::new();
+            if i > 0 && indent > 0 {
+                line.push(Span::raw(" ".repeat(indent)));
+            }
+            let mut text = String::new();
+            let mut style = None;
+            for (g, _, s) in row {
+                if style.is_some_and(|st| st != s) {
+                    line.push(Span::styled(
+                        std::mem::take(&mut text),
+                        style.unwrap_or_default(),
+                    ));
+                }
+                style = Some(s);
+                text.push_str(g);
+            }
+            if !text.is_empty() {
+                line.push(Span::styled(text, style.unwrap_or_default()));
+            }
+            Line::from(line)
+        })
+        .collect()
+}
+
+/// Ends the current row (dropping its trailing spaces) and starts one.
+fn new_row(rows: &mut Vec<Vec<(&str, usize, Style)>>) {
+    if let Some(row) = rows.last_mut() {
+        while row.last().is_some_and(|cell| cell.0 == " ") {
+            row.pop();
+        }
+    }
+    rows.push(Vec::new());
+}
+
+fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {
+    let block = if bordered {
+        let title = match app.active_session() {
+            Some(s) if s.connected() => format!(" message to {} ", s.name),
+            _ => " message ".to_owned(),
+        };
+        Block::bordered().title(title)
+    } else {
+        Block::new()
+    };
+    let inner = block.inner(area);
+    let prompt = "> ";
+    let room = usize::from(inner.width).saturating_sub(prompt.len() + 1);
+    let line = if app.input.is_empty() {
+        let hint = if app.active_session().is_some_and(|s| s.connected()) {
+            "type a message and press Enter; /help for commands"
+        } else {
+            "Enter connects to the selected peer; /help for commands"
+        };
+        Line::from(vec![Span::raw(prompt), Span::styled(hint, dim())])
+    } else {
+        let (visible, cursor_col) = input_window(&app.input, app.cursor, room);
+        if inner.width > 0 && inner.height > 0 {
+            let x = inner.x + u16::try_from(prompt.len() + cursor_col).unwrap_or(u16::MAX);
+            frame.set_cursor_position(Position::new(x.min(inner.right() - 1), inner.y));
+        }
+        Line::from(vec![Span::raw(prompt), Span::raw(visible)])
+    };
+    if app.input.is_empty() && inner.width > 0 && inner.height > 0 && !app.quitting() {
+        let x = inner.x + u16::try_from(prompt.len()).unwrap_or(0);
+        frame.set_cursor_position(Position::new(x.min(inner.right() - 1), inner.y));
+    }
+    frame.render_widget(Paragraph::new(line).block(block), area);
+}
+
+/// The part of the input that fits in `room` columns with the cursor in
+/// view, and the cursor's column within it.
+fn input_window(input: &str, cursor: usize, room: usize) -> (String, usize) {
+    let chars: Vec<char> = input
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    let width = |c: &char| unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
+    let cursor = cursor.min(chars.len());
+    // Take characters left of the cursor while they fit, then fill right.
+    let mut start = cursor;
+    let mut used = 0;
+    while start > 0 && used + width(&chars[start - 1]) <= room {
+        start -= 1;
+        used += width(&chars[start]);
+    }
+    let cursor_col = used;
+    let mut end = cursor;
+    while end < chars.len() && used + width(&chars[end]) <= room {
+        used += width(&chars[end]);
+        end += 1;
+    }
+    (chars[start..end].iter().collect(), cursor_col)
+}
+
+fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
+    let server = if app.server_connected {
+        "server: connected"
+    } else {
+        "server: reconnecting..."
+    };
+    let me = format!("{} {}", app.me_name, short_id(&app.me_id));
+    let session = if app.quitting() {
+        "quitting...".to_owned()
+    } else if let Some(s) = app.active_session() {
+        session_text(s)
+    } else if let Some(s) = app.connecting.as_ref().and_then(|id| app.sessions.get(id)) {
+        session_text(s)
+    } else {
+        "no chat".to_owned()
+    };
+    let text = format!(" {server} | {me} | {session}");
+    let bar = Paragraph::new(Line::from(text)).style(Style::new().add_modifier(Modifier::REVERSED));
+    frame.render_widget(bar, area);
+}
+
+fn session_text(s: &super::state::SessionView) -> String {
+    match &s.path {
+        Some(path) => {
+            let mut text = format!("{}: connected, {path}", s.name);
+            if let Some(rtt) = s.rtt_ms {
+                text.push_str(&format!(", rtt {rtt:.1} ms"));
+            }
+            if !s.reliable {
+                text.push_str(", seed protocol");
+            }
+            text
+        }
+        None => format!("{}: connecting (attempt {})", s.name, s.attempt),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text_of(lines: &[Line]) -> Vec<String> {
+        lines.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn wraps_words_indents_continuations_and_splits_long_words() {
+        let plain = |t: &str| vec![(t.to_owned(), Style::new())];
+        assert_eq!(
+            text_of(&wrap(&plain("12:00 the quick brown fox jumps"), 15, 6)),
+            ["12:00 the quick", "brown fox jumps"],
+            "too narrow for the indent: none"
+        );
+        assert_eq!(
+            text_of(&wrap(&plain("12:00 the quick brown fox jumps over"), 20, 6)),
+            ["12:00 the quick", "      brown fox", "      jumps over"]
+        );
+        assert_eq!(
+            text_of(&wrap(&plain("ab abcdefghijklmnopqrstuvwxyz"), 12, 0)),
+            ["ab abcdefghi", "jklmnopqrstu", "vwxyz"],
+            "a word longer than a row starts where it is and is split"
+        );
+        // Wide characters count two columns and are never cut in half.
+        assert_eq!(
+            text_of(&wrap(
+                &plain("\u{4f60}\u{597d}\u{4f60}\u{597d}\u{4f60}"),
+                5,
+                0
+            )),
+            ["\u{4f60}\u{597d}", "\u{4f60}\u{597d}", "\u{4f60}"]
+        );
+        assert!(wrap(&plain("x"), 0, 0).is_empty());
+    }
+
+    #[test]
+    fn input_window_keeps_the_cursor_in_view() {
+        assert_eq!(input_window("hello", 5, 10), ("hello".into(), 5));
+        assert_eq!(input_window("hello world", 11, 5), ("world".into(), 5));
+        assert_eq!(input_window("hello world", 0, 5), ("hello".into(), 0));
+        assert_eq!(input_window("hello world", 3, 2), ("el".into(), 2));
+    }
+}

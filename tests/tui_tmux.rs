@@ -1,0 +1,271 @@
+//! End-to-end test of the full-screen UI in a real terminal: tmux (on its
+//! own socket) runs the `signaling-server` binary and three `peer`
+//! binaries; `send-keys` types, `capture-pane` reads the screen. Checks
+//! that the peer list updates live (no key press), that arrow keys + Enter
+//! connect to the selected peer, that messages show on both sides with
+//! their delivery mark, and that `/quit` and Ctrl+C exit 0 with the
+//! terminal restored (cooked mode, normal screen).
+//!
+//! Needs tmux (`.ci/run` installs it): without it the test says why it
+//! skipped; under `CI=true` it fails instead.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const PEER: &str = env!("CARGO_BIN_EXE_peer");
+const SERVER: &str = env!("CARGO_BIN_EXE_signaling-server");
+
+/// Upper bound for any single wait (generous: the machine may be loaded).
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Pause between two reads of a pane while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Pane size of every peer.
+const COLUMNS: &str = "100";
+const ROWS: &str = "30";
+
+/// A tmux server on its own socket, killed (with everything it runs) when
+/// dropped, also when the test fails.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start() -> Tmux {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        Tmux {
+            socket: format!("p2pchat-tui-{}-{nanos}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::io::Result<Output> {
+        Command::new("tmux")
+            .args(["-u", "-f", "/dev/null", "-L", &self.socket])
+            .args(args)
+            .env("LANG", "C.UTF-8")
+            .output()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts `command` (a shell command line) in a new detached session.
+    fn session(&self, name: &str, command: &str) {
+        self.ok(&[
+            "new-session",
+            "-d",
+            "-s",
+            name,
+            "-x",
+            COLUMNS,
+            "-y",
+            ROWS,
+            command,
+        ]);
+    }
+
+    fn screen(&self, name: &str) -> String {
+        self.ok(&["capture-pane", "-p", "-t", name])
+    }
+
+    fn keys(&self, name: &str, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", name];
+        args.extend_from_slice(keys);
+        self.ok(&args);
+    }
+
+    /// Types `text` literally, then Enter.
+    fn type_line(&self, name: &str, text: &str) {
+        self.ok(&["send-keys", "-t", name, "-l", text]);
+        self.keys(name, &["Enter"]);
+    }
+
+    /// Polls `name`'s screen until `pred` holds; returns that screen.
+    fn wait(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen(name);
+            if pred(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what} in {name}'s pane; it shows:\n{screen}");
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    fn wait_text(&self, name: &str, text: &str) -> String {
+        self.wait(name, &format!("{text:?}"), |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        // tmux may leave its socket file behind: remove it too.
+        let socket_path = self
+            .run(&["display-message", "-p", "#{socket_path}"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let _ = self.run(&["kill-server"]);
+        if !socket_path.is_empty() {
+            let _ = std::fs::remove_file(socket_path);
+        }
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The server's command line; passes `--udp-listen 127.0.0.1:0` when this
+/// build of the server has that flag.
+fn server_command(port: u16) -> String {
+    let help = Command::new(SERVER)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let udp = if help.contains("--udp-listen") {
+        " --udp-listen 127.0.0.1:0"
+    } else {
+        ""
+    };
+    format!("'{SERVER}' --listen 127.0.0.1:{port}{udp}")
+}
+
+/// A peer in the full-screen UI; after it exits, the shell prints its exit
+/// code and whether the terminal is back in cooked mode, then idles so the
+/// pane stays readable.
+fn peer_command(port: u16, name: &str) -> String {
+    format!(
+        "'{PEER}' --server http://127.0.0.1:{port} --username {name} --bind 127.0.0.1; \
+         echo EXIT=$?; \
+         case \"$(stty -a)\" in *-icanon*) echo TERMINAL=raw;; *) echo TERMINAL=cooked;; esac; \
+         sleep 600"
+    )
+}
+
+/// The peer list pane: the left 25 columns of the rows above the input.
+fn peer_pane(screen: &str) -> String {
+    screen
+        .lines()
+        .take(25)
+        .map(|l| l.chars().take(25).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The process in `name` exited 0 and left the terminal as it found it.
+fn assert_clean_exit(tmux: &Tmux, name: &str) {
+    let screen = tmux.wait(name, "the shell after exit", |s| s.contains("TERMINAL="));
+    assert!(screen.contains("EXIT=0"), "{name} exit code:\n{screen}");
+    assert!(
+        screen.contains("TERMINAL=cooked"),
+        "{name} left raw mode on:\n{screen}"
+    );
+    assert!(
+        !screen.contains("peers ("),
+        "{name}'s UI is still on screen:\n{screen}"
+    );
+    let alternate = tmux.ok(&["display-message", "-p", "-t", name, "#{alternate_on}"]);
+    assert_eq!(alternate.trim(), "0", "{name} left the alternate screen on");
+}
+
+#[test]
+fn two_peers_chat_in_real_terminals() {
+    if !tmux_available() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("tmux is required under CI=true (bash .ci/run installs it)");
+        }
+        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+        return;
+    }
+    let tmux = Tmux::start();
+    let port = free_port();
+    tmux.session("server", &server_command(port));
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server did not listen on {addr}:\n{}",
+            tmux.screen("server")
+        );
+        std::thread::sleep(POLL);
+    }
+
+    tmux.session("alice", &peer_command(port, "alice"));
+    let screen = tmux.wait_text("alice", "server: connected | alice ");
+    assert!(screen.contains("peers (0 online)"), "{screen}");
+
+    // Others appear in alice's list without a key press.
+    tmux.session("bob", &peer_command(port, "bob"));
+    tmux.session("carol", &peer_command(port, "carol"));
+    let screen = tmux.wait("alice", "bob and carol listed", |s| {
+        let pane = peer_pane(s);
+        s.contains("peers (2 online)") && pane.contains("bob") && pane.contains("carol")
+    });
+    let pane = peer_pane(&screen);
+    let bob_row = pane.find("bob").unwrap_or(usize::MAX);
+    let carol_row = pane.find("carol").unwrap_or(0);
+    assert!(bob_row < carol_row, "sorted by name:\n{screen}");
+
+    // The first row is selected; Down selects carol, Enter connects.
+    tmux.keys("alice", &["Down"]);
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_text("alice", "carol: connected, lan");
+    let screen = tmux.wait_text("carol", "alice connected to you from 127.0.0.1:");
+    assert!(screen.contains("alice: connected, lan"), "{screen}");
+    assert!(
+        !tmux.screen("bob").contains("connected to you"),
+        "bob was not selected"
+    );
+
+    // Messages both ways, with the delivery mark on the sender's side.
+    tmux.type_line("alice", "hello carol");
+    tmux.wait_text("alice", "alice: hello carol \u{2713}\u{2713}");
+    tmux.wait_text("carol", "alice: hello carol");
+    tmux.type_line("carol", "hi alice");
+    tmux.wait_text("carol", "carol: hi alice \u{2713}\u{2713}");
+    tmux.wait_text("alice", "carol: hi alice");
+
+    // Bob quits: gone from alice's list without a key press.
+    tmux.type_line("bob", "/quit");
+    assert_clean_exit(&tmux, "bob");
+    tmux.wait("alice", "bob gone from the list", |s| {
+        s.contains("peers (1 online)") && !peer_pane(s).contains("bob")
+    });
+
+    // Alice quits: carol sees her leave; then Ctrl+C ends carol.
+    tmux.type_line("alice", "/quit");
+    assert_clean_exit(&tmux, "alice");
+    tmux.wait_text("carol", "alice disconnected");
+    tmux.wait("carol", "alice gone from the list", |s| {
+        s.contains("peers (0 online)")
+    });
+    tmux.keys("carol", &["C-c"]);
+    assert_clean_exit(&tmux, "carol");
+}
