@@ -19,7 +19,9 @@ use tokio::time::Instant;
 
 use super::protocol::{Datagram, Kind, MAX_RECV_DATAGRAM_BYTES};
 use super::relay::{Credentials, RelayClient, RelayInput};
-use super::session::{Action, CloseReason, PathKind, Phase, Session, SessionConfig, SessionEvent};
+use super::session::{
+    Action, CloseReason, PRIME_TTL, PathKind, Phase, Session, SessionConfig, SessionEvent,
+};
 use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
 use super::stun;
 use super::transport::{self, Transport};
@@ -1030,9 +1032,11 @@ impl Engine {
         let mut sends = Vec::new();
         let mut reports = Vec::new();
         let mut closed = Vec::new();
+        let mut primes = Vec::new();
         for (id, action) in std::mem::take(&mut self.orphaned) {
             match action {
                 Action::Send { to, bytes } => sends.push((id, to, bytes)),
+                Action::Prime { to, bytes } => primes.push((to, bytes)),
                 Action::Event(event) => reports.push((id, event)),
             }
         }
@@ -1040,12 +1044,16 @@ impl Engine {
             for action in session.take_actions() {
                 match action {
                     Action::Send { to, bytes } => sends.push((id.clone(), to, bytes)),
+                    Action::Prime { to, bytes } => primes.push((to, bytes)),
                     Action::Event(event) => reports.push((id.clone(), event)),
                 }
             }
             if session.phase() == Phase::Closed {
                 closed.push(id.clone());
             }
+        }
+        if !primes.is_empty() {
+            self.send_primes(&primes).await;
         }
         let relay_addr = self.relay.as_ref().map(RelayClient::server);
         for (id, to, bytes) in sends {
@@ -1225,6 +1233,24 @@ impl Engine {
             PathKind::Lan
         } else {
             kind
+        }
+    }
+
+    /// Sends priming probes with a low TTL (see [`PRIME_TTL`]), then puts
+    /// the socket's TTL back.
+    async fn send_primes(&self, primes: &[(SocketAddr, Vec<u8>)]) {
+        let normal = self.transport.ttl().unwrap_or(64);
+        if let Err(err) = self.transport.set_ttl(PRIME_TTL) {
+            tracing::debug!(%err, "cannot lower the TTL; priming skipped");
+            return;
+        }
+        for (to, bytes) in primes {
+            if let Err(err) = self.transport.send_to(bytes, *to).await {
+                tracing::debug!(%to, %err, "UDP send failed");
+            }
+        }
+        if let Err(err) = self.transport.set_ttl(normal) {
+            tracing::warn!(%err, "cannot restore the socket TTL");
         }
     }
 

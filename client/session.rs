@@ -57,6 +57,16 @@ pub const UPGRADE_PROBE_MIN: Duration = Duration::from_secs(1);
 /// Longest pause between two background probes for a better path.
 pub const UPGRADE_PROBE_MAX: Duration = Duration::from_secs(15);
 
+/// IP TTL of "priming" probes. Linux NAT (conntrack) gives an outgoing
+/// packet a new public port when an unanswered packet *from* its
+/// destination arrived first, which breaks hole punching whenever one
+/// peer's probe reaches the other's NAT before that NAT saw the other
+/// peer's own outgoing probe. So the first probe round goes out with a TTL
+/// that passes our own NAT (one or two hops away) but expires before the
+/// far one: it opens our mapping without touching theirs, and the full
+/// probes that follow find mappings open on both sides.
+pub const PRIME_TTL: u32 = 2;
+
 /// Most addresses a connected session remembers as answering (validated
 /// paths it accepts traffic from).
 pub const MAX_VALIDATED_PATHS: usize = 8;
@@ -251,6 +261,13 @@ pub enum Action {
         /// Encoded datagram, at most `MAX_SEND_DATAGRAM_BYTES`.
         bytes: Vec<u8>,
     },
+    /// Send this datagram with IP TTL [`PRIME_TTL`] (a priming probe).
+    Prime {
+        /// Where to.
+        to: SocketAddr,
+        /// Encoded datagram.
+        bytes: Vec<u8>,
+    },
     /// Tell the user.
     Event(SessionEvent),
 }
@@ -361,6 +378,8 @@ pub struct Session {
     /// Next background probe for a better path, and the pause after it.
     next_upgrade: Instant,
     upgrade_pause: Duration,
+    /// Background upgrade rounds so far (the first one only primes).
+    upgrade_rounds: u32,
     /// While set, every candidate is probed each `probe_interval` (the path
     /// went stale or the peer asked for a new rendezvous).
     recover_until: Option<Instant>,
@@ -414,6 +433,7 @@ impl Session {
             relay_requested: false,
             next_upgrade: now + UPGRADE_PROBE_MIN,
             upgrade_pause: UPGRADE_PROBE_MIN,
+            upgrade_rounds: 0,
             recover_until: None,
             attempt: 1,
             attempt_deadline: now + config.attempt_duration,
@@ -936,9 +956,17 @@ impl Session {
                         self.probe_all(now);
                     }
                 } else if now >= self.next_upgrade && self.wants_upgrade() {
+                    // Both sides run this schedule from about the same
+                    // moment; priming alone in the first round means the
+                    // other side's full probes of later rounds find our
+                    // mapping open (see PRIME_TTL).
                     for addr in self.better_candidates() {
-                        self.send_hello(addr);
+                        self.prime_hello(addr);
+                        if self.upgrade_rounds > 0 {
+                            self.send_hello(addr);
+                        }
                     }
+                    self.upgrade_rounds += 1;
                     self.upgrade_pause = (self.upgrade_pause * 2).min(UPGRADE_PROBE_MAX);
                     self.next_upgrade = now + self.upgrade_pause;
                 }
@@ -948,22 +976,42 @@ impl Session {
 
     /// Sends one hello round to every candidate.
     fn probe_all(&mut self, now: Instant) {
+        // The first round of a connect only primes our own NAT; the other
+        // side, told by the same rendezvous, primes its own meanwhile.
+        let prime_only = self.phase == Phase::Probing && self.probe_rounds == 0;
         if self.phase == Phase::Probing {
             self.probe_rounds += 1;
         }
         for addr in self.candidates.clone() {
-            self.send_hello(addr);
+            if prime_only && self.relay != Some(addr) {
+                self.prime_hello(addr);
+            } else {
+                self.send_hello(addr);
+            }
         }
         self.next_probe = now + self.config.probe_interval;
         self.last_probe = Some(now);
     }
 
-    fn send_hello(&mut self, addr: SocketAddr) {
+    fn hello(&self) -> Datagram {
         let mut hello = Datagram::new(Kind::Hello, &self.local_id, "");
         hello.extensions = Some(our_extensions());
         hello.username = Some(self.local_name.clone());
         hello.session = Some(self.local_session);
+        hello
+    }
+
+    fn send_hello(&mut self, addr: SocketAddr) {
+        let hello = self.hello();
         self.send(&hello, addr);
+    }
+
+    /// A hello with a low TTL (see [`PRIME_TTL`]).
+    fn prime_hello(&mut self, to: SocketAddr) {
+        match self.hello().encode() {
+            Ok(bytes) => self.actions.push(Action::Prime { to, bytes }),
+            Err(err) => tracing::error!(%err, "cannot encode datagram"),
+        }
     }
 
     fn poll_keepalive(&mut self, now: Instant) {

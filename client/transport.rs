@@ -26,6 +26,15 @@ pub trait Transport: Send + Sync + 'static {
     -> BoxFuture<'a, io::Result<(usize, SocketAddr)>>;
     /// The bound local address.
     fn local_addr(&self) -> io::Result<SocketAddr>;
+    /// Sets the IP TTL of later sends (for priming probes). Wrappers that
+    /// cannot may ignore it.
+    fn set_ttl(&self, _ttl: u32) -> io::Result<()> {
+        Ok(())
+    }
+    /// The IP TTL sends use now.
+    fn ttl(&self) -> io::Result<u32> {
+        Ok(64)
+    }
 }
 
 impl Transport for UdpSocket {
@@ -42,6 +51,14 @@ impl Transport for UdpSocket {
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         UdpSocket::local_addr(self)
+    }
+
+    fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        UdpSocket::set_ttl(self, ttl)
+    }
+
+    fn ttl(&self) -> io::Result<u32> {
+        UdpSocket::ttl(self)
     }
 }
 

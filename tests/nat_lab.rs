@@ -245,6 +245,14 @@ async fn connect(
     let first_delivered = started.elapsed();
     let b_up = b.event("connected").await;
     assert_eq!(b.messages(1).await, ["hello bob"]);
+    for (who, peer, up) in [("alice", &a, &a_up), ("bob", &b, &b_up)] {
+        let reg = peer.seen.iter().find(|e| e["event"] == "registered");
+        let public = reg.map(|r| r["public_addr"].clone()).unwrap_or_default();
+        println!(
+            "  {who}: public {public}, connected via {} path to {} after {} probe rounds",
+            up["path"], up["addr"], up["probe_rounds"]
+        );
+    }
     (a, b, a_up, b_up, first_delivered)
 }
 
@@ -252,8 +260,10 @@ async fn connect(
 async fn chat_both_ways(a: &mut Peer, b: &mut Peer) {
     a.line("ping from alice").await;
     assert_eq!(b.messages(1).await, ["ping from alice"]);
+    println!("  bob got:   ping from alice");
     b.line("pong from bob").await;
     assert_eq!(a.messages(1).await, ["pong from bob"]);
+    println!("  alice got: pong from bob");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,6 +79,7 @@ struct Net {
     b_seed: bool,
     /// Datagrams A put on the wire (before loss).
     a_sent: usize,
+    a_primed: usize,
 }
 
 impl Net {
@@ -97,6 +98,7 @@ impl Net {
             b_seen: Vec::new(),
             b_seed: false,
             a_sent: 0,
+            a_primed: 0,
         }
     }
 
@@ -137,6 +139,13 @@ impl Net {
                         self.a_sent += 1;
                         sends.push((a_addr(), to, bytes))
                     }
+                    // The simulated link is one hop, like a LAN: a priming
+                    // probe's low TTL still gets it there.
+                    Action::Prime { to, bytes } => {
+                        self.a_sent += 1;
+                        self.a_primed += 1;
+                        sends.push((a_addr(), to, bytes))
+                    }
                     Action::Event(e) => self.a_events.push(e),
                 }
             }
@@ -145,6 +154,7 @@ impl Net {
             for action in b.take_actions() {
                 match action {
                     Action::Send { to, bytes } => sends.push((b_addr(), to, bytes)),
+                    Action::Prime { to, bytes } => sends.push((b_addr(), to, bytes)),
                     Action::Event(e) => self.b_events.push(e),
                 }
             }
@@ -466,6 +476,8 @@ fn unreachable_after_three_attempts() {
         .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
     // Paced probes: one every 100 ms over three 600 ms attempts.
+    // The first round only primes (low TTL); the rest are full probes.
+    assert_eq!(net.a_primed, 1);
     assert!((16..=20).contains(&net.a_sent), "{} probes", net.a_sent);
 }
 
@@ -659,9 +671,12 @@ fn candidate_list_is_capped() {
     let probes = s
         .take_actions()
         .iter()
-        .filter(|a| matches!(a, Action::Send { .. }))
+        .filter(|a| matches!(a, Action::Prime { .. }))
         .count();
-    assert_eq!(probes, MAX_CANDIDATES);
+    assert_eq!(
+        probes, MAX_CANDIDATES,
+        "the first round primes every candidate"
+    );
     s.add_candidates([SocketAddr::from(([127, 0, 0, 1], 9999))]);
     assert_eq!(s.candidates().len(), MAX_CANDIDATES);
 }
