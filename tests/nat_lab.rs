@@ -559,3 +559,100 @@ fn a_lab_leaves_nothing_behind() {
         assert!(!after.contains(ns), "{ns} left behind");
     }
 }
+
+/// Connect times across each NAT pairing at 40 ms RTT between the peers
+/// (10 ms each way on both WAN links; 20 ms RTT to the server), for
+/// BENCHMARKS.md. A measurement, not a check: run it by hand, in release:
+///
+/// ```text
+/// cargo test --release --test nat_lab connect_times -- --ignored --nocapture
+/// ```
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement for BENCHMARKS.md; run by hand"]
+async fn connect_times_at_40ms_rtt() {
+    if !Lab::check("connect_times_at_40ms_rtt") {
+        return;
+    }
+    const RUNS: usize = 5;
+    let owd = Duration::from_millis(10);
+    println!(
+        "| pairing | path | /connect -> connected, ms (median of {RUNS}) | -> first line delivered, ms | probe rounds (median) |"
+    );
+    println!("|---|---|---|---|---|");
+    let fast: &[&str] = &["--probe-interval-ms", "50"];
+    for (label, nats, same_lan, extra) in [
+        ("same LAN", [Nat::Cone, Nat::Cone], true, &[][..]),
+        ("cone + cone", [Nat::Cone, Nat::Cone], false, &[][..]),
+        (
+            "cone + cone, --probe-interval-ms 50",
+            [Nat::Cone, Nat::Cone],
+            false,
+            fast,
+        ),
+        (
+            "cone + symmetric",
+            [Nat::Cone, Nat::Symmetric],
+            false,
+            &[][..],
+        ),
+        (
+            "symmetric + symmetric",
+            [Nat::Symmetric, Nat::Symmetric],
+            false,
+            &[][..],
+        ),
+    ] {
+        let mut up_ms = Vec::new();
+        let mut first_ms = Vec::new();
+        let mut rounds = Vec::new();
+        let mut path = String::new();
+        for _ in 0..RUNS {
+            let specs: Vec<RouterSpec> = if same_lan {
+                vec![RouterSpec::new(nats[0], 2).wan(owd, 0.0)]
+            } else {
+                nats.iter()
+                    .map(|n| RouterSpec::new(*n, 1).wan(owd, 0.0))
+                    .collect()
+            };
+            let lab = Lab::build(&specs).expect("lab builds");
+            let _server = Server::start(&lab).await;
+            let (a_host, b_host) = if same_lan {
+                (lab.host(1, 0), lab.host(1, 1))
+            } else {
+                (lab.host(1, 0), lab.host(2, 0))
+            };
+            let mut b = Peer::start(&b_host, "bob", extra).await;
+            let b_id = b.registered().await["peer_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let mut a = Peer::start(&a_host, "alice", extra).await;
+            a.registered().await;
+            a.sees(&b_id).await;
+            let started = Instant::now();
+            a.line("/connect bob").await;
+            let up = a.event("connected").await;
+            let up_at = started.elapsed();
+            a.line("first").await;
+            a.event("delivered").await;
+            let first_at = started.elapsed();
+            up_ms.push(up_at.as_secs_f64() * 1000.0);
+            first_ms.push(first_at.as_secs_f64() * 1000.0);
+            rounds.push(up["probe_rounds"].as_u64().unwrap_or_default());
+            path = up["path"].as_str().unwrap_or_default().to_owned();
+            a.quit().await;
+            b.quit().await;
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        rounds.sort_unstable();
+        println!(
+            "| {label} | {path} | {:.0} | {:.0} | {} |",
+            median(&mut up_ms),
+            median(&mut first_ms),
+            rounds[rounds.len() / 2]
+        );
+    }
+}
