@@ -608,7 +608,7 @@ fn spawn_server_binary(extra: &[&str]) -> (ServerProcess, SocketAddr) {
     let addr = probe.local_addr().expect("addr");
     drop(probe);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signaling-server"))
-        .args(["--listen", &addr.to_string()])
+        .args(["--listen", &addr.to_string(), "--udp-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "warn,signaling_server=info,p2pchat=info")
         .stdout(std::process::Stdio::null())

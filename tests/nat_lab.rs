@@ -458,6 +458,37 @@ async fn chat_survives_the_server_and_peers_re_register_when_it_returns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_its_nat_rebinding_to_a_new_port() {
+    if !Lab::check("a_session_survives_its_nat_rebinding_to_a_new_port") {
+        return;
+    }
+    let lab = Lab::build(&[RouterSpec::new(Nat::Cone, 1), RouterSpec::new(Nat::Cone, 1)])
+        .expect("lab builds");
+    let _server = Server::start(&lab).await;
+    let extra = ["--missed-pongs", "6", "--relay-after-secs", "1"];
+    let (mut a, mut b, a_up, _, _) = connect(&lab.host(1, 0), &lab.host(2, 0), &extra).await;
+    assert_eq!(a_up["path"], "direct", "{a_up}");
+    // Alice's NAT forgets her mappings and hands out new ports: Bob's NAT
+    // drops what now comes from her new port, and her old port is dead.
+    lab.rebind(1).expect("rebind");
+    a.line("after the rebinding").await;
+    assert_eq!(b.messages(1).await, ["after the rebinding"]);
+    b.line("still with you").await;
+    assert_eq!(a.messages(1).await, ["still with you"]);
+    // The session moved to a path that works, by itself, without ending.
+    let is_move = |e: &Value| e["event"] == "path_changed";
+    if !a.seen.iter().any(is_move) {
+        a.wait("path_changed", is_move).await;
+    }
+    for peer in [&a, &b] {
+        peer.never_saw("disconnected");
+    }
+    chat_both_ways(&mut a, &mut b).await;
+    a.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_peer_is_reported_offline_within_the_window() {
     if !Lab::check("a_killed_peer_is_reported_offline_within_the_window") {
         return;

@@ -179,7 +179,7 @@ impl Lab {
         if unsafe { libc::geteuid() } != 0 {
             return Err("not root (network namespaces need CAP_NET_ADMIN)".into());
         }
-        for tool in ["ip", "nft"] {
+        for tool in ["ip", "nft", "conntrack"] {
             let found = Command::new(tool)
                 .arg("-V")
                 .stdout(Stdio::null())
@@ -428,6 +428,20 @@ impl Lab {
             ns: self.host_ns(i, k),
             ip: Lab::host_ip(i, k),
         }
+    }
+
+    /// Makes router `i` forget every NAT mapping and give new ones ports
+    /// from 20000-29999, as a NAT that rebinds (reboots, or times out a
+    /// mapping and reuses another port) does: existing flows lose their
+    /// public address. Needs `conntrack` (conntrack-tools).
+    pub fn rebind(&self, i: usize) -> Result<(), String> {
+        let router = self.router_ns(i);
+        nft(
+            &router,
+            "flush ruleset\ntable ip nat {\n  chain post {\n    type nat hook postrouting priority srcnat; policy accept;\n    oifname \"wan\" meta l4proto udp masquerade to :20000-29999\n    oifname \"wan\" masquerade\n  }\n}\n",
+        )?;
+        // `conntrack -F` exits 0 whether or not there was anything to flush.
+        ns_run(&router, &["conntrack", "-F"])
     }
 
     /// Drops (or, with `false`, stops dropping) all UDP between the NAT
