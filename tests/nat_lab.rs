@@ -380,6 +380,35 @@ async fn symmetric_and_symmetric_fall_back_to_the_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_links_show_in_the_measured_rtt() {
+    if !Lab::check("delayed_links_show_in_the_measured_rtt") {
+        return;
+    }
+    // 10 ms each way on both WAN links: 40 ms between the peers.
+    let owd = Duration::from_millis(10);
+    let lab = Lab::build(&[
+        RouterSpec::new(Nat::Cone, 1).wan(owd, 0.0),
+        RouterSpec::new(Nat::Cone, 1).wan(owd, 0.0),
+    ])
+    .expect("lab builds");
+    let _server = Server::start(&lab).await;
+    let (mut a, mut b, _, _, _) = connect(&lab.host(1, 0), &lab.host(2, 0), &[]).await;
+    // Keep-alive round trips (1 s apart) report the smoothed RTT.
+    let mut samples = Vec::new();
+    while samples.len() < 3 {
+        let rtt = a.event("rtt").await["rtt_ms"].as_f64().unwrap_or_default();
+        samples.push(rtt);
+    }
+    let last = samples[samples.len() - 1];
+    assert!(
+        (39.0..80.0).contains(&last),
+        "RTT {samples:?} ms over a 40 ms path"
+    );
+    a.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_40ms_link_delivers_200_lines_each_way_once_in_order() {
     if !Lab::check("lossy_40ms_link_delivers_200_lines_each_way_once_in_order") {
         return;

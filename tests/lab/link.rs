@@ -169,3 +169,19 @@ impl Drop for Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Rng;
+
+    #[test]
+    fn loss_draws_match_the_configured_probability() {
+        for p in [0.0, 0.1, 0.5, 1.0] {
+            let mut rng = Rng(0x5eed | 1);
+            let n = 100_000;
+            let dropped = (0..n).filter(|_| rng.chance(p)).count();
+            let rate = dropped as f64 / n as f64;
+            assert!((rate - p).abs() < 0.01, "p={p}: {rate}");
+        }
+    }
+}
