@@ -392,7 +392,7 @@ async fn delayed_links_show_in_the_measured_rtt() {
     ])
     .expect("lab builds");
     let _server = Server::start(&lab).await;
-    let (mut a, mut b, _, _, _) = connect(&lab.host(1, 0), &lab.host(2, 0), &[]).await;
+    let (mut a, b, _, _, _) = connect(&lab.host(1, 0), &lab.host(2, 0), &[]).await;
     // Keep-alive round trips (1 s apart) report the smoothed RTT.
     let mut samples = Vec::new();
     while samples.len() < 3 {
