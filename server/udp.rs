@@ -103,9 +103,13 @@ fn handle(
     table: &mut RelayTable,
 ) -> Vec<Outgoing> {
     match classify(bytes) {
-        DatagramKind::Stun => stun::answer(bytes, from)
-            .map(|answer| vec![(from, answer)])
-            .unwrap_or_default(),
+        DatagramKind::Stun => match stun::answer(bytes, from) {
+            Ok(answer) => vec![(from, answer)],
+            Err(why) => {
+                tracing::trace!(%from, %why, "STUN datagram dropped");
+                Vec::new()
+            }
+        },
         DatagramKind::Relay => relay(bytes, from, registry, table),
         DatagramKind::Other => {
             tracing::trace!(%from, len = bytes.len(), "unknown UDP datagram dropped");

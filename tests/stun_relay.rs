@@ -471,3 +471,51 @@ async fn register_response_announces_the_udp_port() {
     assert_eq!(resp.udp_port, 0);
     server.shutdown().await;
 }
+
+/// Debian's `stun` (package stun-client) is an RFC 3489 client: no magic
+/// cookie. It gets its mapped address too (RFC 5389 section 12.2).
+#[tokio::test]
+async fn a_classic_rfc3489_stun_client_gets_its_mapped_address() {
+    let found = std::process::Command::new("stun")
+        .arg("--help")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`stun` (Debian package stun-client) is required under CI"
+        );
+        eprintln!("skipped: `stun` not installed (apt install stun-client)");
+        return;
+    }
+    let server = support::start_default().await;
+    let udp = server.udp_addr().unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new("stun")
+            .args([&udp.to_string(), "1", "-v"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("stun finished in time")
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = text
+        .split("Opened port ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("stun did not print its port:\n{text}"));
+    assert!(
+        text.contains(&format!("mappedAddr=127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(text.contains("ok=1"), "{text}");
+    server.shutdown().await;
+}
