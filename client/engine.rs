@@ -42,6 +42,19 @@ const SIGNAL_BUFFER: usize = 256;
 /// How long a clean exit waits for Unregister.
 pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a closed session's remote session id is remembered, so a hello
+/// of that old session still in flight (crossing our `disconnect`) does
+/// not open a new one.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
+
+/// Most closed sessions remembered ([`TOMBSTONE_TTL`]).
+pub const MAX_TOMBSTONES: usize = 256;
+
+/// Most `disconnect` answers per second to datagrams from peers we have no
+/// session with (they tell a half-open peer to close at once; bounded so a
+/// flood of spoofed datagrams cannot turn us into a reflector).
+pub const MAX_STRANGER_REPLIES_PER_SEC: u32 = 20;
+
 /// How long a STUN refresh (after a path went stale) waits for its answer.
 pub const STUN_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -487,6 +500,9 @@ pub async fn start_with(
         stun_server,
         reflexive,
         stun_refresh: None,
+        tombstones: HashMap::new(),
+        outbox: Vec::new(),
+        stranger_replies: (Instant::now(), 0),
     };
     let task = tokio::spawn(engine.run(command_rx, signal_rx, internal_rx));
     Ok((
@@ -572,6 +588,12 @@ struct Engine {
     /// Our last known server-reflexive address.
     reflexive: Option<SocketAddr>,
     stun_refresh: Option<StunRefresh>,
+    /// Closed sessions: peer -> (its session id then, until when).
+    tombstones: HashMap<String, (Option<u64>, Instant)>,
+    /// Engine-level datagrams (answers to strangers) for the next flush.
+    outbox: Vec<(String, SocketAddr, Vec<u8>)>,
+    /// Start of the current second and answers to strangers in it.
+    stranger_replies: (Instant, u32),
 }
 
 impl Engine {
@@ -721,6 +743,22 @@ impl Engine {
         }
         if dg.kind != Kind::Hello {
             tracing::debug!(%from, kind = ?dg.kind, "dropping datagram from a stranger");
+            // A peer that still thinks it has a session with us: tell it
+            // to close now rather than after its keep-alive gives up.
+            if matches!(dg.kind, Kind::Message | Kind::Ping) {
+                self.answer_stranger(&dg.from, from, now);
+            }
+            return;
+        }
+        if let Some((old, until)) = self.tombstones.get(&dg.from)
+            && now < *until
+            && old.is_some()
+            && *old == dg.session
+        {
+            // A probe of the session we just closed, crossing our
+            // disconnect: not a new session.
+            tracing::debug!(%from, peer = %dg.from, "hello of a closed session ignored");
+            self.answer_stranger(&dg.from, from, now);
             return;
         }
         if self.sessions.len() >= MAX_SESSIONS {
@@ -1052,6 +1090,7 @@ impl Engine {
                 closed.push(id.clone());
             }
         }
+        sends.splice(0..0, std::mem::take(&mut self.outbox));
         if !primes.is_empty() {
             self.send_primes(&primes).await;
         }
@@ -1080,7 +1119,9 @@ impl Engine {
             self.report(&id, event).await;
         }
         for id in closed {
-            self.sessions.remove(&id);
+            if let Some(session) = self.sessions.remove(&id) {
+                self.bury(&id, session.remote_session_id());
+            }
             self.release_relay(&id).await;
             if self.active.as_deref() == Some(id.as_str()) {
                 self.active = None;
@@ -1233,6 +1274,36 @@ impl Engine {
             PathKind::Lan
         } else {
             kind
+        }
+    }
+
+    /// Remembers a closed session's remote session id for
+    /// [`TOMBSTONE_TTL`].
+    fn bury(&mut self, peer: &str, remote_session: Option<u64>) {
+        let now = Instant::now();
+        self.tombstones.retain(|_, (_, until)| *until > now);
+        if self.tombstones.len() >= MAX_TOMBSTONES {
+            return;
+        }
+        self.tombstones
+            .insert(peer.to_owned(), (remote_session, now + TOMBSTONE_TTL));
+    }
+
+    /// Queues a `disconnect` to a peer we have no session with, within
+    /// [`MAX_STRANGER_REPLIES_PER_SEC`].
+    fn answer_stranger(&mut self, peer: &str, to: SocketAddr, now: Instant) {
+        let (since, count) = &mut self.stranger_replies;
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            *since = now;
+            *count = 0;
+        }
+        if *count >= MAX_STRANGER_REPLIES_PER_SEC {
+            return;
+        }
+        *count += 1;
+        match Datagram::new(Kind::Disconnect, &self.config.peer_id, "").encode() {
+            Ok(bytes) => self.outbox.push((peer.to_owned(), to, bytes)),
+            Err(err) => tracing::error!(%err, "cannot encode disconnect"),
         }
     }
 

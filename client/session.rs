@@ -578,6 +578,11 @@ impl Session {
         }
     }
 
+    /// The session id the remote announced, if any.
+    pub fn remote_session_id(&self) -> Option<u64> {
+        self.remote_session
+    }
+
     /// The remote peer's id.
     pub fn remote_id(&self) -> &str {
         &self.remote_id

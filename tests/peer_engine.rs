@@ -664,3 +664,69 @@ async fn unreachable_peer_is_reported_after_three_attempts() {
     a.quit().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_hello_of_a_closed_session_does_not_reopen_it_and_strangers_are_told() {
+    // When we leave, our `disconnect` can cross a probe of the peer's old
+    // session. That hello must not open a half-open session on our side;
+    // the sender is told `disconnect` instead, as is anyone who sends chat
+    // without a session.
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut a = Peer::start(config(&server, "alice")).await;
+    let target = a.handle.started().local_addr;
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let id = "0000beef-0000-4000-8000-000000000002";
+    let hello = |session: u64| {
+        format!(
+            r#"{{"type":"hello","from":"{id}","timestamp":1,"body":"","extensions":["reliable/1"],"session":{session}}}"#
+        )
+    };
+    // Waits for a datagram of `kind` from Alice.
+    let expect = |kind: &'static str| {
+        let other = &other;
+        async move {
+            let mut buf = [0u8; 2048];
+            tokio::time::timeout(WAIT, async {
+                loop {
+                    let (n, _) = other.recv_from(&mut buf).await.unwrap();
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if text.contains(&format!(r#""type":"{kind}""#)) {
+                        return text;
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} from alice"))
+        }
+    };
+    other.send_to(hello(7).as_bytes(), target).await.unwrap();
+    a.wait("connected", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    a.cmd(Command::Leave).await;
+    a.wait("disconnected", |e| matches!(e, Event::Disconnected { .. }))
+        .await;
+    expect("disconnect").await;
+    // The old session's probe arrives late: ignored, answered with
+    // disconnect.
+    other.send_to(hello(7).as_bytes(), target).await.unwrap();
+    expect("disconnect").await;
+    let reopened = tokio::time::timeout(
+        Duration::from_millis(500),
+        a.wait("connected again", |e| matches!(e, Event::Connected { .. })),
+    )
+    .await;
+    assert!(
+        reopened.is_err(),
+        "old hello reopened a session: {reopened:?}"
+    );
+    // Chat without a session gets a disconnect too.
+    let msg = format!(r#"{{"type":"message","from":"{id}","timestamp":1,"body":"hi","id":1}}"#);
+    other.send_to(msg.as_bytes(), target).await.unwrap();
+    expect("disconnect").await;
+    // A genuinely new session (new id) is accepted.
+    other.send_to(hello(8).as_bytes(), target).await.unwrap();
+    a.wait("new session", |e| matches!(e, Event::Connected { .. }))
+        .await;
+    a.quit().await;
+    server.shutdown().await;
+}
