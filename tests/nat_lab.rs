@@ -303,14 +303,13 @@ async fn cone_and_cone_connect_directly() {
         .expect("lab builds");
     let _server = Server::start(&lab).await;
     let (mut a, mut b, a_up, b_up, took) = connect(&lab.host(1, 0), &lab.host(2, 0), &[]).await;
-    // STUN told each peer its public mapping: the router's WAN address.
+    // STUN told each peer its public mapping: the router's WAN address,
+    // with the peer's own port (a cone NAT keeps it).
     let reg = &a.seen[0];
     assert_eq!(reg["stun"], true, "{reg}");
-    assert!(
-        reg["public_addr"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("203.0.113.11:"),
+    assert_eq!(
+        reg["public_addr"],
+        format!("203.0.113.11:{}", port_of(&a)),
         "{reg}"
     );
     assert_eq!(a_up["path"], "direct", "{a_up}");
@@ -343,6 +342,13 @@ async fn cone_and_symmetric_fall_back_to_the_relay() {
     let _server = Server::start(&lab).await;
     let extra = ["--relay-after-secs", "1.5"];
     let (mut a, mut b, a_up, b_up, took) = connect(&lab.host(1, 0), &lab.host(2, 0), &extra).await;
+    // Bob's symmetric NAT gave his STUN request a random port.
+    let bob_public = b.seen[0]["public_addr"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(bob_public.starts_with("203.0.113.12:"), "{bob_public}");
+    assert_ne!(bob_public, format!("203.0.113.12:{}", port_of(&b)));
     // A symmetric NAT maps each destination to a new port, so the port a
     // peer learns by STUN is not the one its hole punch uses, and the cone
     // side filters the unknown port: Linux gives no direct path here.
