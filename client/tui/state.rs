@@ -454,6 +454,23 @@ impl App {
                 }
                 self.error(&s(message));
             }
+            Event::PathChanged {
+                peer_id,
+                addr,
+                path,
+            } => {
+                if let Some(session) = self.sessions.get_mut(peer_id)
+                    && session.connected()
+                {
+                    session.path = Some(s(path));
+                }
+                let name = self.name_of(peer_id, "");
+                self.system(&format!(
+                    "chat with {name} now uses the {} path ({})",
+                    s(path),
+                    s(addr)
+                ));
+            }
             // Events added to the engine later are shown generically (and a
             // path change is applied), so a new variant needs no change here.
             #[allow(unreachable_patterns)]

@@ -257,6 +257,20 @@ fn status_bar_follows_server_session_path_and_rtt() {
         bar.contains("bob: connected, relayed, rtt 80.0 ms"),
         "{bar}"
     );
+    // The session moves to a direct path in the background.
+    app.on_event(&Event::PathChanged {
+        peer_id: BOB.into(),
+        addr: "203.0.113.12:40000".into(),
+        path: "direct",
+    });
+    let bar = status(&mut app);
+    assert!(bar.contains("bob: connected, direct"), "{bar}");
+    let rows = draw(&mut app, 120, 20);
+    assert!(
+        screen(&rows).contains("chat with bob now uses the direct path (203.0.113.12:40000)"),
+        "{}",
+        screen(&rows)
+    );
     app.on_event(&Event::Disconnected {
         peer_id: BOB.into(),
         username: "bob".into(),
