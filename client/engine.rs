@@ -25,6 +25,7 @@ use super::session::{
 use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
 use super::stun;
 use super::transport::{self, Transport};
+use crate::proto::relay_frame;
 
 /// Most sessions at once; further incoming hellos are ignored.
 pub const MAX_SESSIONS: usize = 32;
@@ -660,7 +661,9 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        if self.relay.as_ref().is_some_and(|r| r.server() == from) && bytes.first() == Some(&b'P') {
+        if self.relay.as_ref().is_some_and(|r| r.server() == from)
+            && relay_frame::classify(bytes) == relay_frame::DatagramKind::Relay
+        {
             self.on_relay_frame(bytes, from);
             return;
         }
