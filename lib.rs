@@ -1,8 +1,17 @@
-//! p2pchat: peer-to-peer chat over UDP with a small signaling server.
+//! p2pchat's contract: what the signaling server and the peer agree on.
 //!
-//! * [`proto`] is the generated gRPC contract (`proto/signaling.proto`).
-//! * [`server`] is the signaling service: registry, gRPC, REST shim.
-//! * [`client`] is the peer: wire protocol, sessions, signaling client, UI.
+//! * [`proto`] is the generated gRPC API (`proto/signaling.proto`) and the
+//!   relay's UDP frame format ([`proto::relay_frame`]).
+//! * [`datagram`] tells the kinds of datagram on a shared UDP port apart
+//!   (STUN, relay frame, chat).
+//! * [`ids`] holds the identifiers both sides parse once, at the edge:
+//!   [`ids::PeerId`] and [`ids::SessionToken`].
+//!
+//! The server is the `p2pchat-server` crate (`server/`), the peer the
+//! `p2pchat-client` crate (`client/`); neither links the other.
+
+pub mod datagram;
+pub mod ids;
 
 pub mod proto {
     //! The contract: generated code for the `p2pchat.signaling.v1` gRPC
@@ -22,8 +31,4 @@ pub mod proto {
     pub mod relay_frame;
 }
 
-#[path = "server/mod.rs"]
-pub mod server;
-
-#[path = "client/mod.rs"]
-pub mod client;
+pub use ids::{PeerId, SessionToken};

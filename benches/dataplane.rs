@@ -19,20 +19,23 @@
 //! and only talks to 127.0.0.1.
 //!
 //! The engine scenarios run the real signaling server and two real engines
-//! (`p2pchat::client::engine`) in this process; round-trip and throughput
+//! (`p2pchat_client::engine`) in this process; round-trip and throughput
 //! repeat on several runtime layouts (see [`Placement`]), because which
 //! thread wakes which dominates a 10 µs round trip. idle-cpu and
 //! peer-memory run two real `peer --json` processes (the release binary)
 //! against an in-process server.
 
+#[path = "../tests/support/bins.rs"]
+mod bins;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use p2pchat::client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat::client::protocol::{Datagram, Kind};
-use p2pchat::client::signaling::{Identity, Signaling};
-use p2pchat::server::{self, RunningServer, ServerConfig};
+use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat_client::protocol::{Datagram, Kind};
+use p2pchat_client::signaling::{Identity, Signaling};
+use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
@@ -49,8 +52,8 @@ const WAIT: Duration = Duration::from_secs(15);
 const WARMUP_ROUND_TRIPS: usize = 200;
 
 /// The raw baselines keep this many datagrams unacknowledged: the session's
-/// reliable window ([`p2pchat::client::session::WINDOW`]).
-const RAW_WINDOW: u64 = p2pchat::client::session::WINDOW;
+/// reliable window ([`p2pchat_client::session::WINDOW`]).
+const RAW_WINDOW: u64 = p2pchat_client::session::WINDOW;
 
 /// Lines a `peer` process is kept ahead of its acknowledgements in
 /// peer-memory (well under the session's 1,024 queued fragments and the
@@ -979,7 +982,7 @@ struct PeerProc {
 
 impl PeerProc {
     async fn start(server: &RunningServer, name: &str) -> PeerProc {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_peer"))
+        let mut child = tokio::process::Command::new(bins::PEER.path())
             .args([
                 "--json",
                 "--server",

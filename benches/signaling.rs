@@ -15,6 +15,9 @@
 //! 10000). Every load loop is bounded in time and count and only talks to
 //! 127.0.0.1.
 
+#[path = "../tests/support/bins.rs"]
+mod bins;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +28,7 @@ use axum::routing::get;
 use p2pchat::proto::signaling_client::SignalingClient;
 use p2pchat::proto::signaling_server::{Signaling, SignalingServer};
 use p2pchat::proto::{self, GetPeerRequest, ListPeersRequest, RegisterRequest, WatchPeersRequest};
-use p2pchat::server::{self, ServerConfig};
+use p2pchat_server::{self as server, ServerConfig};
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -607,7 +610,7 @@ fn spawn_server_binary(extra: &[&str]) -> (ServerProcess, SocketAddr) {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
     let addr = probe.local_addr().expect("addr");
     drop(probe);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signaling-server"))
+    let mut child = std::process::Command::new(bins::SERVER.path())
         .args(["--listen", &addr.to_string(), "--udp-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "warn,signaling_server=info,p2pchat=info")

@@ -25,7 +25,7 @@ use super::session::{
 use super::signaling::{Identity, PeerInfo, SignalEvent, Signaling, SignalingError};
 use super::stun;
 use super::transport::{self, Transport};
-use crate::proto::relay_frame;
+use p2pchat::datagram::{DatagramKind, classify};
 
 /// Most sessions at once; further incoming hellos are ignored.
 pub const MAX_SESSIONS: usize = 32;
@@ -661,22 +661,20 @@ impl Engine {
     }
 
     fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
-        if self.relay.as_ref().is_some_and(|r| r.server() == from)
-            && relay_frame::classify(bytes) == relay_frame::DatagramKind::Relay
-        {
-            self.on_relay_frame(bytes, from);
-            return;
-        }
-        if stun::is_stun(bytes) {
-            if let Some(refresh) = &self.stun_refresh
-                && Some(from) == self.stun_server
-                && let Some(addr) = stun::parse_binding_response(bytes, refresh.tid)
-            {
-                self.finish_stun_refresh(Some(addr));
+        match classify(bytes) {
+            DatagramKind::Relay if self.relay.as_ref().is_some_and(|r| r.server() == from) => {
+                self.on_relay_frame(bytes, from);
             }
-            return;
+            DatagramKind::Stun => {
+                if let Some(refresh) = &self.stun_refresh
+                    && Some(from) == self.stun_server
+                    && let Some(addr) = stun::parse_binding_response(bytes, refresh.tid)
+                {
+                    self.finish_stun_refresh(Some(addr));
+                }
+            }
+            _ => self.on_chat_datagram(bytes, from),
         }
-        self.on_chat_datagram(bytes, from);
     }
 
     /// A frame from the relay: a binding's state, or a relayed datagram.

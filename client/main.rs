@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use p2pchat::client::console::Console;
-use p2pchat::client::engine::{self, Command, EngineConfig};
-use p2pchat::client::frontend;
-use p2pchat::client::json_ui::JsonUi;
-use p2pchat::client::session::SessionConfig;
-use p2pchat::client::tui;
+use p2pchat_client::console::Console;
+use p2pchat_client::engine::{self, Command, EngineConfig};
+use p2pchat_client::frontend;
+use p2pchat_client::json_ui::JsonUi;
+use p2pchat_client::session::SessionConfig;
+use p2pchat_client::tui;
 use tokio::sync::mpsc;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 

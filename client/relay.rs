@@ -2,7 +2,7 @@
 //! channels, when to (re-)send BIND, and the wrapping of chat datagrams
 //! into DATA frames. Pure state: the engine does the sending.
 //!
-//! The frame format is the contract in [`crate::proto::relay_frame`]. A
+//! The frame format is the contract in [`p2pchat::proto::relay_frame`]. A
 //! binding is asked for when probing finds no direct path in time; both
 //! peers ask, and the server pairs them. It is kept (refreshed) for the life
 //! of the session, so a session that upgraded to a direct path can fall
@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::proto::relay_frame::{MAX_RELAY_PAYLOAD, RelayFrame};
+use p2pchat::proto::relay_frame::{MAX_RELAY_PAYLOAD, RelayFrame};
 
 /// Pause between BINDs while the server has not confirmed ours.
 pub const BIND_RETRY: Duration = Duration::from_millis(500);

@@ -17,8 +17,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use crate::proto::signaling_client::SignalingClient;
-use crate::proto::{self, inbox_message, watch_peers_response};
+use p2pchat::SessionToken;
+use p2pchat::proto::signaling_client::SignalingClient;
+use p2pchat::proto::{self, inbox_message, watch_peers_response};
 
 /// Registration attempts at start-up before giving up.
 pub const REGISTER_ATTEMPTS: u32 = 3;
@@ -280,15 +281,9 @@ impl Signaling {
     /// Our session token as raw bytes (for relay frames); `None` before
     /// the first registration.
     pub fn token_bytes(&self) -> Option<[u8; 32]> {
-        let hex = self.token();
-        let mut out = [0u8; 32];
-        if hex.len() != 64 || !hex.is_ascii() {
-            return None;
-        }
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-        }
-        Some(out)
+        SessionToken::parse(&self.token())
+            .ok()
+            .map(|t| *t.as_bytes())
     }
 
     /// The server URL's host, for reaching its UDP port.

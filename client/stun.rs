@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytecodec::{DecodeExt, EncodeExt};
+use p2pchat::datagram::{DatagramKind, classify};
 use stun_codec::rfc5389::attributes::{MappedAddress, Software, XorMappedAddress};
 use stun_codec::rfc5389::{Attribute, methods::BINDING};
 use stun_codec::{Message, MessageClass, MessageDecoder, MessageEncoder, TransactionId};
@@ -42,13 +43,6 @@ pub enum StunError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether a datagram looks like STUN: the first two bits are zero and the
-/// magic cookie is in place (RFC 7983 demultiplexing, plus the cookie check
-/// so a stray JSON datagram is never mistaken for one).
-pub fn is_stun(bytes: &[u8]) -> bool {
-    bytes.len() >= 20 && bytes[0] < 4 && bytes[4..8] == [0x21, 0x12, 0xA4, 0x42]
-}
-
 /// A Binding request with a random transaction id.
 pub fn binding_request() -> (TransactionId, Vec<u8>) {
     let mut id = [0u8; 12];
@@ -68,7 +62,8 @@ pub fn binding_request() -> (TransactionId, Vec<u8>) {
 /// (XOR-MAPPED-ADDRESS, or MAPPED-ADDRESS from an RFC 3489-era server);
 /// `None` for anything else.
 pub fn parse_binding_response(bytes: &[u8], tid: TransactionId) -> Option<SocketAddr> {
-    if !is_stun(bytes) {
+    // stun_codec checks the magic cookie and the transaction id below.
+    if classify(bytes) != DatagramKind::Stun {
         return None;
     }
     let message = MessageDecoder::<Attribute>::new()
@@ -145,7 +140,7 @@ mod tests {
     #[test]
     fn request_is_a_binding_request() {
         let (tid, bytes) = binding_request();
-        assert!(is_stun(&bytes));
+        assert_eq!(classify(&bytes), DatagramKind::Stun);
         let m = MessageDecoder::<Attribute>::new()
             .decode_from_bytes(&bytes)
             .expect("decodes")

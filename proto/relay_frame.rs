@@ -148,26 +148,6 @@ pub enum FrameError {
     BadFlag(u8),
 }
 
-/// What a datagram on the server's UDP port is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramKind {
-    /// A STUN message (first byte 0..=3).
-    Stun,
-    /// A relay frame (starts with `P`).
-    Relay,
-    /// Anything else.
-    Other,
-}
-
-/// Demultiplexes by the first byte (RFC 7983).
-pub fn classify(bytes: &[u8]) -> DatagramKind {
-    match bytes.first() {
-        Some(0..=3) => DatagramKind::Stun,
-        Some(&b) if b == MAGIC[0] => DatagramKind::Relay,
-        _ => DatagramKind::Other,
-    }
-}
-
 /// Bytes of the body after the header, per type: (min, max).
 fn body_len(kind: u8) -> Option<(usize, usize)> {
     match kind {
@@ -361,7 +341,10 @@ mod tests {
         for (frame, size) in samples(payload).into_iter().zip(sizes) {
             let bytes = frame.to_bytes();
             assert_eq!(bytes.len(), size, "{frame:?}");
-            assert_eq!(classify(&bytes), DatagramKind::Relay);
+            assert_eq!(
+                crate::datagram::classify(&bytes),
+                crate::datagram::DatagramKind::Relay
+            );
             assert_eq!(RelayFrame::decode(&bytes), Ok(frame));
         }
     }
@@ -436,11 +419,7 @@ mod tests {
     }
 
     #[test]
-    fn demultiplexing() {
-        let (_, stun) = (0, [0u8, 1, 0, 0]);
-        assert_eq!(classify(&stun), DatagramKind::Stun);
-        assert_eq!(classify(b"{\"type\":1}"), DatagramKind::Other);
-        assert_eq!(classify(b""), DatagramKind::Other);
+    fn refuse_codes_round_trip() {
         assert_eq!(
             RefuseCode::from_byte(RefuseCode::Full as u8),
             Some(RefuseCode::Full)

@@ -17,7 +17,7 @@ use super::registry::{
 };
 use super::shutdown::Shutdown;
 use super::validate;
-use crate::proto;
+use p2pchat::proto;
 
 /// Peers per `PeerSnapshot` message, so a large registry never makes one
 /// oversized message.

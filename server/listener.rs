@@ -25,8 +25,8 @@ use super::grpc::{GrpcLimits, SignalingService};
 use super::registry::PeerRegistry;
 use super::rest;
 use super::shutdown::Shutdown;
-use crate::proto;
-use crate::proto::signaling_server::SignalingServer;
+use p2pchat::proto;
+use p2pchat::proto::signaling_server::SignalingServer;
 
 /// HTTP/2 PING interval: a client that stops answering (its machine or NAT
 /// went away) is dropped after interval + timeout, so its streams end and

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
-use p2pchat::server::{self, ServerArgs};
+use p2pchat_server::{self as server, ServerArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

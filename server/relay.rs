@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::proto::relay_frame::{MAX_RELAY_PAYLOAD, RefuseCode, RelayFrame};
+use p2pchat::proto::relay_frame::{MAX_RELAY_PAYLOAD, RefuseCode, RelayFrame};
 
 /// Most relay sessions one peer may be part of (the peer itself opens at
 /// most 32 chat sessions).

@@ -1,6 +1,6 @@
 //! The server's UDP port: STUN Binding answers and the relay, on one
 //! socket, demultiplexed by the first byte of each datagram (see
-//! [`crate::proto::relay_frame::classify`]).
+//! [`p2pchat::datagram::classify`]).
 //!
 //! One task owns the socket and the relay table: it answers STUN, checks
 //! relay BIND/RELEASE tokens against the registry, forwards DATA, frees
@@ -19,7 +19,8 @@ use super::registry::{ChangeKind, PeerRegistry};
 use super::relay::{Outgoing, RelayLimits, RelayTable};
 use super::shutdown::Shutdown;
 use super::stun;
-use crate::proto::relay_frame::{DatagramKind, MAX_FRAME_BYTES, RefuseCode, RelayFrame, classify};
+use p2pchat::datagram::{DatagramKind, classify};
+use p2pchat::proto::relay_frame::{MAX_FRAME_BYTES, RefuseCode, RelayFrame};
 
 /// How often idle relay sessions are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);

@@ -79,78 +79,7 @@ pub fn default_username(peer_id: &Uuid) -> String {
     format!("user_{}", &id[..8])
 }
 
-/// A secret session token: 256 bits, 244 of them random (two v4 UUIDs),
-/// stored as bytes (32 per peer, not a 64-character string) and shown as 64
-/// lowercase hex characters.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SessionToken([u8; 32]);
-
-impl SessionToken {
-    /// A fresh random token.
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        bytes[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-        bytes[16..].copy_from_slice(Uuid::new_v4().as_bytes());
-        SessionToken(bytes)
-    }
-
-    /// The token as 64 lowercase hex characters, as clients see it.
-    pub fn to_hex(&self) -> String {
-        use std::fmt::Write;
-        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-    }
-
-    /// Whether `given` (hex, any case) is this token. Takes the same time
-    /// wherever the first difference is.
-    pub fn matches(&self, given: &str) -> bool {
-        let given = given.as_bytes();
-        if given.len() != 64 {
-            return false;
-        }
-        let mut diff = 0u8;
-        let mut valid = true;
-        for (i, expected) in self.0.iter().enumerate() {
-            let hi = hex_value(given[2 * i]);
-            let lo = hex_value(given[2 * i + 1]);
-            valid &= hi.is_some() & lo.is_some();
-            let byte = (hi.unwrap_or(0) << 4) | lo.unwrap_or(0);
-            diff |= byte ^ expected;
-        }
-        valid && diff == 0
-    }
-}
-
-impl SessionToken {
-    /// Whether `given` (raw bytes, as in relay frames) is this token, in
-    /// constant time.
-    pub fn matches_bytes(&self, given: &[u8; 32]) -> bool {
-        let diff = self
-            .0
-            .iter()
-            .zip(given.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        diff == 0
-    }
-}
-
-impl std::fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print secrets into logs.
-        f.write_str("SessionToken(..)")
-    }
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
+pub use p2pchat::SessionToken;
 
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
@@ -186,23 +115,5 @@ mod tests {
         let id = peer_id("peer_id", "A1B2C3D4-5678-90AB-CDEF-1234567890AB").unwrap();
         assert_eq!(id.to_string(), "a1b2c3d4-5678-90ab-cdef-1234567890ab");
         assert_eq!(default_username(&id), "user_a1b2c3d4");
-    }
-
-    #[test]
-    fn tokens() {
-        let t = SessionToken::generate();
-        let hex = t.to_hex();
-        assert_eq!(hex.len(), 64);
-        assert!(
-            hex.chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
-        assert!(t.matches(&hex));
-        assert!(t.matches(&hex.to_uppercase()));
-        assert!(!t.matches(&SessionToken::generate().to_hex()));
-        assert!(!t.matches(""));
-        assert!(!t.matches(&hex[..63]));
-        assert!(!t.matches(&format!("{}g", &hex[..63])));
-        assert!(!t.matches(&format!("{hex}0")));
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use p2pchat::proto::RegisterRequest;
 use p2pchat::proto::signaling_client::SignalingClient;
-use p2pchat::server::{self, RunningServer, ServerConfig};
+use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};

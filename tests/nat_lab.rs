@@ -10,6 +10,10 @@
 //! sudo -E cargo test --test nat_lab cone_and_cone -- --nocapture
 //! ```
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::{PEER, SERVER};
+
 mod lab;
 
 use std::process::Stdio;
@@ -20,9 +24,6 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
-
-const PEER: &str = env!("CARGO_BIN_EXE_peer");
-const SERVER: &str = env!("CARGO_BIN_EXE_signaling-server");
 
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,7 +37,7 @@ struct Server {
 
 impl Server {
     async fn start(lab: &Lab) -> Server {
-        let mut child = lab::in_namespace(&lab.public_ns(), SERVER)
+        let mut child = lab::in_namespace(&lab.public_ns(), SERVER.path())
             .args([
                 "--listen",
                 &format!("{PUBLIC_IP}:8000"),
@@ -84,7 +85,7 @@ struct Peer {
 impl Peer {
     async fn start(host: &Host, name: &str, extra: &[&str]) -> Peer {
         let mut child = host
-            .command(PEER)
+            .command(PEER.path())
             .args(["--json", "--server", SERVER_URL, "--username", name])
             .args(with_defaults(extra))
             .env("RUST_LOG", log_level())

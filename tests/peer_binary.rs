@@ -4,6 +4,10 @@
 //! ours both ways; a flood of malformed datagrams leaves a live session
 //! untouched; an unreachable server gives one clear error line.
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::{PEER, SERVER};
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,9 +17,6 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::mpsc;
-
-const PEER: &str = env!("CARGO_BIN_EXE_peer");
-const SERVER: &str = env!("CARGO_BIN_EXE_signaling-server");
 
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(15);
@@ -31,7 +32,7 @@ async fn start_server() -> Server {
 }
 
 async fn start_server_on(listen: &str) -> Server {
-    let mut child = Command::new(SERVER)
+    let mut child = Command::new(SERVER.path())
         .args(["--listen", listen, "--udp-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -68,7 +69,7 @@ struct PeerProc {
 
 impl PeerProc {
     async fn start(server: &Server, name: &str, extra: &[&str]) -> PeerProc {
-        let mut child = Command::new(PEER)
+        let mut child = Command::new(PEER.path())
             .args([
                 "--json",
                 "--server",
@@ -252,7 +253,7 @@ async fn unreachable_server_exits_non_zero_with_one_line() {
         .local_addr()
         .unwrap()
         .port();
-    let out = Command::new(PEER)
+    let out = Command::new(PEER.path())
         .args([
             "--server",
             &format!("http://127.0.0.1:{port}"),
@@ -541,7 +542,7 @@ async fn read_until(
 async fn console_mode_is_seed_like_and_neutralises_escapes() {
     let server = start_server().await;
     let seed = SeedPeer::register(&server, "seedy").await;
-    let mut child = Command::new(PEER)
+    let mut child = Command::new(PEER.path())
         .args([
             "--server",
             &server.url,
@@ -629,7 +630,7 @@ async fn piped_input_faster_than_the_engine_never_deadlocks() {
 
 #[tokio::test]
 async fn help_lists_every_flag_with_its_env_var_and_bad_flags_fail() {
-    let out = tokio::time::timeout(WAIT, Command::new(PEER).arg("--help").output())
+    let out = tokio::time::timeout(WAIT, Command::new(PEER.path()).arg("--help").output())
         .await
         .unwrap()
         .unwrap();
@@ -665,7 +666,7 @@ async fn help_lists_every_flag_with_its_env_var_and_bad_flags_fail() {
         &["--bind", "not-an-ip"],
         &["--json", "--plain"],
     ] {
-        let out = tokio::time::timeout(WAIT, Command::new(PEER).args(bad).output())
+        let out = tokio::time::timeout(WAIT, Command::new(PEER.path()).args(bad).output())
             .await
             .unwrap()
             .unwrap();
@@ -675,7 +676,9 @@ async fn help_lists_every_flag_with_its_env_var_and_bad_flags_fail() {
     // rejected the same way.
     let out = tokio::time::timeout(
         WAIT,
-        Command::new(PEER).env("P2PCHAT_MISSED_PONGS", "0").output(),
+        Command::new(PEER.path())
+            .env("P2PCHAT_MISSED_PONGS", "0")
+            .output(),
     )
     .await
     .unwrap()

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2pchat::client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat::client::session::SessionConfig;
-use p2pchat::client::transport::{BoxFuture, Transport};
-use p2pchat::server::{self, RunningServer, ServerConfig};
+use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat_client::session::SessionConfig;
+use p2pchat_client::transport::{BoxFuture, Transport};
+use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
 

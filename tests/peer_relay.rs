@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use p2pchat::client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat::client::session::SessionConfig;
-use p2pchat::client::transport::{BoxFuture, Transport};
-use p2pchat::server::{self, RunningServer, ServerConfig};
+use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat_client::session::SessionConfig;
+use p2pchat_client::transport::{BoxFuture, Transport};
+use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
 
@@ -204,7 +204,7 @@ async fn stun_answer_is_registered_as_our_public_address() {
     let peer = server.registry().get(&id).unwrap();
     assert!(
         peer.endpoints.iter().any(|e| e.addr == local
-            && e.kind == p2pchat::server::registry::EndpointKind::ServerReflexive),
+            && e.kind == p2pchat_server::registry::EndpointKind::ServerReflexive),
         "{:?}",
         peer.endpoints
     );

@@ -9,7 +9,7 @@ use std::time::Duration;
 use p2pchat::proto::{
     GetPeerRequest, ListPeersRequest, PeerChangeKind, RegisteredVia, WatchPeersRequest,
 };
-use p2pchat::server::ServerConfig;
+use p2pchat_server::ServerConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::*;
@@ -20,7 +20,7 @@ struct Rest {
 }
 
 impl Rest {
-    fn new(server: &p2pchat::server::RunningServer) -> Self {
+    fn new(server: &p2pchat_server::RunningServer) -> Self {
         Rest {
             base: format!("http://{}", server.local_addr()),
             http: reqwest::Client::builder().timeout(WAIT).build().unwrap(),

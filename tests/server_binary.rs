@@ -1,17 +1,19 @@
 //! The real `signaling-server` binary: flags documented in --help with their
 //! env vars, serving on a port it logs, and a clean exit on SIGTERM.
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::SERVER as BIN;
+
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_signaling-server");
-
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .arg("--help")
         .output()
         .unwrap();
@@ -49,14 +51,14 @@ fn help_documents_every_flag_with_its_env_var() {
 
 #[test]
 fn bad_flag_values_are_refused_clearly() {
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .args(["--lease-secs", "0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--lease-secs"), "{err}");
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .args(["--listen", "nowhere"])
         .output()
         .unwrap();
@@ -67,7 +69,7 @@ fn bad_flag_values_are_refused_clearly() {
 fn busy_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .args(["--listen", &addr.to_string()])
         .output()
         .unwrap();
@@ -80,14 +82,14 @@ fn busy_port_is_a_clear_error() {
 fn busy_udp_port_is_a_clear_error() {
     let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .args(["--listen", "127.0.0.1:0", "--udp-listen", &addr.to_string()])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("cannot bind UDP {addr}")), "{err}");
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(BIN.path())
         .args(["--udp-listen", "nowhere"])
         .output()
         .unwrap();
@@ -98,7 +100,7 @@ fn busy_udp_port_is_a_clear_error() {
 
 #[tokio::test]
 async fn serves_then_exits_cleanly_on_sigterm() {
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(BIN.path())
         .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())

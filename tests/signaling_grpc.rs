@@ -12,7 +12,7 @@ use p2pchat::proto::{
     PeerChangeKind, RegisterRequest, RequestConnectRequest, SnapshotReason, UnregisterRequest,
     WatchPeersRequest, inbox_message, watch_peers_response,
 };
-use p2pchat::server::ServerConfig;
+use p2pchat_server::ServerConfig;
 use support::*;
 use tonic::Code;
 
@@ -693,7 +693,7 @@ async fn slow_watcher_gets_a_fresh_snapshot_and_ends_consistent() {
     assert_eq!(resp.total_count, 2000);
     // The revision after the last registration is what the watcher must reach.
     let target_revision = match server.registry().watch(None).start {
-        p2pchat::server::registry::WatchStart::Snapshot { revision, .. } => revision,
+        p2pchat_server::registry::WatchStart::Snapshot { revision, .. } => revision,
         other => panic!("{other:?}"),
     };
     let mut mid_snapshot = false;

@@ -9,12 +9,13 @@
 //! Needs tmux (`.ci/run` installs it): without it the test says why it
 //! skipped; under `CI=true` it fails instead.
 
+#[path = "support/bins.rs"]
+mod bins;
+use bins::{PEER, SERVER};
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-const PEER: &str = env!("CARGO_BIN_EXE_peer");
-const SERVER: &str = env!("CARGO_BIN_EXE_signaling-server");
 
 /// Upper bound for any single wait (generous: the machine may be loaded).
 const WAIT: Duration = Duration::from_secs(60);
@@ -143,7 +144,7 @@ fn free_port() -> u16 {
 /// The server's command line; passes `--udp-listen 127.0.0.1:0` when this
 /// build of the server has that flag.
 fn server_command(port: u16) -> String {
-    let help = Command::new(SERVER)
+    let help = Command::new(SERVER.path())
         .arg("--help")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -153,7 +154,7 @@ fn server_command(port: u16) -> String {
     } else {
         ""
     };
-    format!("'{SERVER}' --listen 127.0.0.1:{port}{udp}")
+    format!("'{}' --listen 127.0.0.1:{port}{udp}", SERVER.path())
 }
 
 /// A peer in the full-screen UI; after it exits, the shell prints its exit
@@ -161,10 +162,11 @@ fn server_command(port: u16) -> String {
 /// pane stays readable.
 fn peer_command(port: u16, name: &str) -> String {
     format!(
-        "'{PEER}' --server http://127.0.0.1:{port} --username {name} --bind 127.0.0.1; \
+        "'{peer}' --server http://127.0.0.1:{port} --username {name} --bind 127.0.0.1; \
          echo EXIT=$?; \
          case \"$(stty -a)\" in *-icanon*) echo TERMINAL=raw;; *) echo TERMINAL=cooked;; esac; \
-         sleep 600"
+         sleep 600",
+        peer = PEER.path()
     )
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::client::protocol::{Datagram, Kind, MAX_SEND_DATAGRAM_BYTES};
+use crate::protocol::{Datagram, Kind, MAX_SEND_DATAGRAM_BYTES};
 
 const A_ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
 const B_ID: &str = "bbbbbbbb-0000-4000-8000-000000000002";
@@ -586,7 +586,7 @@ fn feed_fragments(net: &mut Net, first_id: u64, count: u32) -> Vec<Action> {
     for index in 0..count {
         let mut dg = Datagram::new(Kind::Message, A_ID, "ab");
         dg.id = Some(first_id + u64::from(index));
-        dg.part = Some(crate::client::protocol::Part { index, count });
+        dg.part = Some(crate::protocol::Part { index, count });
         net.b().handle_datagram(&dg, a_addr(), now);
         actions.extend(net.b().take_actions());
     }
@@ -646,7 +646,7 @@ fn reassembled_line_byte_limit_edge() {
             let len = if index == 3 { last_len } else { piece };
             let mut dg = Datagram::new(Kind::Message, A_ID, "x".repeat(len));
             dg.id = Some(first + u64::from(index));
-            dg.part = Some(crate::client::protocol::Part { index, count: 4 });
+            dg.part = Some(crate::protocol::Part { index, count: 4 });
             net.b().handle_datagram(&dg, a_addr(), now);
             got.extend(net.b().take_actions().into_iter().filter_map(|a| match a {
                 Action::Event(SessionEvent::Message { text, .. }) => Some(text.len()),
@@ -748,7 +748,7 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
     assert!(s.take_actions().is_empty());
     // A pong from a NAT-mapped address (peer reflexive) connects there.
     let mut pong = Datagram::new(Kind::Pong, B_ID, "");
-    pong.extensions = Some(crate::client::protocol::our_extensions());
+    pong.extensions = Some(crate::protocol::our_extensions());
     s.handle_datagram(&pong, elsewhere, now);
     assert_eq!(s.phase(), Phase::Connected);
     assert_eq!(s.addr(), Some(elsewhere));

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::client::engine::{Command, Event, PeerSummary, SessionStatus};
-use crate::client::input::{HELP, Input, parse_line};
-use crate::client::protocol::sanitize_display;
-use crate::client::session::MAX_LINE_BYTES;
+use crate::engine::{Command, Event, PeerSummary, SessionStatus};
+use crate::input::{HELP, Input, parse_line};
+use crate::protocol::sanitize_display;
+use crate::session::MAX_LINE_BYTES;
 
 /// Most chat-pane entries kept; the oldest go first. Bounds memory and the
 /// work of drawing however long the program runs.

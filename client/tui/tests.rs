@@ -7,7 +7,7 @@ use ratatui::backend::TestBackend;
 
 use super::state::{App, MAX_CHAT_ENTRIES};
 use super::view;
-use crate::client::engine::{Command, Event, PeerSummary};
+use crate::engine::{Command, Event, PeerSummary};
 
 const ME: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
 const BOB: &str = "b0b0b0b0-1111-4000-8000-00000000000b";
@@ -444,7 +444,7 @@ fn a_full_history_draws_quickly_enough_and_bounded() {
 #[test]
 fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
     let mut app = app();
-    let peers: Vec<PeerSummary> = (0..crate::client::signaling::MAX_DIRECTORY_PEERS)
+    let peers: Vec<PeerSummary> = (0..crate::signaling::MAX_DIRECTORY_PEERS)
         .map(|i| PeerSummary {
             peer_id: format!("{i:08x}-0000-4000-8000-000000000000"),
             username: format!("user{i:05}"),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use p2pchat::proto::signaling_client::SignalingClient;
 use p2pchat::proto::{self, RegisterRequest};
-use p2pchat::server::{self, RunningServer, ServerConfig};
+use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use tonic::transport::Channel;
 
 /// Upper bound for any single wait in these tests.

@@ -125,7 +125,7 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     tokio::spawn(async move {
         health_shutdown.recv().await;
         health
-            .set_not_serving::<crate::proto::signaling_server::SignalingServer<grpc::SignalingService>>()
+            .set_not_serving::<p2pchat::proto::signaling_server::SignalingServer<grpc::SignalingService>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)

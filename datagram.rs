@@ -1,0 +1,47 @@
+//! One classifier for every UDP port that carries more than one protocol.
+//!
+//! The server's UDP port carries STUN and relay frames; the peer's chat
+//! socket carries chat datagrams, STUN answers and relay frames. Both tell
+//! them apart here, by the first byte, as RFC 7983 does for STUN next to
+//! other protocols: STUN messages start with 0..=3 (the two top bits of the
+//! message type are zero), relay frames with their magic `P`, and chat
+//! datagrams are JSON objects (`{`, possibly after whitespace).
+
+use crate::proto::relay_frame::MAGIC;
+
+/// What a datagram is, by its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// A STUN message (first byte 0..=3).
+    Stun,
+    /// A relay frame (starts with the relay magic `P`).
+    Relay,
+    /// Anything else: a chat datagram, or noise for the chat decoder to
+    /// reject.
+    Other,
+}
+
+/// Demultiplexes by the first byte (RFC 7983).
+pub fn classify(bytes: &[u8]) -> DatagramKind {
+    match bytes.first() {
+        Some(0..=3) => DatagramKind::Stun,
+        Some(&b) if b == MAGIC[0] => DatagramKind::Relay,
+        _ => DatagramKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_byte_decides() {
+        assert_eq!(classify(&[0x00, 0x01]), DatagramKind::Stun);
+        assert_eq!(classify(&[0x03]), DatagramKind::Stun);
+        assert_eq!(classify(b"P2R\x01"), DatagramKind::Relay);
+        assert_eq!(classify(br#"{"type":"hello"}"#), DatagramKind::Other);
+        assert_eq!(classify(b" {"), DatagramKind::Other);
+        assert_eq!(classify(&[]), DatagramKind::Other);
+        assert_eq!(classify(&[0x04]), DatagramKind::Other);
+    }
+}
