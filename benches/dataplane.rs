@@ -276,7 +276,7 @@ fn seq_of(text: &str) -> Option<u64> {
 /// Size of the datagram the engine sends for one [`body`] line, so the raw
 /// baselines move the same number of bytes.
 fn message_datagram_bytes() -> usize {
-    let mut dg = Datagram::new(Kind::Message, &uuid::Uuid::new_v4().to_string(), body(1));
+    let mut dg = Datagram::new(Kind::Message, p2pchat::PeerId::random(), body(1));
     dg.id = Some(1_000_000);
     dg.encode().map_or(BODY_BYTES, |b| b.len())
 }

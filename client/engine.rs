@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use p2pchat::PeerId;
+
 use super::protocol::{Datagram, Kind, MAX_RECV_DATAGRAM_BYTES};
 use super::relay::{Credentials, RelayClient, RelayInput};
 use super::session::{
@@ -67,7 +69,7 @@ pub struct EngineConfig {
     /// Requested username; empty lets the server pick one.
     pub username: String,
     /// Our peer id (a fresh UUID per run).
-    pub peer_id: String,
+    pub peer_id: PeerId,
     /// Address for the chat socket (`0.0.0.0:0`: any interface, any port).
     pub bind: SocketAddr,
     /// Session timings.
@@ -86,7 +88,7 @@ impl EngineConfig {
         EngineConfig {
             server: server.into(),
             username: username.into(),
-            peer_id: uuid::Uuid::new_v4().to_string(),
+            peer_id: PeerId::random(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             session: SessionConfig::default(),
             stun: None,
@@ -407,7 +409,7 @@ pub async fn start_with(
     })?;
     let local = transport::local_endpoints(local_addr);
     let identity = Identity {
-        peer_id: config.peer_id.clone(),
+        peer_id: config.peer_id.to_string(),
         username: config.username.clone(),
         udp_port: local_addr.port(),
         endpoints: local.clone(),
@@ -458,14 +460,14 @@ pub async fn start_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (internal_tx, internal_rx) = mpsc::channel(COMMAND_BUFFER);
     let started = Started {
-        peer_id: config.peer_id.clone(),
+        peer_id: config.peer_id.to_string(),
         username: registration.username.clone(),
         local_addr,
     };
     // The first event; the channel is empty, so this cannot block.
     let _ = event_tx
         .send(Event::Registered {
-            peer_id: config.peer_id.clone(),
+            peer_id: config.peer_id.to_string(),
             username: registration.username.clone(),
             udp_port: local_addr.port(),
             public_addr,
@@ -702,7 +704,7 @@ impl Engine {
                 // The relay vouches for the sender: only a datagram that
                 // claims to be from the peer it is bound to goes on.
                 match Datagram::decode(&payload) {
-                    Ok(dg) if dg.from == peer => self.on_chat(dg, relay_addr),
+                    Ok(dg) if dg.from() == peer.as_str() => self.on_chat(dg, relay_addr),
                     Ok(_) => tracing::debug!(%peer, "relayed datagram with a foreign id dropped"),
                     Err(err) => tracing::debug!(%peer, %err, "relayed datagram dropped"),
                 }
@@ -723,53 +725,54 @@ impl Engine {
     }
 
     fn on_chat(&mut self, dg: Datagram, from: SocketAddr) {
-        if dg.from == self.config.peer_id {
+        let peer = dg.from().to_string();
+        if dg.from() == self.config.peer_id {
             tracing::debug!(%from, "dropping datagram claiming our own id");
             return;
         }
         let now = Instant::now();
-        if let Some(session) = self.sessions.get_mut(&dg.from) {
+        if let Some(session) = self.sessions.get_mut(&peer) {
             if !session.is_superseded_by(&dg, from) {
                 session.handle_datagram(&dg, from, now);
                 return;
             }
             // The peer started over: end the old session (reporting its
             // pending lines) and accept the hello as a new one below.
-            tracing::info!(peer = %dg.from, "peer started a new session");
+            tracing::info!(%peer, "peer started a new session");
             session.reset();
             let actions = session.take_actions();
             self.orphaned
-                .extend(actions.into_iter().map(|a| (dg.from.clone(), a)));
-            self.sessions.remove(&dg.from);
+                .extend(actions.into_iter().map(|a| (peer.clone(), a)));
+            self.sessions.remove(&peer);
         }
-        if dg.kind != Kind::Hello {
-            tracing::debug!(%from, kind = ?dg.kind, "dropping datagram from a stranger");
+        if dg.kind() != Kind::Hello {
+            tracing::debug!(%from, kind = ?dg.kind(), "dropping datagram from a stranger");
             // A peer that still thinks it has a session with us: tell it
             // to close now rather than after its keep-alive gives up.
-            if matches!(dg.kind, Kind::Message | Kind::Ping) {
-                self.answer_stranger(&dg.from, from, now);
+            if matches!(dg.kind(), Kind::Message | Kind::Ping) {
+                self.answer_stranger(&peer, from, now);
             }
             return;
         }
-        if let Some((old, until)) = self.tombstones.get(&dg.from)
+        if let Some((old, until)) = self.tombstones.get(&peer)
             && now < *until
             && old.is_some()
-            && *old == dg.session
+            && *old == dg.session_id()
         {
             // A probe of the session we just closed, crossing our
             // disconnect: not a new session.
-            tracing::debug!(%from, peer = %dg.from, "hello of a closed session ignored");
-            self.answer_stranger(&dg.from, from, now);
+            tracing::debug!(%from, %peer, "hello of a closed session ignored");
+            self.answer_stranger(&peer, from, now);
             return;
         }
         if self.sessions.len() >= MAX_SESSIONS {
             tracing::debug!(%from, "session limit reached; hello ignored");
             return;
         }
-        tracing::info!(%from, peer = %dg.from, "incoming hello");
+        tracing::info!(%from, %peer, "incoming hello");
         let mut session = Session::accept(
             self.config.session.clone(),
-            &self.config.peer_id,
+            self.config.peer_id,
             &self.username,
             &dg,
             from,
@@ -778,7 +781,7 @@ impl Engine {
         if self.relay.as_ref().is_some_and(|r| r.server() == from) {
             session.add_relay(from, now);
         }
-        self.sessions.insert(dg.from.clone(), session);
+        self.sessions.insert(peer, session);
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -849,7 +852,7 @@ impl Engine {
 
     /// Resolves `target` and starts the rendezvous.
     async fn connect(&mut self, target: &str) {
-        let peer = match resolve(&self.directory, &self.config.peer_id, target) {
+        let peer = match resolve(&self.directory, &self.config.peer_id.to_string(), target) {
             Ok(peer) => peer.clone(),
             Err(err) => {
                 self.error(err.code(), &err.to_string()).await;
@@ -929,11 +932,15 @@ impl Engine {
                 self.directory
                     .entry(peer.peer_id.clone())
                     .or_insert_with(|| peer.clone());
+                let Ok(remote) = PeerId::parse(&peer.peer_id) else {
+                    tracing::warn!(peer = %peer.peer_id, "the server sent a peer id that is not a UUID");
+                    return;
+                };
                 let session = Session::connect(
                     self.config.session.clone(),
-                    &self.config.peer_id,
+                    self.config.peer_id,
                     &self.username,
-                    &peer.peer_id,
+                    remote,
                     peer.endpoints.clone(),
                     Instant::now(),
                 );
@@ -959,7 +966,7 @@ impl Engine {
             SignalEvent::Snapshot(peers) => {
                 let fresh: BTreeMap<String, PeerInfo> = peers
                     .into_iter()
-                    .filter(|p| p.peer_id != self.config.peer_id)
+                    .filter(|p| self.config.peer_id != p.peer_id.as_str())
                     .map(|p| (p.peer_id.clone(), p))
                     .collect();
                 let old = std::mem::replace(&mut self.directory, fresh);
@@ -1002,7 +1009,7 @@ impl Engine {
                 self.emit(Event::Peers { peers }).await;
             }
             SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => {
-                if peer.peer_id == self.config.peer_id {
+                if self.config.peer_id == peer.peer_id.as_str() {
                     return;
                 }
                 if let Some(session) = self.sessions.get_mut(&peer.peer_id)
@@ -1019,7 +1026,7 @@ impl Engine {
                 }
             }
             SignalEvent::Left(peer) => {
-                if peer.peer_id == self.config.peer_id {
+                if self.config.peer_id == peer.peer_id.as_str() {
                     return;
                 }
                 if let Some(session) = self.sessions.get_mut(&peer.peer_id) {
@@ -1034,7 +1041,7 @@ impl Engine {
                 }
             }
             SignalEvent::ConnectRequested { from, .. } => {
-                if from.peer_id == self.config.peer_id {
+                if self.config.peer_id == from.peer_id.as_str() {
                     return;
                 }
                 tracing::info!(peer = %from.peer_id, "connect requested");
@@ -1053,11 +1060,15 @@ impl Engine {
                     tracing::warn!("session limit reached; connect request ignored");
                     return;
                 }
+                let Ok(remote) = PeerId::parse(&from.peer_id) else {
+                    tracing::warn!(peer = %from.peer_id, "the server sent a peer id that is not a UUID");
+                    return;
+                };
                 let session = Session::connect(
                     self.config.session.clone(),
-                    &self.config.peer_id,
+                    self.config.peer_id,
                     &self.username,
-                    &from.peer_id,
+                    remote,
                     from.endpoints.clone(),
                     Instant::now(),
                 );
@@ -1302,7 +1313,7 @@ impl Engine {
             return;
         }
         *count += 1;
-        match Datagram::new(Kind::Disconnect, &self.config.peer_id, "").encode() {
+        match Datagram::disconnect(self.config.peer_id).encode() {
             Ok(bytes) => self.outbox.push((peer.to_owned(), to, bytes)),
             Err(err) => tracing::error!(%err, "cannot encode disconnect"),
         }
@@ -1329,7 +1340,7 @@ impl Engine {
     /// Our identity towards the relay (needs a token from the server).
     fn relay_credentials(&self) -> Option<Credentials> {
         Some(Credentials {
-            peer_id: uuid::Uuid::parse_str(&self.config.peer_id).ok()?,
+            peer_id: *self.config.peer_id.as_uuid(),
             token: self.signaling.token_bytes()?,
         })
     }

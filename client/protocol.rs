@@ -7,6 +7,7 @@
 //! announced it understands it (see [`Extension`]). Unknown fields are ignored
 //! on decode, so a newer peer's additions never break an older one.
 
+use p2pchat::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -23,9 +24,6 @@ pub const MAX_RECV_DATAGRAM_BYTES: usize = 8192;
 /// [`MAX_SEND_DATAGRAM_BYTES`] for the envelope (type, 36-byte peer id,
 /// timestamp, id, part).
 pub const MAX_FRAGMENT_BODY_BYTES: usize = 900;
-
-/// Longest `from` field accepted (a UUID is 36 characters).
-pub const MAX_FROM_CHARS: usize = 64;
 
 /// Most entries in a received `extensions` list; longer lists are truncated.
 pub const MAX_EXTENSIONS: usize = 16;
@@ -92,8 +90,8 @@ pub struct Datagram {
     /// What the datagram is.
     #[serde(rename = "type")]
     pub kind: Kind,
-    /// The sender's peer id.
-    pub from: String,
+    /// The sender's peer id (a UUID; anything else fails to decode).
+    pub from: PeerId,
     /// Unix time in seconds when it was sent (informational only).
     #[serde(default)]
     pub timestamp: f64,
@@ -154,10 +152,10 @@ pub enum EncodeError {
 impl Datagram {
     /// A datagram of `kind` from `from` stamped now, with every optional field
     /// unset.
-    pub fn new(kind: Kind, from: &str, body: impl Into<String>) -> Self {
+    pub fn new(kind: Kind, from: PeerId, body: impl Into<String>) -> Self {
         Datagram {
             kind,
-            from: from.to_owned(),
+            from,
             timestamp: unix_now(),
             body: body.into(),
             id: None,
@@ -185,9 +183,6 @@ impl Datagram {
             return Err(DecodeError::Oversized(bytes.len()));
         }
         let mut dg: Datagram = serde_json::from_slice(bytes)?;
-        if dg.from.is_empty() || dg.from.chars().count() > MAX_FROM_CHARS {
-            return Err(DecodeError::Invalid("'from' is empty or too long"));
-        }
         if !dg.timestamp.is_finite() {
             return Err(DecodeError::Invalid("'timestamp' is not a finite number"));
         }
@@ -203,6 +198,26 @@ impl Datagram {
             list.truncate(MAX_EXTENSIONS);
         }
         Ok(dg)
+    }
+
+    /// A `disconnect` from `from` (also the answer to a stranger).
+    pub fn disconnect(from: PeerId) -> Datagram {
+        Datagram::new(Kind::Disconnect, from, "")
+    }
+
+    /// What the datagram is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Who claims to have sent it (unauthenticated).
+    pub fn from(&self) -> PeerId {
+        self.from
+    }
+
+    /// The sender's session id, on `hello`, `ping` and `pong`.
+    pub fn session_id(&self) -> Option<u64> {
+        self.session
     }
 
     /// The known extensions this datagram announces, or `None` when it
@@ -292,7 +307,7 @@ pub fn sanitize_display(text: &str) -> String {
 mod tests {
     use super::*;
 
-    const ID: &str = "a1b2c3d4-5678-90ab-cdef-1234567890ab";
+    const ID: PeerId = PeerId::from_uuid(uuid::uuid!("a1b2c3d4-5678-90ab-cdef-1234567890ab"));
 
     #[test]
     fn decodes_seed_message() {
@@ -307,7 +322,7 @@ mod tests {
 
     #[test]
     fn ignores_unknown_fields_and_extensions() {
-        let raw = br#"{"type":"hello","from":"x","timestamp":1,"body":"","future":[1,2],"extensions":["reliable/1","warp/9"]}"#;
+        let raw = br#"{"type":"hello","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","timestamp":1,"body":"","future":[1,2],"extensions":["reliable/1","warp/9"]}"#;
         let dg = Datagram::decode(raw).unwrap();
         assert_eq!(dg.announced_extensions(), Some(vec![Extension::Reliable]));
     }
@@ -329,10 +344,12 @@ mod tests {
 
     #[test]
     fn seed_fields_are_optional_except_type_and_from() {
-        let dg = Datagram::decode(br#"{"type":"ping","from":"x"}"#).unwrap();
+        let dg =
+            Datagram::decode(br#"{"type":"ping","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab"}"#)
+                .unwrap();
         assert_eq!(dg.body, "");
         assert!(Datagram::decode(br#"{"type":"ping"}"#).is_err());
-        assert!(Datagram::decode(br#"{"from":"x"}"#).is_err());
+        assert!(Datagram::decode(br#"{"from":"a1b2c3d4-5678-90ab-cdef-1234567890ab"}"#).is_err());
     }
 
     #[test]
@@ -341,37 +358,42 @@ mod tests {
             &b"not json"[..],
             b"[]",
             b"42",
-            br#"{"type":"shout","from":"x"}"#,
+            br#"{"type":"shout","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab"}"#,
             br#"{"type":"message","from":7}"#,
-            br#"{"type":"message","from":"x","body":3}"#,
-            br#"{"type":"message","from":"x","timestamp":"now"}"#,
+            br#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","body":3}"#,
+            br#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","timestamp":"now"}"#,
             br#"{"type":"message","from":""}"#,
-            br#"{"type":"message","from":"x","id":-1}"#,
-            br#"{"type":"message","from":"x","part":{"index":2,"count":2}}"#,
-            br#"{"type":"message","from":"x","part":{"index":0,"count":0}}"#,
-            br#"{"type":"ack","from":"x"}"#,
+            br#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","id":-1}"#,
+            br#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","part":{"index":2,"count":2}}"#,
+            br#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","part":{"index":0,"count":0}}"#,
+            br#"{"type":"ack","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab"}"#,
             b"\xff\xfe",
         ] {
             assert!(Datagram::decode(raw).is_err(), "accepted {raw:?}");
         }
-        let long_from = format!(
-            r#"{{"type":"ping","from":"{}"}}"#,
-            "x".repeat(MAX_FROM_CHARS + 1)
-        );
-        assert!(Datagram::decode(long_from.as_bytes()).is_err());
-        let ok_from = format!(
-            r#"{{"type":"ping","from":"{}"}}"#,
-            "x".repeat(MAX_FROM_CHARS)
-        );
-        assert!(Datagram::decode(ok_from.as_bytes()).is_ok());
+        // `from` must be a peer id (a UUID).
+        for from in [
+            "\"x\"",
+            "\"\"",
+            "7",
+            "\"a1b2c3d4-5678-90ab-cdef-1234567890ab0\"",
+        ] {
+            let raw = format!(r#"{{"type":"ping","from":{from}}}"#);
+            assert!(Datagram::decode(raw.as_bytes()).is_err(), "accepted {raw}");
+        }
+        let upper = br#"{"type":"ping","from":"A1B2C3D4-5678-90AB-CDEF-1234567890AB"}"#;
+        assert_eq!(Datagram::decode(upper).unwrap().from(), ID);
     }
 
     #[test]
     fn oversized_limit_edge() {
         let pad = |total: usize| {
-            let base = r#"{"type":"message","from":"x","body":""}"#;
+            let base =
+                r#"{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","body":""}"#;
             let body = "a".repeat(total - base.len());
-            format!(r#"{{"type":"message","from":"x","body":"{body}"}}"#)
+            format!(
+                r#"{{"type":"message","from":"a1b2c3d4-5678-90ab-cdef-1234567890ab","body":"{body}"}}"#
+            )
         };
         assert_eq!(pad(MAX_RECV_DATAGRAM_BYTES).len(), MAX_RECV_DATAGRAM_BYTES);
         assert!(Datagram::decode(pad(MAX_RECV_DATAGRAM_BYTES).as_bytes()).is_ok());

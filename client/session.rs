@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2pchat::PeerId;
 use thiserror::Error;
 use tokio::time::Instant;
 
@@ -358,9 +359,9 @@ struct Partial {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
-    local_id: String,
+    local_id: PeerId,
     local_name: String,
-    remote_id: String,
+    remote_id: PeerId,
     phase: Phase,
     /// Addresses to probe while [`Phase::Probing`].
     candidates: Vec<SocketAddr>,
@@ -414,15 +415,15 @@ pub struct Session {
 impl Session {
     fn blank(
         config: SessionConfig,
-        local_id: &str,
+        local_id: PeerId,
         local_name: &str,
-        remote_id: &str,
+        remote_id: PeerId,
         now: Instant,
     ) -> Session {
         Session {
-            local_id: local_id.to_owned(),
+            local_id,
             local_name: local_name.to_owned(),
-            remote_id: remote_id.to_owned(),
+            remote_id,
             phase: Phase::Probing,
             candidates: Vec::new(),
             relay: None,
@@ -465,9 +466,9 @@ impl Session {
     /// once, right away (the first round is in the returned actions).
     pub fn connect(
         config: SessionConfig,
-        local_id: &str,
+        local_id: PeerId,
         local_name: &str,
-        remote_id: &str,
+        remote_id: PeerId,
         candidates: Vec<SocketAddr>,
         now: Instant,
     ) -> Session {
@@ -482,13 +483,13 @@ impl Session {
     /// (seed style: no rendezvous needed). Answers it and is connected.
     pub fn accept(
         config: SessionConfig,
-        local_id: &str,
+        local_id: PeerId,
         local_name: &str,
         hello: &Datagram,
         addr: SocketAddr,
         now: Instant,
     ) -> Session {
-        let mut s = Session::blank(config, local_id, local_name, &hello.from, now);
+        let mut s = Session::blank(config, local_id, local_name, hello.from, now);
         s.candidates = vec![addr];
         s.handle_datagram(hello, addr, now);
         s
@@ -581,11 +582,6 @@ impl Session {
     /// The session id the remote announced, if any.
     pub fn remote_session_id(&self) -> Option<u64> {
         self.remote_session
-    }
-
-    /// The remote peer's id.
-    pub fn remote_id(&self) -> &str {
-        &self.remote_id
     }
 
     /// The username the remote announced in its hello, if any (raw).
@@ -869,7 +865,7 @@ impl Session {
         if !self.reliable() {
             self.next_line += 1;
             for piece in pieces {
-                let dg = Datagram::new(Kind::Message, &self.local_id, piece);
+                let dg = Datagram::new(Kind::Message, self.local_id, piece);
                 self.send(&dg, addr);
             }
             return Ok(line);
@@ -882,7 +878,7 @@ impl Session {
         let count = pieces.len() as u32;
         self.line_fragments.insert(line, count);
         for (index, piece) in pieces.into_iter().enumerate() {
-            let mut dg = Datagram::new(Kind::Message, &self.local_id, piece);
+            let mut dg = Datagram::new(Kind::Message, self.local_id, piece);
             let id = self.next_id;
             self.next_id += 1;
             dg.id = Some(id);
@@ -999,7 +995,7 @@ impl Session {
     }
 
     fn hello(&self) -> Datagram {
-        let mut hello = Datagram::new(Kind::Hello, &self.local_id, "");
+        let mut hello = Datagram::new(Kind::Hello, self.local_id, "");
         hello.extensions = Some(our_extensions());
         hello.username = Some(self.local_name.clone());
         hello.session = Some(self.local_session);
@@ -1043,7 +1039,7 @@ impl Session {
         }
         let Some(addr) = self.addr else { return };
         let nonce = self.last_ping.map_or(1, |(n, _)| n + 1);
-        let mut ping = Datagram::new(Kind::Ping, &self.local_id, "");
+        let mut ping = Datagram::new(Kind::Ping, self.local_id, "");
         ping.nonce = Some(nonce);
         // Announced on every control datagram, so whichever of them reaches
         // a still-probing peer first tells it what we speak.
@@ -1162,7 +1158,7 @@ impl Session {
             self.next_expected += 1;
             self.deliver_in_order(next);
         }
-        let mut ack = Datagram::new(Kind::Ack, &self.local_id, "");
+        let mut ack = Datagram::new(Kind::Ack, self.local_id, "");
         ack.id = Some(id);
         ack.upto = Some(self.next_expected - 1);
         self.send(&ack, addr);
@@ -1241,7 +1237,7 @@ impl Session {
     }
 
     fn send_control(&mut self, kind: Kind, addr: SocketAddr, nonce: Option<u64>) {
-        let mut dg = Datagram::new(kind, &self.local_id, "");
+        let mut dg = Datagram::new(kind, self.local_id, "");
         if kind == Kind::Pong {
             dg.extensions = Some(our_extensions());
             dg.nonce = nonce;

@@ -9,8 +9,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::protocol::{Datagram, Kind, MAX_SEND_DATAGRAM_BYTES};
 
-const A_ID: &str = "aaaaaaaa-0000-4000-8000-000000000001";
-const B_ID: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+const A_ID: PeerId = PeerId::from_uuid(uuid::uuid!("aaaaaaaa-0000-4000-8000-000000000001"));
+const B_ID: PeerId = PeerId::from_uuid(uuid::uuid!("bbbbbbbb-0000-4000-8000-000000000002"));
 
 fn a_addr() -> SocketAddr {
     "127.0.0.1:1001".parse().unwrap()
