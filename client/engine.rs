@@ -684,7 +684,7 @@ impl Engine {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        match relay.on_frame(bytes) {
+        match relay.on_frame(bytes, Instant::now()) {
             RelayInput::Ready(peer) => {
                 tracing::info!(%peer, "relay ready");
                 if let Some(session) = self.sessions.get_mut(&peer) {

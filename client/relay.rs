@@ -158,8 +158,9 @@ impl RelayClient {
         self.bindings.values().map(|b| b.next_bind).min()
     }
 
-    /// Interprets a frame that came from the relay's address.
-    pub fn on_frame(&mut self, bytes: &[u8]) -> RelayInput {
+    /// Interprets a frame that came from the relay's address at `now`
+    /// (which schedules the next BIND of a binding whose state changed).
+    pub fn on_frame(&mut self, bytes: &[u8], now: Instant) -> RelayInput {
         let Ok(frame) = RelayFrame::decode(bytes) else {
             return RelayInput::Ignored;
         };
@@ -177,7 +178,7 @@ impl RelayClient {
                 if b.channel != Some(channel) || ready != b.ready {
                     // New or changed (e.g. the server restarted): refresh on
                     // the schedule of the new state.
-                    b.next_bind = Instant::now()
+                    b.next_bind = now
                         + if ready {
                             BIND_READY_REFRESH
                         } else {
@@ -212,7 +213,7 @@ impl RelayClient {
                         b.channel = None;
                         // Back off: the condition (e.g. the peer is not
                         // registered yet) may clear.
-                        b.next_bind = Instant::now() + BIND_READY_REFRESH;
+                        b.next_bind = now + BIND_READY_REFRESH;
                         RelayInput::Refused(peer, code)
                     }
                     None => RelayInput::Ignored,
@@ -231,5 +232,92 @@ impl RelayClient {
         }
         let channel = b.channel?;
         Some(RelayFrame::Data { channel, payload }.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+
+    fn creds() -> Credentials {
+        Credentials {
+            peer_id: Uuid::from_u128(1),
+            token: [7; 32],
+        }
+    }
+
+    fn client() -> RelayClient {
+        RelayClient::new("192.0.2.1:3478".parse().unwrap())
+    }
+
+    fn bound(channel: u64, ready: bool) -> Vec<u8> {
+        RelayFrame::Bound {
+            target: Uuid::parse_str(PEER).unwrap(),
+            channel,
+            ready,
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn bind_schedule_follows_the_binding_state_on_the_callers_clock() {
+        let t0 = Instant::now();
+        let mut r = client();
+        assert!(r.request(PEER, t0));
+        assert_eq!(r.poll(t0, creds()).len(), 1);
+        assert_eq!(r.next_deadline(), Some(t0 + BIND_RETRY));
+        // Confirmed but waiting: refresh from the time we were told.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(
+            r.on_frame(&bound(9, false), t1),
+            RelayInput::Waiting(PEER.into())
+        );
+        assert_eq!(r.next_deadline(), Some(t1 + BIND_WAITING_REFRESH));
+        let t2 = t1 + Duration::from_millis(50);
+        assert_eq!(
+            r.on_frame(&bound(9, true), t2),
+            RelayInput::Ready(PEER.into())
+        );
+        assert_eq!(r.next_deadline(), Some(t2 + BIND_READY_REFRESH));
+        assert!(r.is_ready(PEER));
+        assert!(r.wrap(PEER, b"x").is_some());
+        // Unchanged state: the schedule stays.
+        assert_eq!(
+            r.on_frame(&bound(9, true), t2 + BIND_RETRY),
+            RelayInput::Ignored
+        );
+        assert_eq!(r.next_deadline(), Some(t2 + BIND_READY_REFRESH));
+        let refused = RelayFrame::Refused {
+            target: Uuid::parse_str(PEER).unwrap(),
+            code: 3,
+        }
+        .to_bytes();
+        let t3 = t2 + Duration::from_secs(1);
+        assert_eq!(
+            r.on_frame(&refused, t3),
+            RelayInput::Refused(PEER.into(), 3)
+        );
+        assert_eq!(r.next_deadline(), Some(t3 + BIND_READY_REFRESH));
+        assert!(!r.is_ready(PEER));
+    }
+
+    #[test]
+    fn binding_table_and_payload_limits_edge() {
+        let now = Instant::now();
+        let mut r = client();
+        assert!(!r.request("not-a-uuid", now));
+        for i in 0..MAX_BINDINGS {
+            assert!(r.request(&Uuid::from_u128(100 + i as u128).to_string(), now));
+        }
+        assert!(!r.request(PEER, now), "one past the table limit");
+        let mut r = client();
+        r.request(PEER, now);
+        r.on_frame(&bound(1, true), now);
+        assert!(r.wrap(PEER, &vec![0; MAX_RELAY_PAYLOAD]).is_some());
+        assert!(r.wrap(PEER, &vec![0; MAX_RELAY_PAYLOAD + 1]).is_none());
+        assert!(r.release(PEER, creds()).is_some());
+        assert!(r.release(PEER, creds()).is_none());
     }
 }
