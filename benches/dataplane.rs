@@ -33,7 +33,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat_client::protocol::{Datagram, Kind};
+use p2pchat_client::protocol::{Datagram, Message};
 use p2pchat_client::signaling::{Identity, Signaling};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use serde_json::Value;
@@ -276,9 +276,11 @@ fn seq_of(text: &str) -> Option<u64> {
 /// Size of the datagram the engine sends for one [`body`] line, so the raw
 /// baselines move the same number of bytes.
 fn message_datagram_bytes() -> usize {
-    let mut dg = Datagram::new(Kind::Message, p2pchat::PeerId::random(), body(1));
-    dg.id = Some(1_000_000);
-    dg.encode().map_or(BODY_BYTES, |b| b.len())
+    let mut message = Message::plain(p2pchat::PeerId::random(), body(1));
+    message.id = Some(1_000_000);
+    Datagram::Message(message)
+        .encode()
+        .map_or(BODY_BYTES, |b| b.len())
 }
 
 fn micros(ns: f64) -> f64 {

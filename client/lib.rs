@@ -20,7 +20,9 @@ pub mod engine;
 pub mod frontend;
 pub mod input;
 pub mod json_ui;
-pub mod protocol;
+pub mod wire;
+/// The wire module under its earlier name, for existing imports.
+pub use wire as protocol;
 pub mod relay;
 pub mod session;
 pub mod signaling;

@@ -7,7 +7,43 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::protocol::{Datagram, Kind, MAX_SEND_DATAGRAM_BYTES};
+use crate::protocol::{
+    Announce, Datagram, Header, Kind, MAX_SEND_DATAGRAM_BYTES, Message, Part, Pong,
+};
+
+/// A message from `from` with the given stream id and part.
+fn message(from: PeerId, body: &str, id: Option<u64>, part: Option<Part>) -> Datagram {
+    Message {
+        header: Header::now(from),
+        body: body.to_owned(),
+        id,
+        part,
+    }
+    .into()
+}
+
+/// A hello from A announcing `session` (and nothing else).
+fn hello_from_a(session: Option<u64>) -> Datagram {
+    crate::protocol::Hello {
+        header: Header::now(A_ID),
+        announce: Announce {
+            extensions: None,
+            session,
+        },
+        username: None,
+    }
+    .into()
+}
+
+/// The chat messages among `seen`.
+fn chat_messages(seen: &[Datagram]) -> Vec<&Message> {
+    seen.iter()
+        .filter_map(|d| match d {
+            Datagram::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
 
 const A_ID: PeerId = PeerId::from_uuid(uuid::uuid!("aaaaaaaa-0000-4000-8000-000000000001"));
 const B_ID: PeerId = PeerId::from_uuid(uuid::uuid!("bbbbbbbb-0000-4000-8000-000000000002"));
@@ -174,7 +210,7 @@ impl Net {
             self.b_seen.push(dg.clone());
             if self.b_seed {
                 // A seed peer: answers hello with hello, ping with pong.
-                let reply = match dg.kind {
+                let reply = match dg.kind() {
                     Kind::Hello => Some(Kind::Hello),
                     Kind::Ping => Some(Kind::Pong),
                     _ => None,
@@ -190,7 +226,7 @@ impl Net {
             }
             match self.b.as_mut() {
                 Some(b) => b.handle_datagram(&dg, from, self.now),
-                None if dg.kind == Kind::Hello => {
+                None if dg.kind() == Kind::Hello => {
                     self.b = Some(Session::accept(fast(), B_ID, "bob", &dg, from, self.now));
                 }
                 None => {}
@@ -407,13 +443,11 @@ fn window_edge_at_receiver() {
     net.run(Duration::from_millis(50));
     let from = a_addr();
     let now = net.now;
-    let mut far = Datagram::new(Kind::Message, A_ID, "too far");
-    far.id = Some(1 + WINDOW);
+    let far = message(A_ID, "too far", Some(1 + WINDOW), None);
     net.b().handle_datagram(&far, from, now);
     let acted = net.b().take_actions();
     assert!(acted.is_empty(), "beyond the window: dropped, not acked");
-    let mut edge = Datagram::new(Kind::Message, A_ID, "edge");
-    edge.id = Some(WINDOW);
+    let edge = message(A_ID, "edge", Some(WINDOW), None);
     net.b().handle_datagram(&edge, from, now);
     assert!(
         net.b()
@@ -516,11 +550,7 @@ fn seed_peer_gets_plain_messages_and_no_retransmissions() {
     let long = "x".repeat(2000);
     net.a_send(&long).unwrap();
     net.run(Duration::from_secs(3));
-    let bodies: Vec<&Datagram> = net
-        .b_seen
-        .iter()
-        .filter(|d| d.kind == Kind::Message)
-        .collect();
+    let bodies: Vec<&Message> = chat_messages(&net.b_seen);
     assert_eq!(bodies.len(), 4, "one plain line + a long one split in 3");
     assert!(bodies.iter().all(|d| d.id.is_none() && d.part.is_none()));
     assert_eq!(bodies[0].body, "plain hello");
@@ -556,8 +586,8 @@ fn accepts_seed_hello_and_plain_messages() {
         })
         .unwrap();
     assert_eq!(reply.0, b_addr());
-    assert_eq!(reply.1.kind, Kind::Pong);
-    let msg = Datagram::new(Kind::Message, B_ID, "hi from seed");
+    assert_eq!(reply.1.kind(), Kind::Pong);
+    let msg: Datagram = Message::plain(B_ID, "hi from seed").into();
     s.handle_datagram(&msg, b_addr(), now);
     assert!(s.take_actions().iter().any(
         |a| matches!(a, Action::Event(SessionEvent::Message { text, .. }) if text == "hi from seed")
@@ -584,9 +614,8 @@ fn feed_fragments(net: &mut Net, first_id: u64, count: u32) -> Vec<Action> {
     let now = net.now;
     let mut actions = Vec::new();
     for index in 0..count {
-        let mut dg = Datagram::new(Kind::Message, A_ID, "ab");
-        dg.id = Some(first_id + u64::from(index));
-        dg.part = Some(crate::protocol::Part { index, count });
+        let id = Some(first_id + u64::from(index));
+        let dg = message(A_ID, "ab", id, Some(Part { index, count }));
         net.b().handle_datagram(&dg, a_addr(), now);
         actions.extend(net.b().take_actions());
     }
@@ -623,8 +652,8 @@ fn fragment_count_limit_edge_at_receiver() {
         .filter(|a| matches!(a, Action::Send { .. }))
         .count();
     assert_eq!(acks, MAX_FRAGMENTS_PER_LINE as usize + 1);
-    let mut after = Datagram::new(Kind::Message, A_ID, "after");
-    after.id = Some(next + u64::from(MAX_FRAGMENTS_PER_LINE) + 1);
+    let id = Some(next + u64::from(MAX_FRAGMENTS_PER_LINE) + 1);
+    let after = message(A_ID, "after", id, None);
     let now = net.now;
     net.b().handle_datagram(&after, a_addr(), now);
     assert!(net.b().take_actions().iter().any(
@@ -644,9 +673,8 @@ fn reassembled_line_byte_limit_edge() {
         let mut got = Vec::new();
         for index in 0..4u32 {
             let len = if index == 3 { last_len } else { piece };
-            let mut dg = Datagram::new(Kind::Message, A_ID, "x".repeat(len));
-            dg.id = Some(first + u64::from(index));
-            dg.part = Some(crate::protocol::Part { index, count: 4 });
+            let id = Some(first + u64::from(index));
+            let dg = message(A_ID, &"x".repeat(len), id, Some(Part { index, count: 4 }));
             net.b().handle_datagram(&dg, a_addr(), now);
             got.extend(net.b().take_actions().into_iter().filter_map(|a| match a {
                 Action::Event(SessionEvent::Message { text, .. }) => Some(text.len()),
@@ -709,7 +737,7 @@ fn probing_side_that_hears_a_ping_first_still_negotiates() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(ping.kind, Kind::Ping);
+    assert_eq!(ping.kind(), Kind::Ping);
     net.a().handle_datagram(&ping, b_addr(), now);
     assert_eq!(net.a().phase(), Phase::Connected);
     assert!(net.a().reliable());
@@ -720,17 +748,15 @@ fn only_a_new_hello_from_the_session_address_supersedes_it() {
     let mut net = Net::new(CLEAN, 1);
     net.connect_a();
     net.run(Duration::from_millis(50));
-    let mut hello = Datagram::new(Kind::Hello, A_ID, "");
-    hello.session = Some(12345);
+    let hello = hello_from_a(Some(12345));
     assert!(net.b().is_superseded_by(&hello, a_addr()));
     let elsewhere: SocketAddr = "127.0.0.1:4444".parse().unwrap();
     assert!(!net.b().is_superseded_by(&hello, elsewhere));
     // The same session id again is just a repeated probe.
-    let mut own = Datagram::new(Kind::Hello, A_ID, "");
-    own.session = Some(net.a().local_session);
+    let own = hello_from_a(Some(net.a().local_session));
     assert!(!net.b().is_superseded_by(&own, a_addr()));
     // A seed hello (no session id) never supersedes.
-    let seed = Datagram::new(Kind::Hello, A_ID, "");
+    let seed = hello_from_a(None);
     assert!(!net.b().is_superseded_by(&seed, a_addr()));
     net.b().reset();
     assert_eq!(net.b().phase(), Phase::Closed);
@@ -742,13 +768,20 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
     let elsewhere: SocketAddr = "127.0.0.1:4444".parse().unwrap();
     let mut s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], now);
     s.take_actions();
-    let msg = Datagram::new(Kind::Message, B_ID, "sneaky");
+    let msg: Datagram = Message::plain(B_ID, "sneaky").into();
     s.handle_datagram(&msg, elsewhere, now);
     assert_eq!(s.phase(), Phase::Probing);
     assert!(s.take_actions().is_empty());
     // A pong from a NAT-mapped address (peer reflexive) connects there.
-    let mut pong = Datagram::new(Kind::Pong, B_ID, "");
-    pong.extensions = Some(crate::protocol::our_extensions());
+    let pong: Datagram = Pong {
+        header: Header::now(B_ID),
+        nonce: None,
+        announce: Announce {
+            extensions: Some(crate::protocol::our_extensions()),
+            session: None,
+        },
+    }
+    .into();
     s.handle_datagram(&pong, elsewhere, now);
     assert_eq!(s.phase(), Phase::Connected);
     assert_eq!(s.addr(), Some(elsewhere));
