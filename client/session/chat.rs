@@ -60,8 +60,7 @@ impl Session {
     /// Sends whatever the window has room for.
     fn fill_window(&mut self, now: Instant) {
         let Some(addr) = self.path.addr() else { return };
-        for message in self.send.fill(now, self.liveness.rto()) {
-            let seq = message.id.unwrap_or(0);
+        for (seq, message) in self.send.fill(now, self.liveness.rto()) {
             if self.send(&message.into(), addr) {
                 continue;
             }

@@ -10,12 +10,12 @@
 //! testable without a network, and lets every front end share one engine.
 //!
 //! The session composes layers, each a sans-IO state machine of its own:
-//! * [`path`]: candidates, probing, validated paths, upgrade and recovery;
-//! * [`liveness`]: keep-alive, missed answers, the RTT estimator;
-//! * [`reliable`]: numbered streams (chat is [`StreamId::CHAT`]) with the
+//! * `path.rs`: candidates, probing, validated paths, upgrade and recovery;
+//! * `liveness.rs`: keep-alive, missed answers, the RTT estimator;
+//! * `reliable.rs`: numbered streams (chat is [`StreamId::CHAT`]) with the
 //!   send window, retransmission, reordering and acks;
-//! * [`fragment`]: splitting lines to fit datagrams and reassembling them;
-//! * [`channel`]: the seam where typed datagrams become bytes
+//! * `fragment.rs`: splitting lines to fit datagrams and reassembling them;
+//! * `channel.rs`: the seam where typed datagrams become bytes
 //!   ([`Plaintext`] today; an encryption layer slots in here).
 //!
 //! This file holds the session's public face; `receive.rs` dispatches

@@ -64,7 +64,8 @@ pub struct SendStream {
     id: StreamId,
     next_seq: u64,
     in_flight: BTreeMap<u64, InFlight>,
-    queue: VecDeque<(u64, Message)>,
+    /// Numbered messages waiting for room in the window: (seq, tag, message).
+    queue: VecDeque<(u64, u64, Message)>,
 }
 
 impl SendStream {
@@ -88,23 +89,23 @@ impl SendStream {
         let seq = self.next_seq;
         self.next_seq += 1;
         message.id = Some(seq);
-        self.queue.push_back((tag, message));
+        self.queue.push_back((seq, tag, message));
         seq
     }
 
-    /// Moves queued messages into the window; returns those to transmit.
-    pub fn fill(&mut self, now: Instant, rto: Duration) -> Vec<Message> {
+    /// Moves queued messages into the window; returns those to transmit
+    /// with their numbers.
+    pub fn fill(&mut self, now: Instant, rto: Duration) -> Vec<(u64, Message)> {
         let mut out = Vec::new();
-        while let Some((_, front)) = self.queue.front() {
-            let seq = front.id.unwrap_or(0);
+        while let Some(&(seq, _, _)) = self.queue.front() {
             let oldest = self.in_flight.keys().next().copied().unwrap_or(seq);
             if seq >= oldest + WINDOW {
                 break;
             }
-            let Some((tag, message)) = self.queue.pop_front() else {
+            let Some((_, tag, message)) = self.queue.pop_front() else {
                 break;
             };
-            out.push(message.clone());
+            out.push((seq, message.clone()));
             self.in_flight.insert(
                 seq,
                 InFlight {
@@ -264,14 +265,15 @@ mod tests {
         }
         let sent = s.fill(now, RTO);
         assert_eq!(sent.len() as u64, WINDOW, "one past the window waits");
-        assert_eq!(sent[0].id, Some(1));
+        assert_eq!(sent[0].0, 1);
+        assert_eq!(sent[0].1.id, Some(1));
         assert!(s.fill(now, RTO).is_empty());
         let acked = s.ack(Some(1), Some(1), now + Duration::from_millis(30));
         assert_eq!(acked.tags, vec![0]);
         assert_eq!(acked.rtt, Some(Duration::from_millis(30)));
         let more = s.fill(now, RTO);
         assert_eq!(more.len(), 1);
-        assert_eq!(more[0].id, Some(WINDOW + 1));
+        assert_eq!(more[0].1.id, Some(WINDOW + 1));
     }
 
     #[test]

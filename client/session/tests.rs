@@ -786,3 +786,16 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
     assert_eq!(s.phase(), Phase::Connected);
     assert_eq!(s.addr(), Some(elsewhere));
 }
+
+#[test]
+fn bytes_come_in_through_the_channel() {
+    let now = Instant::now();
+    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], now);
+    s.take_actions();
+    s.handle_bytes(b"not a datagram", b_addr(), now);
+    assert!(s.take_actions().is_empty());
+    assert_eq!(s.phase(), Phase::Probing);
+    let hello = format!(r#"{{"type":"hello","from":"{B_ID}","timestamp":1.0,"body":""}}"#);
+    s.handle_bytes(hello.as_bytes(), b_addr(), now);
+    assert_eq!(s.phase(), Phase::Connected);
+}

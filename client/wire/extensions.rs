@@ -73,11 +73,6 @@ impl Negotiated {
         }
     }
 
-    /// Whether the remote announced anything yet.
-    pub fn is_known(&self) -> bool {
-        self.remote.is_some()
-    }
-
     /// Whether both sides speak `ext`.
     pub fn uses(&self, ext: Extension) -> bool {
         self.remote.as_ref().is_some_and(|list| list.contains(&ext))
@@ -91,14 +86,14 @@ mod tests {
     #[test]
     fn negotiation_needs_both_sides() {
         let mut n = Negotiated::default();
-        assert!(!n.is_known() && !n.uses(Extension::Reliable));
+        assert!(!n.uses(Extension::Reliable));
         n.announced(parse_announced(&["reliable/1".into(), "warp/9".into()]));
         assert!(n.uses(Extension::Reliable) && !n.uses(Extension::Fragments));
         // Once known, a message id implies nothing more.
         n.implied_by_message_id();
         assert!(!n.uses(Extension::Fragments));
         n.seed();
-        assert!(n.is_known() && !n.uses(Extension::Reliable));
+        assert!(!n.uses(Extension::Reliable));
         let mut n = Negotiated::default();
         n.implied_by_message_id();
         assert!(n.uses(Extension::Reliable) && n.uses(Extension::Fragments));
