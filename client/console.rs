@@ -185,7 +185,10 @@ impl<W: Write> Console<W> {
                 format!("* Chat with {name} now uses the {path} path ({addr})")
             }
             Event::Message { username, text, .. } => format!("[{}]: {}", s(username), s(text)),
-            Event::Sent { .. } | Event::Delivered { .. } | Event::Rtt { .. } => String::new(),
+            Event::Sent { .. }
+            | Event::Delivered { .. }
+            | Event::Rtt { .. }
+            | Event::Focus { .. } => String::new(),
             Event::Undeliverable { line, .. } => {
                 format!("! Message #{line} could not be delivered")
             }

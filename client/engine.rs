@@ -32,9 +32,21 @@ use p2pchat::datagram::{DatagramKind, classify};
 /// Most sessions at once; further incoming hellos are ignored.
 pub const MAX_SESSIONS: usize = 32;
 
-/// Capacity of the event channel to the front end. The engine waits when it
-/// is full rather than dropping events (a chat line must not vanish).
+/// Default capacity of the event channel to the front end
+/// ([`EngineConfig::event_buffer`]). The engine never waits for room in it:
+/// events wait in the engine's own queue ([`MAX_QUEUED_EVENTS`]).
 pub const EVENT_BUFFER: usize = 4096;
+
+/// Events held in the engine's own queue while the front end does not read.
+/// Emitting never waits, so keep-alives, pongs and acks go on whatever the
+/// front end does. Once this many events wait, the engine stops taking in
+/// chat lines: an incoming `message` datagram is dropped unacknowledged, so
+/// a reliable sender retransmits it later (nothing vanishes; a seed-style
+/// peer, which never retransmits, loses that line, logged as a warning), and
+/// RTT updates are skipped (the next one supersedes them). Other events
+/// (peers, sessions) are still queued: they come at the pace of the network,
+/// not of a flood.
+pub const MAX_QUEUED_EVENTS: usize = 8192;
 
 /// Capacity of the command channel from the front end.
 pub const COMMAND_BUFFER: usize = 256;
@@ -80,6 +92,8 @@ pub struct EngineConfig {
     /// Whether to fall back to the server's relay when no direct path
     /// answers.
     pub relay: bool,
+    /// Capacity of the event channel to the front end (at least 1).
+    pub event_buffer: usize,
 }
 
 impl EngineConfig {
@@ -93,6 +107,7 @@ impl EngineConfig {
             session: SessionConfig::default(),
             stun: None,
             relay: true,
+            event_buffer: EVENT_BUFFER,
         }
     }
 }
@@ -318,6 +333,12 @@ pub enum Event {
         /// Every session, connected or still probing.
         sessions: Vec<SessionStatus>,
     },
+    /// The conversation typed lines go to changed (the engine alone
+    /// decides it; front ends show it). Not part of the `--json` output.
+    Focus {
+        /// The active peer, `None` when there is none.
+        peer_id: Option<String>,
+    },
     /// A notice for the user (e.g. the `/help` text).
     Info {
         /// The text.
@@ -327,7 +348,8 @@ pub enum Event {
     Error {
         /// Machine-readable: `unknown_peer`, `ambiguous_peer`,
         /// `not_connected`, `unreachable`, `send_failed`,
-        /// `invalid_command`.
+        /// `invalid_command`, `session_limit` (already in
+        /// [`MAX_SESSIONS`] sessions).
         code: &'static str,
         /// Human-readable.
         message: String,
@@ -454,7 +476,7 @@ pub async fn start_with(
         (true, Some(addr)) => Some(RelayClient::new(addr)),
         _ => None,
     };
-    let (event_tx, event_rx) = mpsc::channel(EVENT_BUFFER);
+    let (event_tx, event_rx) = mpsc::channel(config.event_buffer.max(1));
     let (command_tx, command_rx) = mpsc::channel(COMMAND_BUFFER);
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -487,7 +509,8 @@ pub async fn start_with(
         config,
         transport,
         signaling,
-        events: event_tx,
+        events: Some(event_tx),
+        queue: std::collections::VecDeque::new(),
         directory: BTreeMap::new(),
         have_snapshot: false,
         deferred: Vec::new(),
@@ -565,7 +588,10 @@ struct Engine {
     username: String,
     transport: Arc<dyn Transport>,
     signaling: Signaling,
-    events: mpsc::Sender<Event>,
+    /// The channel to the front end; `None` once it is gone.
+    events: Option<mpsc::Sender<Event>>,
+    /// Events waiting for room in `events` ([`MAX_QUEUED_EVENTS`]).
+    queue: std::collections::VecDeque<Event>,
     /// Online peers by id, from WatchPeers.
     directory: BTreeMap<String, PeerInfo>,
     have_snapshot: bool,
@@ -610,7 +636,9 @@ impl Engine {
         // such instead of silently truncated to a valid-looking size.
         let mut buf = vec![0u8; MAX_RECV_DATAGRAM_BYTES + 1];
         let transport = self.transport.clone();
+        let events = self.events.clone();
         loop {
+            self.forward_events();
             let deadline = self
                 .sessions
                 .values()
@@ -633,6 +661,17 @@ impl Engine {
                 },
                 Some(signal) = signals.recv() => self.on_signal(signal).await,
                 Some(msg) = internal.recv() => self.on_internal(msg).await,
+                permit = reserve(events.as_ref()), if !self.queue.is_empty() => match permit {
+                    Some(permit) => {
+                        if let Some(event) = self.queue.pop_front() {
+                            permit.send(event);
+                        }
+                    }
+                    None => {
+                        self.events = None;
+                        self.queue.clear();
+                    }
+                },
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     for session in self.sessions.values_mut() {
@@ -647,6 +686,23 @@ impl Engine {
             self.flush().await;
         }
         self.shutdown().await;
+        // The last events (our own disconnects) still reach a front end
+        // that reads, but a stalled one cannot hold up the exit.
+        let rest = async {
+            if let Some(tx) = &self.events {
+                for event in std::mem::take(&mut self.queue) {
+                    if tx.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(UNREGISTER_TIMEOUT, rest)
+            .await
+            .is_err()
+        {
+            tracing::warn!("front end not reading; last events dropped");
+        }
     }
 
     async fn shutdown(&mut self) {
@@ -732,6 +788,17 @@ impl Engine {
         }
         let now = Instant::now();
         if let Some(session) = self.sessions.get_mut(&peer) {
+            if dg.kind() == Kind::Message && self.queue.len() >= MAX_QUEUED_EVENTS {
+                // Unacknowledged: a reliable sender retransmits it once the
+                // front end caught up (see MAX_QUEUED_EVENTS).
+                let level_seed = !session.reliable();
+                if level_seed {
+                    tracing::warn!(%peer, "front end not reading; a seed-protocol line is lost");
+                } else {
+                    tracing::debug!(%peer, "front end not reading; chat line left for retransmission");
+                }
+                return;
+            }
             if !session.is_superseded_by(&dg, from) {
                 session.handle_datagram(&dg, from, now);
                 return;
@@ -765,7 +832,7 @@ impl Engine {
             self.answer_stranger(&peer, from, now);
             return;
         }
-        if self.sessions.len() >= MAX_SESSIONS {
+        if !self.may_open_session() {
             tracing::debug!(%from, "session limit reached; hello ignored");
             return;
         }
@@ -796,17 +863,18 @@ impl Engine {
             Command::Send(text) => self.send_line(&text).await,
             Command::Peers => {
                 let peers = self.peer_list();
-                self.emit(Event::Peers { peers }).await;
+                self.emit(Event::Peers { peers });
             }
             Command::Status => {
                 let event = self.status();
-                self.emit(event).await;
+                self.emit(event);
             }
             Command::Leave => {
-                if let Some(id) = self.active.take()
-                    && let Some(session) = self.sessions.get_mut(&id)
-                {
-                    session.close();
+                if let Some(id) = self.active.clone() {
+                    self.set_active(None);
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        session.close();
+                    }
                 }
             }
             Command::Quit => {}
@@ -818,16 +886,14 @@ impl Engine {
             self.error(
                 "not_connected",
                 "not connected to a peer; use /connect <peer>",
-            )
-            .await;
+            );
             return;
         };
         let Some(session) = self.sessions.get_mut(&id) else {
             self.error(
                 "not_connected",
                 "not connected to a peer; use /connect <peer>",
-            )
-            .await;
+            );
             return;
         };
         match session.send_line(text, Instant::now()) {
@@ -837,15 +903,14 @@ impl Engine {
                     to: id,
                     line,
                     reliable,
-                })
-                .await;
+                });
             }
             Err(err) => {
                 let code = match err {
                     super::session::SendError::NotConnected => "not_connected",
                     _ => "send_failed",
                 };
-                self.error(code, &err.to_string()).await;
+                self.error(code, &err.to_string());
             }
         }
     }
@@ -855,7 +920,7 @@ impl Engine {
         let peer = match resolve(&self.directory, &self.config.peer_id.to_string(), target) {
             Ok(peer) => peer.clone(),
             Err(err) => {
-                self.error(err.code(), &err.to_string()).await;
+                self.error(err.code(), &err.to_string());
                 return;
             }
         };
@@ -863,15 +928,51 @@ impl Engine {
         self.outgoing.insert(peer.peer_id.clone());
         if let Some(session) = self.sessions.get(&peer.peer_id) {
             if session.phase() == Phase::Connected {
-                self.active = Some(peer.peer_id.clone());
                 let event = self.connected_event(&peer.peer_id);
                 if let Some(event) = event {
-                    self.emit(event).await;
+                    self.emit(event);
                 }
+                self.set_active(Some(peer.peer_id.clone()));
             }
             return;
         }
+        if !self.may_open_session() {
+            self.session_limit_error(&peer.peer_id);
+            return;
+        }
         self.spawn_rendezvous(peer, true);
+    }
+
+    /// The one rule for whether another session may start (a hello, a
+    /// rendezvous answer or a connect request): at most [`MAX_SESSIONS`].
+    fn may_open_session(&self) -> bool {
+        self.sessions.len() < MAX_SESSIONS
+    }
+
+    fn session_limit_error(&mut self, peer: &str) {
+        let message = format!(
+            "cannot connect to {}: already in {MAX_SESSIONS} sessions, the most at once",
+            self.display_name(peer)
+        );
+        self.error("session_limit", &message);
+    }
+
+    /// The one constructor of sessions we start (after a rendezvous or a
+    /// connect request); callers checked [`Engine::may_open_session`].
+    fn open_outgoing(&mut self, peer: &str, endpoints: Vec<SocketAddr>) {
+        let Ok(remote) = PeerId::parse(peer) else {
+            tracing::warn!(%peer, "the server sent a peer id that is not a UUID");
+            return;
+        };
+        let session = Session::connect(
+            self.config.session.clone(),
+            self.config.peer_id,
+            &self.username,
+            remote,
+            endpoints,
+            Instant::now(),
+        );
+        self.sessions.insert(peer.to_owned(), session);
     }
 
     /// Asks the server for a rendezvous with `peer` in the background; the
@@ -925,26 +1026,17 @@ impl Engine {
                             "could not reach peer {}: it has no known address",
                             self.display_name(&peer.peer_id)
                         ),
-                    )
-                    .await;
+                    );
+                    return;
+                }
+                if !self.may_open_session() {
+                    self.session_limit_error(&peer.peer_id);
                     return;
                 }
                 self.directory
                     .entry(peer.peer_id.clone())
                     .or_insert_with(|| peer.clone());
-                let Ok(remote) = PeerId::parse(&peer.peer_id) else {
-                    tracing::warn!(peer = %peer.peer_id, "the server sent a peer id that is not a UUID");
-                    return;
-                };
-                let session = Session::connect(
-                    self.config.session.clone(),
-                    self.config.peer_id,
-                    &self.username,
-                    remote,
-                    peer.endpoints.clone(),
-                    Instant::now(),
-                );
-                self.sessions.insert(peer.peer_id.clone(), session);
+                self.open_outgoing(&peer.peer_id, peer.endpoints.clone());
             }
         }
     }
@@ -954,13 +1046,13 @@ impl Engine {
             SignalEvent::Registered(_) => {
                 if !self.server_up {
                     self.server_up = true;
-                    self.emit(Event::ServerRestored {}).await;
+                    self.emit(Event::ServerRestored {});
                 }
             }
             SignalEvent::Lost { error } => {
                 if self.server_up {
                     self.server_up = false;
-                    self.emit(Event::ServerLost { error }).await;
+                    self.emit(Event::ServerLost { error });
                 }
             }
             SignalEvent::Snapshot(peers) => {
@@ -973,7 +1065,7 @@ impl Engine {
                 if !self.have_snapshot {
                     self.have_snapshot = true;
                     let peers = self.peer_list();
-                    self.emit(Event::Peers { peers }).await;
+                    self.emit(Event::Peers { peers });
                     for target in std::mem::take(&mut self.deferred) {
                         self.connect(&target).await;
                     }
@@ -988,7 +1080,7 @@ impl Engine {
                             peer_id: id.clone(),
                             username: p.username.clone(),
                         };
-                        self.emit(event).await;
+                        self.emit(event);
                     }
                 }
                 let joined: Vec<Event> = self
@@ -1001,12 +1093,12 @@ impl Engine {
                     })
                     .collect();
                 for event in joined {
-                    self.emit(event).await;
+                    self.emit(event);
                 }
                 // Then the whole list, so a front end that keeps one can
                 // replace it and drop anything it got wrong meanwhile.
                 let peers = self.peer_list();
-                self.emit(Event::Peers { peers }).await;
+                self.emit(Event::Peers { peers });
             }
             SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => {
                 if self.config.peer_id == peer.peer_id.as_str() {
@@ -1022,7 +1114,7 @@ impl Engine {
                     username: peer.username.clone(),
                 };
                 if self.directory.insert(peer.peer_id.clone(), peer).is_none() {
-                    self.emit(event).await;
+                    self.emit(event);
                 }
             }
             SignalEvent::Left(peer) => {
@@ -1036,8 +1128,7 @@ impl Engine {
                     self.emit(Event::PeerLeft {
                         peer_id: peer.peer_id,
                         username: peer.username,
-                    })
-                    .await;
+                    });
                 }
             }
             SignalEvent::ConnectRequested { from, .. } => {
@@ -1056,23 +1147,11 @@ impl Engine {
                     session.reprobe(Instant::now());
                     return;
                 }
-                if self.sessions.len() >= MAX_SESSIONS {
+                if !self.may_open_session() {
                     tracing::warn!("session limit reached; connect request ignored");
                     return;
                 }
-                let Ok(remote) = PeerId::parse(&from.peer_id) else {
-                    tracing::warn!(peer = %from.peer_id, "the server sent a peer id that is not a UUID");
-                    return;
-                };
-                let session = Session::connect(
-                    self.config.session.clone(),
-                    self.config.peer_id,
-                    &self.username,
-                    remote,
-                    from.endpoints.clone(),
-                    Instant::now(),
-                );
-                self.sessions.insert(from.peer_id.clone(), session);
+                self.open_outgoing(&from.peer_id, from.endpoints.clone());
             }
         }
     }
@@ -1136,7 +1215,7 @@ impl Engine {
             }
             self.release_relay(&id).await;
             if self.active.as_deref() == Some(id.as_str()) {
-                self.active = None;
+                self.set_active(None);
             }
             if self.wanted.as_deref() == Some(id.as_str()) {
                 self.wanted = None;
@@ -1169,13 +1248,15 @@ impl Engine {
                 }
             }
             SessionEvent::Connected { .. } => {
+                if let Some(event) = self.connected_event(id) {
+                    self.emit(event);
+                }
+                // What the user asked for last becomes active; anything
+                // else only when nothing is.
                 if self.active.is_none() || self.wanted.as_deref() == Some(id) {
-                    self.active = Some(id.to_owned());
+                    self.set_active(Some(id.to_owned()));
                 }
-                match self.connected_event(id) {
-                    Some(event) => event,
-                    None => return,
-                }
+                return;
             }
             SessionEvent::Message { text, sent_at } => Event::Message {
                 from: id.to_owned(),
@@ -1216,7 +1297,7 @@ impl Engine {
                         "could not reach peer {username} after {} attempts",
                         self.config.session.connect_attempts
                     );
-                    self.error("unreachable", &message).await;
+                    self.error("unreachable", &message);
                 }
                 Event::Disconnected {
                     peer_id: id.to_owned(),
@@ -1225,7 +1306,7 @@ impl Engine {
                 }
             }
         };
-        self.emit(out).await;
+        self.emit(out);
     }
 
     fn connected_event(&self, id: &str) -> Option<Event> {
@@ -1500,18 +1581,63 @@ impl Engine {
             .collect()
     }
 
-    async fn error(&mut self, code: &'static str, message: &str) {
+    fn error(&mut self, code: &'static str, message: &str) {
         self.emit(Event::Error {
             code,
             message: message.to_owned(),
-        })
-        .await;
+        });
     }
 
-    async fn emit(&mut self, event: Event) {
-        if self.events.send(event).await.is_err() {
-            tracing::debug!("front end gone; event dropped");
+    /// The one place the active conversation changes; front ends learn it
+    /// from [`Event::Focus`].
+    fn set_active(&mut self, peer: Option<String>) {
+        if self.active != peer {
+            self.active = peer.clone();
+            self.emit(Event::Focus { peer_id: peer });
         }
+    }
+
+    /// Queues an event for the front end; never waits ([`MAX_QUEUED_EVENTS`]).
+    fn emit(&mut self, event: Event) {
+        if self.events.is_none() {
+            return;
+        }
+        if matches!(event, Event::Rtt { .. }) && self.queue.len() >= MAX_QUEUED_EVENTS {
+            return;
+        }
+        self.queue.push_back(event);
+    }
+
+    /// Moves queued events into the channel while it has room.
+    fn forward_events(&mut self) {
+        let Some(tx) = &self.events else {
+            self.queue.clear();
+            return;
+        };
+        while let Some(event) = self.queue.pop_front() {
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.queue.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::debug!("front end gone; events dropped");
+                    self.events = None;
+                    self.queue.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits for room in the event channel; `None` when it is closed (or was
+/// never there).
+async fn reserve(tx: Option<&mpsc::Sender<Event>>) -> Option<mpsc::Permit<'_, Event>> {
+    match tx {
+        Some(tx) => tx.reserve().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -35,7 +35,11 @@ impl<W: Write> JsonUi<W> {
 
 impl<W: Write> FrontEnd for JsonUi<W> {
     fn on_event(&mut self, event: &Event) {
-        self.write(event);
+        // Focus is for interactive front ends; the `--json` stream keeps its
+        // schema (a script knows whom it talks to from `connected`).
+        if !matches!(event, Event::Focus { .. }) {
+            self.write(event);
+        }
     }
 
     fn on_line(&mut self, line: &str) -> Option<Command> {

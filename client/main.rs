@@ -171,6 +171,7 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
         },
         stun: args.stun.clone(),
         relay: !args.no_relay,
+        event_buffer: engine::EVENT_BUFFER,
     };
     // Signal handlers go in before anything is printed, so a SIGTERM right
     // after start-up already gets the clean exit.

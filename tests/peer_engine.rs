@@ -730,3 +730,105 @@ async fn a_hello_of_a_closed_session_does_not_reopen_it_and_strangers_are_told()
     a.quit().await;
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn connecting_past_the_session_limit_is_refused() {
+    // Regression: the rendezvous path used not to check MAX_SESSIONS, so a
+    // peer full of incoming sessions could still start more (33 seen).
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut config = config(&server, "alice");
+    config.session.keepalive_interval = Duration::from_secs(30);
+    let mut a = Peer::start(config).await;
+    let mut b = Peer::start(self::config(&server, "bob")).await;
+    let b_id = b.id();
+    a.wait("bob listed", |e| match e {
+        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
+        _ => false,
+    })
+    .await;
+    let target = a.handle.started().local_addr;
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..engine::MAX_SESSIONS {
+        let hello = format!(
+            r#"{{"type":"hello","from":"00000000-0000-4000-8000-{i:012}","timestamp":1,"body":""}}"#
+        );
+        caller.send_to(hello.as_bytes(), target).await.unwrap();
+    }
+    let mut up = 0;
+    while up < engine::MAX_SESSIONS {
+        a.wait("connected", |e| matches!(e, Event::Connected { .. }))
+            .await;
+        up += 1;
+    }
+    a.cmd(Command::Connect("bob".into())).await;
+    let refused = a
+        .wait("refused", |e| {
+            matches!(e, Event::Error { .. } | Event::Connected { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Event::Error {
+                code: "session_limit",
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let reached = tokio::time::timeout(
+        Duration::from_millis(800),
+        b.wait("connected", |e| matches!(e, Event::Connected { .. })),
+    )
+    .await;
+    assert!(reached.is_err(), "a session past the limit: {reached:?}");
+    a.quit().await;
+    b.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_front_end_does_not_stop_keepalives() {
+    // Regression: the engine used to wait for room in the event channel from
+    // the task that answers pings, so a front end that stopped reading made
+    // the peer look dead. Now events wait in the engine's queue; chat lines
+    // that arrive meanwhile are all there once it reads again.
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let a = Peer::start(config(&server, "alice")).await;
+    let mut cb = config(&server, "bob");
+    cb.event_buffer = 1;
+    let b = Peer::start(cb).await;
+    let (mut a, mut b) = connected_pair(a, b).await;
+    // Bob's front end stops reading; Alice chats on for several offline
+    // timeouts (3 x 300 ms).
+    let mut lines = Vec::new();
+    for i in 0..10 {
+        let text = format!("line {i}");
+        a.cmd(Command::Send(text.clone())).await;
+        lines.push(text);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut delivered = 0;
+    let mut rtts = 0;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match a.events.recv().await {
+                Some(Event::Disconnected { .. }) => return,
+                Some(Event::Delivered { .. }) => delivered += 1,
+                Some(Event::Rtt { .. }) => rtts += 1,
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "alice lost bob while bob's UI stalled");
+    assert_eq!(delivered, 10, "bob's engine acknowledged every line");
+    assert!(rtts > 0, "bob answered keep-alives");
+    // Bob reads again: every line is there, in order.
+    assert_eq!(b.messages(10).await, lines);
+    a.quit().await;
+    b.quit().await;
+    server.shutdown().await;
+}

@@ -343,11 +343,6 @@ impl App {
                         reliable: *reliable,
                     },
                 );
-                // The engine's rule: what we asked for becomes active; an
-                // incoming session only when nothing else is.
-                if !incoming || self.active.is_none() {
-                    self.active = Some(peer_id.clone());
-                }
                 if self.connecting.as_ref() == Some(peer_id) {
                     self.connecting = None;
                 }
@@ -408,9 +403,6 @@ impl App {
             } => {
                 let name = self.name_of(peer_id, username);
                 self.sessions.remove(peer_id);
-                if self.active.as_ref() == Some(peer_id) {
-                    self.active = None;
-                }
                 if self.connecting.as_ref() == Some(peer_id) {
                     self.connecting = None;
                 }
@@ -441,6 +433,7 @@ impl App {
                 server_connected,
                 sessions,
             } => self.apply_status(*server_connected, sessions),
+            Event::Focus { peer_id } => self.focus(peer_id.clone()),
             Event::Info { message } => self.system(&s(message)),
             Event::Error { code, message } => {
                 // Only a send fails with these, and each send gets exactly
@@ -507,6 +500,17 @@ impl App {
             "{name}: {}",
             details.join(", ")
         )));
+    }
+
+    /// The engine moved the conversation: show it as active, and move the
+    /// highlighted row to it so the highlight and the ▶ mark agree.
+    fn focus(&mut self, peer: Option<String>) {
+        if let Some(id) = &peer
+            && self.peers.iter().any(|p| &p.id == id)
+        {
+            self.selected = Some(id.clone());
+        }
+        self.active = peer;
     }
 
     /// Applies one key press; returns the command it asks for, if any.
@@ -958,6 +962,7 @@ mod tests {
             Some(Command::Connect("bbbb".into()))
         );
         app.on_event(&connected("bbbb", "bob", false));
+        app.on_event(&focus(Some("bbbb")));
         assert_eq!(app.on_key(key(KeyCode::Enter)), None, "already chatting");
         // The selected peer leaves: the selection moves to a neighbour.
         app.on_event(&Event::Disconnected {
@@ -1088,6 +1093,7 @@ mod tests {
             peers: vec![summary("aaaa", "alice"), summary("bbbb", "bob")],
         });
         app.on_event(&connected("bbbb", "bob", true));
+        app.on_event(&focus(Some("bbbb")));
         assert_eq!(
             app.active.as_deref(),
             Some("bbbb"),
@@ -1111,14 +1117,74 @@ mod tests {
             username: "bob".into(),
             reason: "timeout",
         });
+        app.on_event(&focus(None));
         assert_eq!(app.peers().len(), 1, "bob is gone with its session");
         assert!(app.active.is_none());
+    }
+
+    fn focus(id: Option<&str>) -> Event {
+        Event::Focus {
+            peer_id: id.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_active_peer_is_the_one_the_engine_reports() {
+        // With C active, the user asks for A, then B; A comes up first. The
+        // engine keeps typed lines going to C (B is the one wanted), so the
+        // UI must show C, not guess from `connected`.
+        let mut app = app();
+        app.on_event(&connected("cccc", "carol", false));
+        app.on_event(&focus(Some("cccc")));
+        assert_eq!(
+            typed(&mut app, "/c alice"),
+            Some(Command::Connect("alice".into()))
+        );
+        assert_eq!(
+            typed(&mut app, "/c bob"),
+            Some(Command::Connect("bob".into()))
+        );
+        app.on_event(&connected("aaaa", "alice", false));
+        assert_eq!(app.active.as_deref(), Some("cccc"));
+        assert_eq!(app.active_session().map(|s| s.name.as_str()), Some("carol"));
+        app.on_event(&connected("bbbb", "bob", false));
+        app.on_event(&focus(Some("bbbb")));
+        assert_eq!(app.active.as_deref(), Some("bbbb"));
+        app.on_event(&Event::Disconnected {
+            peer_id: "bbbb".into(),
+            username: "bob".into(),
+            reason: "remote_disconnect",
+        });
+        app.on_event(&focus(None));
+        assert!(app.active.is_none());
+    }
+
+    #[test]
+    fn the_highlighted_row_follows_the_active_peer() {
+        let mut app = app();
+        app.on_event(&joined("aaaa", "alice"));
+        app.on_event(&joined("bbbb", "bob"));
+        app.on_event(&joined("cccc", "carol"));
+        assert_eq!(app.selected.as_deref(), Some("aaaa"));
+        // An incoming session becomes active: highlight and ▶ agree.
+        app.on_event(&connected("cccc", "carol", true));
+        app.on_event(&focus(Some("cccc")));
+        assert_eq!(app.selected.as_deref(), app.active.as_deref());
+        let marked = app
+            .peers()
+            .iter()
+            .position(|p| Some(&p.id) == app.active.as_ref());
+        assert_eq!(app.selected_index(), marked);
+        // Arrows still move the highlight to pick another peer.
+        app.on_key(key(KeyCode::Up));
+        assert_eq!(app.selected.as_deref(), Some("bbbb"));
     }
 
     #[test]
     fn unknown_events_are_shown_generically() {
         let mut app = app();
         app.on_event(&connected("bbbb", "bob", false));
+        app.on_event(&focus(Some("bbbb")));
         app.on_other_event(&Event::Rtt {
             peer_id: "bbbb".into(),
             rtt_ms: 2.5,

@@ -116,6 +116,15 @@ fn connected(id: &str, name: &str, path: &'static str, reliable: bool) -> Event 
     }
 }
 
+/// What the engine emits when a session we asked for comes up: the
+/// session, then the focus on it.
+fn connect(app: &mut App, id: &str, name: &str, path: &'static str, reliable: bool) {
+    app.on_event(&connected(id, name, path, reliable));
+    app.on_event(&Event::Focus {
+        peer_id: Some(id.into()),
+    });
+}
+
 fn line_with<'a>(rows: &'a [String], needle: &str) -> Option<&'a String> {
     rows.iter().find(|r| r.contains(needle))
 }
@@ -159,7 +168,7 @@ fn peers_appear_and_disappear_live() {
 fn messages_show_senders_times_and_delivery_marks() {
     let mut app = app();
     app.on_event(&joined(BOB, "bob"));
-    app.on_event(&connected(BOB, "bob", "lan", true));
+    connect(&mut app, BOB, "bob", "lan", true);
     app.on_event(&Event::Message {
         from: BOB.into(),
         username: "bob".into(),
@@ -224,7 +233,7 @@ fn status_bar_follows_server_session_path_and_rtt() {
     });
     let bar = status(&mut app);
     assert!(bar.contains("| bob: connecting (attempt 2)"), "{bar}");
-    app.on_event(&connected(BOB, "bob", "direct", true));
+    connect(&mut app, BOB, "bob", "direct", true);
     let bar = status(&mut app);
     assert!(bar.contains("| bob: connected, direct"), "{bar}");
     app.on_event(&Event::Rtt {
@@ -298,7 +307,7 @@ fn hostile_names_and_text_cannot_reach_the_terminal() {
                 via: "rest",
             }],
         });
-        app.on_event(&connected(BOB, hostile_name, "lan", true));
+        connect(&mut app, BOB, hostile_name, "lan", true);
         app.on_event(&Event::Message {
             from: BOB.into(),
             username: hostile_name.into(),
@@ -335,7 +344,7 @@ fn hostile_names_and_text_cannot_reach_the_terminal() {
 fn long_lines_wrap_and_page_keys_scroll() {
     let mut app = app();
     app.on_event(&joined(BOB, "bob"));
-    app.on_event(&connected(BOB, "bob", "lan", true));
+    connect(&mut app, BOB, "bob", "lan", true);
     let words: Vec<String> = (0..400).map(|i| format!("w{i:03}")).collect();
     app.on_event(&Event::Message {
         from: BOB.into(),
