@@ -8,11 +8,13 @@
 //! * [`transport`]: the UDP socket edge, behind a trait tests can wrap.
 //! * [`signaling`]: the tonic client (register, lease, inbox, watch,
 //!   reconnect).
-//! * [`engine`]: the event loop tying these together; front ends send it
-//!   [`engine::Command`]s and render its [`engine::Event`]s.
+//! * [`engine`]: a sans-IO core (session table, limits, focus, peer
+//!   directory) under a thin select loop; front ends send it
+//!   [`engine::Request`]s and render its [`engine::Event`]s.
 //! * [`frontend`]: the loop every line-based front end runs; [`console`]
 //!   and [`json_ui`] are the line console and `--json` front ends, and
 //!   [`input`] parses what the user types for all front ends.
+//! * [`text`]: the phrasing console and TUI share, and every sanitiser.
 //! * [`tui`]: the full-screen terminal UI (its own loop: keys, not lines).
 
 pub mod console;
@@ -25,5 +27,6 @@ pub mod relay;
 pub mod session;
 pub mod signaling;
 pub mod stun;
+pub mod text;
 pub mod transport;
 pub mod tui;
