@@ -10,7 +10,7 @@ use std::io::Write;
 
 use p2pchat::PeerId;
 
-use super::engine::{Command, DisconnectReason, Event, PeerSummary, Via};
+use super::engine::{Command, DisconnectReason, Event, PeerSummary, SessionStatus, Via};
 use super::frontend::FrontEnd;
 use super::input::{HELP, Input, parse_line};
 use super::text::{
@@ -156,14 +156,7 @@ impl<W: Write> Console<W> {
                 reason,
             } => {
                 self.connected.retain(|p| p != peer_id);
-                let name = s(username);
-                match (reason, why_ended(*reason)) {
-                    (DisconnectReason::Reset, _) => format!("* {}", restarted(&name)),
-                    (_, Some(why)) => format!(
-                        "* {name} {why}. Pick another peer with /connect <id or name>, or /peers."
-                    ),
-                    (_, None) => format!("* Disconnected from {name}."),
-                }
+                render_disconnected(&s(username), *reason)
             }
             Event::ServerLost { error } => format!("! Lost {}", server_lost(error)),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
@@ -171,21 +164,7 @@ impl<W: Write> Console<W> {
                 server_connected,
                 sessions,
                 ..
-            } => {
-                let mut text = format!("Signaling server: {}", server_state(*server_connected));
-                if sessions.is_empty() {
-                    text.push_str("\nNo sessions.");
-                }
-                for st in sessions {
-                    text.push_str(&format!(
-                        "\n  {}{} ({})",
-                        if st.active { "* " } else { "  " },
-                        s(&st.username),
-                        session_details(st)
-                    ));
-                }
-                text
-            }
+            } => render_status(*server_connected, sessions),
             Event::Info { message } => s(message),
             Event::Error { code, message, .. } => {
                 format!("Error: {}", s(&error_message(*code, message)))
@@ -244,6 +223,32 @@ impl<W: Write> Console<W> {
             rtt_suffix(*rtt_ms)
         )
     }
+}
+
+fn render_disconnected(name: &str, reason: DisconnectReason) -> String {
+    match (reason, why_ended(reason)) {
+        (DisconnectReason::Reset, _) => format!("* {}", restarted(name)),
+        (_, Some(why)) => {
+            format!("* {name} {why}. Pick another peer with /connect <id or name>, or /peers.")
+        }
+        (_, None) => format!("* Disconnected from {name}."),
+    }
+}
+
+fn render_status(server_connected: bool, sessions: &[SessionStatus]) -> String {
+    let mut text = format!("Signaling server: {}", server_state(server_connected));
+    if sessions.is_empty() {
+        text.push_str("\nNo sessions.");
+    }
+    for st in sessions {
+        text.push_str(&format!(
+            "\n  {}{} ({})",
+            if st.active { "* " } else { "  " },
+            sanitize_display(&st.username),
+            session_details(st)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn brief(err: &SignalingError) -> String {
 
 /// What the server knows about another peer, converted from the proto.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PeerInfo {
+pub struct RemotePeer {
     /// The peer's id.
     pub peer_id: PeerId,
     /// Its display name (raw; sanitize before showing).
@@ -109,10 +109,10 @@ pub struct PeerInfo {
     pub local_endpoints: Vec<SocketAddr>,
 }
 
-impl PeerInfo {
+impl RemotePeer {
     /// The peer the server describes; `None` when its id is not a UUID
     /// (the peer id is parsed once, here at the edge).
-    fn from_proto(p: &proto::Peer) -> Option<PeerInfo> {
+    fn from_proto(p: &proto::Peer) -> Option<RemotePeer> {
         let Ok(peer_id) = PeerId::parse(&p.peer_id) else {
             tracing::warn!(peer = %p.peer_id, "the server sent a peer id that is not a UUID");
             return None;
@@ -143,7 +143,7 @@ impl PeerInfo {
                 endpoints.push(observed);
             }
         }
-        Some(PeerInfo {
+        Some(RemotePeer {
             peer_id,
             username: p.username.clone(),
             endpoints,
@@ -156,7 +156,7 @@ impl PeerInfo {
 
 /// The result of a successful registration.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
+pub struct RegisterReply {
     /// The username as the server stored it.
     pub username: String,
     /// The IP the server saw us come from.
@@ -171,19 +171,19 @@ pub struct Registration {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalEvent {
     /// (Re-)registered; after a loss this means the server is back.
-    Registered(Registration),
+    Registered(RegisterReply),
     /// A complete list of online peers, replacing the previous one.
-    Snapshot(Vec<PeerInfo>),
+    Snapshot(Vec<RemotePeer>),
     /// A peer came online.
-    Joined(PeerInfo),
+    Joined(RemotePeer),
     /// A peer's details changed.
-    Updated(PeerInfo),
+    Updated(RemotePeer),
     /// A peer went offline.
-    Left(PeerInfo),
+    Left(RemotePeer),
     /// A peer asked to connect to us: probe its endpoints now.
     ConnectRequested {
         /// The caller.
-        from: PeerInfo,
+        from: RemotePeer,
     },
     /// The server connection broke; the client keeps retrying.
     Lost {
@@ -225,7 +225,7 @@ impl Signaling {
     pub async fn register(
         url: &str,
         identity: Identity,
-    ) -> Result<(Signaling, Registration), SignalingError> {
+    ) -> Result<(Signaling, RegisterReply), SignalingError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(SignalingError::InvalidUrl {
                 url: url.to_owned(),
@@ -333,7 +333,7 @@ impl Signaling {
     }
 
     /// One Register call (first registration or refresh with the token).
-    async fn register_once(&self) -> Result<Registration, SignalingError> {
+    async fn register_once(&self) -> Result<RegisterReply, SignalingError> {
         let request = proto::RegisterRequest {
             peer_id: self.identity.peer_id.to_string(),
             username: self.identity.username.clone(),
@@ -366,7 +366,7 @@ impl Signaling {
             .as_ref()
             .map(|p| p.username.clone())
             .unwrap_or_else(|| self.identity.username.clone());
-        Ok(Registration {
+        Ok(RegisterReply {
             username,
             observed_ip: response.observed_ip,
             lease: Duration::from_secs(u64::from(response.lease_seconds.max(1))),
@@ -379,7 +379,7 @@ impl Signaling {
     pub async fn request_connect(
         &self,
         target: PeerId,
-    ) -> Result<(PeerInfo, bool), SignalingError> {
+    ) -> Result<(RemotePeer, bool), SignalingError> {
         let request = proto::RequestConnectRequest {
             peer_id: self.identity.peer_id.to_string(),
             session_token: self.token(),
@@ -393,7 +393,7 @@ impl Signaling {
         let target = response
             .target
             .as_ref()
-            .and_then(PeerInfo::from_proto)
+            .and_then(RemotePeer::from_proto)
             .ok_or_else(|| tonic::Status::internal("response without a valid target"))?;
         Ok((target, response.target_notified))
     }
@@ -487,14 +487,14 @@ impl Signaling {
         // the lease also notices a half-dead connection early.
         let mut refresh = tokio::time::interval(lease / 3);
         refresh.tick().await;
-        let mut chunks: Vec<PeerInfo> = Vec::new();
+        let mut chunks: Vec<RemotePeer> = Vec::new();
         loop {
             tokio::select! {
                 msg = inbox.message() => match msg? {
                     None => return Ok(()),
                     Some(m) => match m.message {
                         Some(inbox_message::Message::ConnectRequested(req)) => {
-                            let Some(from) = req.from.as_ref().and_then(PeerInfo::from_proto) else {
+                            let Some(from) = req.from.as_ref().and_then(RemotePeer::from_proto) else {
                                 continue;
                             };
                             let event = SignalEvent::ConnectRequested { from };
@@ -514,7 +514,7 @@ impl Signaling {
                                     chunks.clear();
                                 }
                                 let room = MAX_DIRECTORY_PEERS.saturating_sub(chunks.len());
-                                chunks.extend(s.peers.iter().filter_map(PeerInfo::from_proto).take(room));
+                                chunks.extend(s.peers.iter().filter_map(RemotePeer::from_proto).take(room));
                                 *resume_from = s.revision;
                                 if !s.last_chunk {
                                     continue;
@@ -523,7 +523,7 @@ impl Signaling {
                             }
                             Some(watch_peers_response::Update::Change(c)) => {
                                 *resume_from = c.revision;
-                                let Some(peer) = c.peer.as_ref().and_then(PeerInfo::from_proto) else {
+                                let Some(peer) = c.peer.as_ref().and_then(RemotePeer::from_proto) else {
                                     continue;
                                 };
                                 match proto::PeerChangeKind::try_from(c.kind) {
@@ -577,7 +577,7 @@ mod tests {
             registered_via: proto::RegisteredVia::Rest as i32,
             ..Default::default()
         };
-        let info = PeerInfo::from_proto(&p).unwrap();
+        let info = RemotePeer::from_proto(&p).unwrap();
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         // Invalid entries skipped; the observed address appended when the
         // server did not list it.
@@ -595,7 +595,7 @@ mod tests {
             peer_id: "id".into(),
             ..p
         };
-        assert_eq!(PeerInfo::from_proto(&bad), None, "not a UUID");
+        assert_eq!(RemotePeer::from_proto(&bad), None, "not a UUID");
     }
 
     #[test]

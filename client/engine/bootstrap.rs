@@ -7,7 +7,7 @@ use p2pchat::PeerId;
 
 use super::EngineError;
 use super::api::Event;
-use crate::signaling::{Identity, Registration, Signaling};
+use crate::signaling::{Identity, RegisterReply, Signaling};
 use crate::stun;
 use crate::transport::{self, Transport};
 
@@ -17,7 +17,7 @@ pub struct Bootstrap {
     /// The registered client.
     pub signaling: Signaling,
     /// The server's answer.
-    pub registration: Registration,
+    pub registration: RegisterReply,
     /// The server's UDP (STUN + relay) address, if it offers one.
     pub server_udp: Option<SocketAddr>,
     /// Where STUN requests go.

@@ -35,7 +35,7 @@ use super::table::{ReplyBudget, Tombstones};
 use crate::protocol::{Datagram, Kind};
 use crate::relay::RelayClient;
 use crate::session::{Action, Phase, SendError, Session, SessionConfig};
-use crate::signaling::PeerInfo;
+use crate::signaling::RemotePeer;
 use paths::StunRefresh;
 
 /// Most sessions at once: further hellos, connect requests and connects
@@ -64,7 +64,7 @@ pub enum Task {
     /// Ask the server for a rendezvous with `target`.
     Rendezvous {
         /// The peer.
-        target: PeerInfo,
+        target: RemotePeer,
         /// False for a repeat during a later attempt: the answer only adds
         /// endpoints to a session that still exists.
         create: bool,
@@ -77,7 +77,7 @@ pub enum Task {
         /// The STUN answer.
         reflexive: Option<SocketAddr>,
         /// Peers whose path went stale.
-        peers: Vec<PeerInfo>,
+        peers: Vec<RemotePeer>,
     },
 }
 
@@ -85,10 +85,10 @@ pub enum Task {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RendezvousDone {
     /// The task's target.
-    pub target: PeerInfo,
+    pub target: RemotePeer,
     /// The peer as the server knows it now, and whether it was notified;
     /// or why the request failed.
-    pub result: Result<(PeerInfo, bool), String>,
+    pub result: Result<(RemotePeer, bool), String>,
     /// The task's `create`.
     pub create: bool,
     /// The task's `request`.
@@ -341,7 +341,7 @@ impl Core {
 
     /// The one constructor of the sessions we start (after a rendezvous or
     /// a connect request); callers checked [`Core::may_open_session`].
-    fn open_outgoing(&mut self, peer: &PeerInfo, now: Instant) {
+    fn open_outgoing(&mut self, peer: &RemotePeer, now: Instant) {
         let session = Session::connect(
             self.session_config.clone(),
             self.me,

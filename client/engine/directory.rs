@@ -8,13 +8,13 @@ use p2pchat::PeerId;
 use thiserror::Error;
 
 use super::api::{ErrorCode, Event, PeerSummary, Via};
-use crate::signaling::PeerInfo;
+use crate::signaling::RemotePeer;
 
 /// Online peers by id, as the server reports them, never including us.
 #[derive(Debug)]
 pub struct Directory {
     me: PeerId,
-    peers: BTreeMap<PeerId, PeerInfo>,
+    peers: BTreeMap<PeerId, RemotePeer>,
     have_snapshot: bool,
 }
 
@@ -38,8 +38,8 @@ impl Directory {
     /// who left, who joined, then the whole list (so a front end that keeps
     /// one can replace it). A peer missing from a resync keeps its session
     /// (after a server restart it may not have re-registered yet).
-    pub fn replace(&mut self, peers: Vec<PeerInfo>) -> Vec<Event> {
-        let fresh: BTreeMap<PeerId, PeerInfo> = peers
+    pub fn replace(&mut self, peers: Vec<RemotePeer>) -> Vec<Event> {
+        let fresh: BTreeMap<PeerId, RemotePeer> = peers
             .into_iter()
             .filter(|p| p.peer_id != self.me)
             .map(|p| (p.peer_id, p))
@@ -70,7 +70,7 @@ impl Directory {
     }
 
     /// Adds or updates a peer; true when it was not listed (it joined).
-    pub fn upsert(&mut self, peer: PeerInfo) -> bool {
+    pub fn upsert(&mut self, peer: RemotePeer) -> bool {
         if peer.peer_id == self.me {
             return false;
         }
@@ -79,7 +79,7 @@ impl Directory {
 
     /// Lists a peer we learned about otherwise (a rendezvous) unless it is
     /// already listed.
-    pub fn remember(&mut self, peer: &PeerInfo) {
+    pub fn remember(&mut self, peer: &RemotePeer) {
         if peer.peer_id != self.me {
             self.peers
                 .entry(peer.peer_id)
@@ -88,12 +88,12 @@ impl Directory {
     }
 
     /// Removes a peer; what was listed, if anything.
-    pub fn remove(&mut self, id: PeerId) -> Option<PeerInfo> {
+    pub fn remove(&mut self, id: PeerId) -> Option<RemotePeer> {
         self.peers.remove(&id)
     }
 
     /// What we know about a peer.
-    pub fn get(&self, id: PeerId) -> Option<&PeerInfo> {
+    pub fn get(&self, id: PeerId) -> Option<&RemotePeer> {
         self.peers.get(&id)
     }
 
@@ -124,7 +124,7 @@ impl Directory {
     }
 
     /// The peer `input` names (see [`resolve`]).
-    pub fn resolve(&self, input: &str) -> Result<&PeerInfo, ResolveError> {
+    pub fn resolve(&self, input: &str) -> Result<&RemotePeer, ResolveError> {
         resolve(&self.peers, self.me, input)
     }
 }
@@ -162,10 +162,10 @@ impl ResolveError {
 /// Finds the peer `input` names: a full id, a unique id prefix, or a unique
 /// username (exact, then case-insensitive).
 pub fn resolve<'a>(
-    directory: &'a BTreeMap<PeerId, PeerInfo>,
+    directory: &'a BTreeMap<PeerId, RemotePeer>,
     me: PeerId,
     input: &str,
-) -> Result<&'a PeerInfo, ResolveError> {
+) -> Result<&'a RemotePeer, ResolveError> {
     let input = input.trim();
     if input.is_empty() {
         return Err(ResolveError::Unknown(String::new()));
@@ -183,7 +183,7 @@ pub fn resolve<'a>(
         .values()
         .filter(|p| p.peer_id.to_string().starts_with(&lower));
     let by_name = directory.values().filter(|p| p.username == input);
-    let mut all: Vec<&PeerInfo> = Vec::new();
+    let mut all: Vec<&RemotePeer> = Vec::new();
     for p in by_prefix.chain(by_name) {
         if !all.iter().any(|q| q.peer_id == p.peer_id) {
             all.push(p);
@@ -217,8 +217,8 @@ pub(super) mod tests {
         PeerId::parse(text).unwrap()
     }
 
-    pub fn peer(text: &str, name: &str) -> PeerInfo {
-        PeerInfo {
+    pub fn peer(text: &str, name: &str) -> RemotePeer {
+        RemotePeer {
             peer_id: id(text),
             username: name.into(),
             endpoints: vec![],
@@ -230,7 +230,7 @@ pub(super) mod tests {
 
     #[test]
     fn resolves_ids_prefixes_and_names() {
-        let dir: BTreeMap<PeerId, PeerInfo> = [
+        let dir: BTreeMap<PeerId, RemotePeer> = [
             peer("aaaa1111-0000-4000-8000-000000000001", "alice"),
             peer("aaaa2222-0000-4000-8000-000000000002", "bob"),
             peer("bbbb3333-0000-4000-8000-000000000003", "Carol"),
@@ -240,7 +240,7 @@ pub(super) mod tests {
         .map(|p| (p.peer_id, p))
         .collect();
         let me = id("ffff0000-0000-4000-8000-000000000000");
-        let found = |r: Result<&PeerInfo, ResolveError>| r.map(|p| p.peer_id.to_string());
+        let found = |r: Result<&RemotePeer, ResolveError>| r.map(|p| p.peer_id.to_string());
         assert_eq!(
             found(resolve(&dir, me, "aaaa1111-0000-4000-8000-000000000001")).unwrap(),
             "aaaa1111-0000-4000-8000-000000000001"

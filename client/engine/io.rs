@@ -242,7 +242,7 @@ impl Io {
 /// One rendezvous request.
 async fn rendezvous(
     signaling: &Signaling,
-    target: crate::signaling::PeerInfo,
+    target: crate::signaling::RemotePeer,
     create: bool,
     request: Option<crate::engine::RequestId>,
 ) -> RendezvousDone {

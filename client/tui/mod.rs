@@ -3,7 +3,9 @@
 //! are terminals and neither `--plain` nor `--json` is given.
 //!
 //! * [`state`]: what is shown, changed by engine events and key presses
-//!   (pure, tested without a terminal).
+//!   (pure, tested without a terminal); the active peer is the one the
+//!   engine reports (`focus`), and our lines are paired with `sent`/`error`
+//!   by request id.
 //! * [`view`]: draws the state on any ratatui backend.
 //! * this module: the terminal itself (raw mode, alternate screen, always
 //!   restored: on return, on error and on panic) and the loop that feeds

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use super::{Core, RendezvousDone};
 use crate::engine::api::{ErrorCode, Event};
 use crate::session::Phase;
-use crate::signaling::{PeerInfo, SignalEvent};
+use crate::signaling::{RemotePeer, SignalEvent};
 
 impl Core {
     /// The answer to a [`Task::Rendezvous`].
@@ -95,7 +95,7 @@ impl Core {
         self.flush(now);
     }
 
-    fn on_peer_update(&mut self, peer: PeerInfo) {
+    fn on_peer_update(&mut self, peer: RemotePeer) {
         if peer.peer_id == self.me {
             return;
         }
@@ -113,7 +113,7 @@ impl Core {
         }
     }
 
-    fn on_connect_requested(&mut self, from: &PeerInfo, now: Instant) {
+    fn on_connect_requested(&mut self, from: &RemotePeer, now: Instant) {
         if from.peer_id == self.me {
             return;
         }

@@ -38,8 +38,8 @@ fn core(now: Instant) -> Core {
     Core::new(config, now)
 }
 
-fn info(peer: &str, name: &str, port: u16) -> PeerInfo {
-    PeerInfo {
+fn info(peer: &str, name: &str, port: u16) -> RemotePeer {
+    RemotePeer {
         peer_id: id(peer),
         username: name.into(),
         endpoints: vec![addr(port)],
@@ -144,27 +144,6 @@ fn a_rendezvous_past_the_session_limit_opens_no_session() {
     assert_eq!(core.sessions.len(), MAX_SESSIONS);
 }
 
-/// Brings up an outgoing session with `peer`: connect, rendezvous answer,
-/// the peer's hello.
-fn connect_out(core: &mut Core, peer: &str, name: &str, port: u16, now: Instant) {
-    core.on_request(Command::Connect(name.into()).into(), now);
-    let task = core.take_outputs();
-    let [Output::Task(Task::Rendezvous { target, .. })] = task.as_slice() else {
-        panic!("no rendezvous: {task:?}");
-    };
-    core.on_rendezvous(
-        RendezvousDone {
-            target: target.clone(),
-            result: Ok((target.clone(), true)),
-            create: true,
-            request: None,
-        },
-        now,
-    );
-    assert!(core.sessions.contains_key(&id(peer)));
-    let _ = port;
-}
-
 #[test]
 fn the_engine_alone_decides_the_active_peer() {
     // With C active, the user asks for A, then B; A comes up first. Typed
@@ -240,7 +219,6 @@ fn the_engine_alone_decides_the_active_peer() {
         1,
         "{got:?}"
     );
-    let _ = connect_out;
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The UI state driven by hand: events in, keys in, no terminal.
 use super::*;
-use crate::engine::{ErrorCode, Path};
+use crate::engine::{ErrorCode, Path, PeerSummary, Via};
 
 /// A peer id from a short hex tag ("bbbb").
 fn id(tag: &str) -> PeerId {
