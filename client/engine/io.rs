@@ -31,7 +31,8 @@ pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
 pub const FINAL_EVENTS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most background tasks at once; a rendezvous asked for beyond it is
-/// skipped (the next connect attempt asks again).
+/// treated as failed (the known endpoints are probed; the next connect
+/// attempt asks again).
 pub const MAX_BACKGROUND_TASKS: usize = 64;
 
 /// Aborts a task when dropped (e.g. when the engine task is aborted).
@@ -210,6 +211,22 @@ impl Io {
     fn spawn(&mut self, task: Task) {
         if self.tasks.len() >= MAX_BACKGROUND_TASKS {
             tracing::warn!(?task, "too many background tasks; skipped");
+            // A skipped rendezvous counts as a failed one: the core probes
+            // the endpoints it knows, as it does when the server fails.
+            if let Task::Rendezvous {
+                target,
+                create,
+                request,
+            } = task
+            {
+                let done = RendezvousDone {
+                    target,
+                    result: Err("too many background tasks".into()),
+                    create,
+                    request,
+                };
+                self.core.on_rendezvous(done, Instant::now());
+            }
             return;
         }
         let signaling = self.signaling.clone();
