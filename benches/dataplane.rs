@@ -32,9 +32,10 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use p2pchat::PeerId;
 use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat_client::protocol::{Datagram, Message};
 use p2pchat_client::signaling::{Identity, Signaling};
+use p2pchat_client::wire::{Datagram, Message};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -303,8 +304,8 @@ impl Peer {
         Peer { handle, events }
     }
 
-    fn id(&self) -> String {
-        self.handle.started().peer_id.clone()
+    fn id(&self) -> PeerId {
+        self.handle.started().peer_id
     }
 
     async fn cmd(&self, command: Command) {
@@ -314,7 +315,9 @@ impl Peer {
     /// The next event, failing after [`WAIT`].
     async fn next(&mut self, what: &str) -> Event {
         match tokio::time::timeout(WAIT, self.events.recv()).await {
-            Ok(Some(Event::Error { code, message })) => panic!("{what}: error {code}: {message}"),
+            Ok(Some(Event::Error { code, message, .. })) => {
+                panic!("{what}: error {code}: {message}")
+            }
             Ok(Some(event)) => event,
             Ok(None) => panic!("engine stopped while waiting for {what}"),
             Err(_) => panic!("timed out waiting for {what}"),
@@ -344,10 +347,10 @@ async fn start_server() -> RunningServer {
 }
 
 /// Waits until `a` has `b_id` in its peer list (a name resolves only then).
-async fn wait_listed(a: &mut Peer, b_id: &str) {
+async fn wait_listed(a: &mut Peer, b_id: PeerId) {
     a.wait("peer in list", |e| match e {
-        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
-        Event::PeerJoined { peer_id, .. } => peer_id == b_id,
+        Event::Peers { peers, .. } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
         _ => false,
     })
     .await;
@@ -357,7 +360,7 @@ async fn wait_listed(a: &mut Peer, b_id: &str) {
 async fn connected_pair(server: &RunningServer, a_name: &str, b_name: &str) -> (Peer, Peer) {
     let mut a = Peer::start(server, a_name).await;
     let mut b = Peer::start(server, b_name).await;
-    wait_listed(&mut a, &b.id()).await;
+    wait_listed(&mut a, b.id()).await;
     a.cmd(Command::Connect(b_name.into())).await;
     a.wait("a connected", |e| matches!(e, Event::Connected { .. }))
         .await;
@@ -812,7 +815,7 @@ const IDLE_BEFORE: Duration = Duration::from_millis(200);
 /// rendezvous RPC on its own.
 async fn signaling_identity(server: &RunningServer, name: &str) -> Signaling {
     let identity = Identity {
-        peer_id: uuid::Uuid::new_v4().to_string(),
+        peer_id: PeerId::random(),
         username: name.to_owned(),
         udp_port: 9,
         endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
@@ -912,7 +915,7 @@ async fn connect_time(runs: Option<usize>, groups: Option<usize>) {
                 let b_name = format!("cb{n}");
                 let mut a = Peer::start(&server, &format!("ca{n}")).await;
                 let b = Peer::start(&server, &b_name).await;
-                wait_listed(&mut a, &b.id()).await;
+                wait_listed(&mut a, b.id()).await;
                 group.push((a, b, b_name));
             }
             tokio::time::sleep(IDLE_BEFORE).await;

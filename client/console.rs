@@ -8,10 +8,15 @@
 
 use std::io::Write;
 
-use super::engine::{Command, Event, PeerSummary};
+use p2pchat::PeerId;
+
+use super::engine::{Command, DisconnectReason, Event, PeerSummary, SessionStatus, Via};
 use super::frontend::FrontEnd;
 use super::input::{HELP, Input, parse_line};
-use super::protocol::sanitize_display;
+use super::text::{
+    error_message, restarted, rtt_suffix, sanitize_display, server_lost, server_state,
+    session_details, short, why_ended,
+};
 
 /// The console. Keeps what it needs to interpret plain lines like the seed
 /// does: before a chat starts, a line picks a peer (by number, id or name).
@@ -21,7 +26,7 @@ pub struct Console<W: Write> {
     /// The last peer list shown, for picking by number.
     shown: Vec<PeerSummary>,
     /// Peers we have a session with.
-    connected: Vec<String>,
+    connected: Vec<PeerId>,
 }
 
 impl<W: Write> Console<W> {
@@ -68,7 +73,7 @@ impl<W: Write> FrontEnd for Console<W> {
                 } else {
                     let target = match choice.parse::<usize>() {
                         Ok(n) if n >= 1 && n <= self.shown.len() => {
-                            self.shown[n - 1].peer_id.clone()
+                            self.shown[n - 1].peer_id.to_string()
                         }
                         _ => choice.to_owned(),
                     };
@@ -103,29 +108,7 @@ impl<W: Write> Console<W> {
                 s(username),
                 s(public_addr)
             ),
-            Event::Peers { peers } => {
-                self.shown = peers.clone();
-                if peers.is_empty() {
-                    "No peers available. Waiting for connection...".to_owned()
-                } else {
-                    let mut text = String::from("Available peers:\n");
-                    for (i, p) in peers.iter().enumerate() {
-                        text.push_str(&format!(
-                            "  {}. {} (ID: {}...){}\n",
-                            i + 1,
-                            s(&p.username),
-                            short(&p.peer_id, 16),
-                            if p.via == "rest" { " [seed]" } else { "" }
-                        ));
-                    }
-                    if self.connected.is_empty() {
-                        text.push_str(
-                            "\nEnter a peer number, ID or username to connect (or /quit to exit):",
-                        );
-                    }
-                    text
-                }
-            }
+            Event::Peers { peers, .. } => self.render_peers(peers),
             Event::PeerJoined { peer_id, username } => {
                 format!("* {} (ID: {}...) is online", s(username), short(peer_id, 8))
             }
@@ -144,34 +127,9 @@ impl<W: Write> Console<W> {
             } => format!(
                 "Connecting to {} (attempt {attempt}, probing {})...",
                 s(username),
-                endpoints.join(", ")
+                s(&endpoints.join(", "))
             ),
-            Event::Connected {
-                peer_id,
-                username,
-                addr,
-                path,
-                rtt_ms,
-                reliable,
-                incoming,
-                ..
-            } => {
-                if !self.connected.contains(peer_id) {
-                    self.connected.push(peer_id.clone());
-                }
-                let rtt = rtt_ms
-                    .map(|r| format!(", rtt {r:.1} ms"))
-                    .unwrap_or_default();
-                let mode = if *reliable { "" } else { ", seed protocol" };
-                let how = if *incoming {
-                    format!("{} connected to us", s(username))
-                } else {
-                    format!("Connected to {}", s(username))
-                };
-                format!(
-                    "{how} at {addr} ({path}{rtt}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---"
-                )
-            }
+            Event::Connected { .. } => self.render_connected(event),
             Event::PathChanged {
                 peer_id,
                 addr,
@@ -182,10 +140,13 @@ impl<W: Write> Console<W> {
                     .iter()
                     .find(|p| &p.peer_id == peer_id)
                     .map_or_else(|| short(peer_id, 8), |p| s(&p.username));
-                format!("* Chat with {name} now uses the {path} path ({addr})")
+                format!("* Chat with {name} now uses the {path} path ({})", s(addr))
             }
             Event::Message { username, text, .. } => format!("[{}]: {}", s(username), s(text)),
-            Event::Sent { .. } | Event::Delivered { .. } | Event::Rtt { .. } => String::new(),
+            Event::Sent { .. }
+            | Event::Delivered { .. }
+            | Event::Rtt { .. }
+            | Event::Focus { .. } => String::new(),
             Event::Undeliverable { line, .. } => {
                 format!("! Message #{line} could not be delivered")
             }
@@ -195,80 +156,112 @@ impl<W: Write> Console<W> {
                 reason,
             } => {
                 self.connected.retain(|p| p != peer_id);
-                let name = s(username);
-                match *reason {
-                    "reset" => format!("* {name} started a new session"),
-                    "local" => format!("* Disconnected from {name}."),
-                    reason => {
-                        let why = match reason {
-                            "remote_disconnect" => "disconnected",
-                            "timeout" => "is offline (no answer to keep-alive)",
-                            "left" => "left (the signaling server reports it offline)",
-                            "unreachable" => "could not be reached",
-                            _ => "ended the session",
-                        };
-                        format!(
-                            "* {name} {why}. Pick another peer with /connect <id or name>, or /peers."
-                        )
-                    }
-                }
+                render_disconnected(&s(username), *reason)
             }
-            Event::ServerLost { error } => format!(
-                "! Lost the signaling server ({}); chat continues, reconnecting in the background",
-                s(error)
-            ),
+            Event::ServerLost { error } => format!("! Lost {}", server_lost(error)),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
             Event::Status {
                 server_connected,
                 sessions,
-            } => {
-                let mut text = format!(
-                    "Signaling server: {}",
-                    if *server_connected {
-                        "connected"
-                    } else {
-                        "reconnecting..."
-                    }
-                );
-                if sessions.is_empty() {
-                    text.push_str("\nNo sessions.");
-                }
-                for st in sessions {
-                    let mut details = vec![st.state.to_owned()];
-                    if let (Some(path), Some(addr)) = (st.path, &st.addr) {
-                        details.push(format!("{path} {addr}"));
-                    }
-                    if let Some(rtt) = st.rtt_ms {
-                        details.push(format!("rtt {rtt:.1} ms"));
-                    }
-                    if !st.reliable && st.state == "connected" {
-                        details.push("seed protocol".to_owned());
-                    }
-                    if st.pending > 0 {
-                        details.push(format!("{} unacknowledged", st.pending));
-                    }
-                    text.push_str(&format!(
-                        "\n  {}{} ({})",
-                        if st.active { "* " } else { "  " },
-                        s(&st.username),
-                        details.join(", ")
-                    ));
-                }
-                text
-            }
+                ..
+            } => render_status(*server_connected, sessions),
             Event::Info { message } => s(message),
-            Event::Error { message, .. } => format!("Error: {}", s(message)),
+            Event::Error { code, message, .. } => {
+                format!("Error: {}", s(&error_message(*code, message)))
+            }
         }
+    }
+
+    fn render_peers(&mut self, peers: &[PeerSummary]) -> String {
+        self.shown = peers.to_vec();
+        if peers.is_empty() {
+            return "No peers available. Waiting for connection...".to_owned();
+        }
+        let mut text = String::from("Available peers:\n");
+        for (i, p) in peers.iter().enumerate() {
+            text.push_str(&format!(
+                "  {}. {} (ID: {}...){}\n",
+                i + 1,
+                sanitize_display(&p.username),
+                short(&p.peer_id, 16),
+                if p.via == Via::Rest { " [seed]" } else { "" }
+            ));
+        }
+        if self.connected.is_empty() {
+            text.push_str("\nEnter a peer number, ID or username to connect (or /quit to exit):");
+        }
+        text
+    }
+
+    fn render_connected(&mut self, event: &Event) -> String {
+        let Event::Connected {
+            peer_id,
+            username,
+            addr,
+            path,
+            rtt_ms,
+            reliable,
+            incoming,
+            ..
+        } = event
+        else {
+            return String::new();
+        };
+        if !self.connected.contains(peer_id) {
+            self.connected.push(*peer_id);
+        }
+        let name = sanitize_display(username);
+        let mode = if *reliable { "" } else { ", seed protocol" };
+        let how = if *incoming {
+            format!("{name} connected to us")
+        } else {
+            format!("Connected to {name}")
+        };
+        format!(
+            "{how} at {} ({path}{}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---",
+            sanitize_display(addr),
+            rtt_suffix(*rtt_ms)
+        )
     }
 }
 
-fn short(id: &str, n: usize) -> String {
-    id.chars().take(n).collect()
+fn render_disconnected(name: &str, reason: DisconnectReason) -> String {
+    match (reason, why_ended(reason)) {
+        (DisconnectReason::Reset, _) => format!("* {}", restarted(name)),
+        (_, Some(why)) => {
+            format!("* {name} {why}. Pick another peer with /connect <id or name>, or /peers.")
+        }
+        (_, None) => format!("* Disconnected from {name}."),
+    }
+}
+
+fn render_status(server_connected: bool, sessions: &[SessionStatus]) -> String {
+    let mut text = format!("Signaling server: {}", server_state(server_connected));
+    if sessions.is_empty() {
+        text.push_str("\nNo sessions.");
+    }
+    for st in sessions {
+        text.push_str(&format!(
+            "\n  {}{} ({})",
+            if st.active { "* " } else { "  " },
+            sanitize_display(&st.username),
+            session_details(st)
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Path;
+
+    const ALICE: &str = "a11ce000-0000-4000-8000-000000000001";
+    const BOB: &str = "b0b00000-0000-4000-8000-000000000002";
+
+    fn id(text: &str) -> PeerId {
+        PeerId::parse(text).unwrap()
+    }
 
     fn output(console: Console<Vec<u8>>) -> String {
         String::from_utf8(console.out).unwrap()
@@ -277,15 +270,13 @@ mod tests {
     #[test]
     fn hostile_names_and_text_are_neutralised() {
         let mut c = Console::new(Vec::new());
-        c.on_event(&Event::Peers {
-            peers: vec![PeerSummary {
-                peer_id: "aaaaaaaa-0000-4000-8000-000000000001".into(),
-                username: "\u{1b}]0;pwned\u{7}mallory".into(),
-                via: "rest",
-            }],
-        });
+        c.on_event(&Event::peers(vec![PeerSummary {
+            peer_id: id("aaaaaaaa-0000-4000-8000-000000000001"),
+            username: "\u{1b}]0;pwned\u{7}mallory".into(),
+            via: Via::Rest,
+        }]));
         c.on_event(&Event::Message {
-            from: "x".into(),
+            from: id(BOB),
             username: "\u{9b}2J".into(),
             text: "\u{1b}[2Jhi\u{8}\u{8}".into(),
             sent_at: 1.0,
@@ -305,23 +296,21 @@ mod tests {
     #[test]
     fn before_a_chat_a_line_picks_a_peer() {
         let mut c = Console::new(Vec::new());
-        let peer = |id: &str, name: &str| PeerSummary {
-            peer_id: id.into(),
+        let peer = |peer_id: &str, name: &str| PeerSummary {
+            peer_id: id(peer_id),
             username: name.into(),
-            via: "grpc",
+            via: Via::Grpc,
         };
-        c.on_event(&Event::Peers {
-            peers: vec![peer("id-1", "alice"), peer("id-2", "bob")],
-        });
-        assert_eq!(c.on_line("2"), Some(Command::Connect("id-2".into())));
+        c.on_event(&Event::peers(vec![peer(ALICE, "alice"), peer(BOB, "bob")]));
+        assert_eq!(c.on_line("2"), Some(Command::Connect(BOB.into())));
         assert_eq!(c.on_line("7"), Some(Command::Connect("7".into())));
         assert_eq!(c.on_line("bob"), Some(Command::Connect("bob".into())));
         assert_eq!(c.on_line("q"), Some(Command::Quit));
         c.on_event(&Event::Connected {
-            peer_id: "id-2".into(),
+            peer_id: id(BOB),
             username: "bob".into(),
             addr: "127.0.0.1:9".into(),
-            path: "lan",
+            path: Path::Lan,
             rtt_ms: None,
             reliable: true,
             incoming: false,
@@ -329,9 +318,9 @@ mod tests {
         });
         assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
         c.on_event(&Event::Disconnected {
-            peer_id: "id-2".into(),
+            peer_id: id(BOB),
             username: "bob".into(),
-            reason: "timeout",
+            reason: DisconnectReason::Timeout,
         });
         assert_eq!(c.on_line("alice"), Some(Command::Connect("alice".into())));
         let out = output(c);

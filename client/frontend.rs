@@ -9,11 +9,48 @@ use std::collections::VecDeque;
 
 use tokio::sync::mpsc;
 
-use super::engine::{Command, EngineHandle, Event};
+use super::engine::{Command, EngineHandle, Event, Request};
 
 /// Most parsed input commands held while the engine is busy; input is not
 /// read further until there is room.
 pub const MAX_PENDING_COMMANDS: usize = 64;
+
+/// Requests parsed from input, waiting for room in the engine's command
+/// channel (at most [`MAX_PENDING_COMMANDS`]). Shared by every front end's
+/// loop.
+#[derive(Debug, Default)]
+pub struct Pending {
+    queue: VecDeque<Request>,
+}
+
+impl Pending {
+    /// Whether more input may be read.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < MAX_PENDING_COMMANDS
+    }
+
+    /// Queues a request.
+    pub fn push(&mut self, request: impl Into<Request>) {
+        self.queue.push_back(request.into());
+    }
+
+    /// Waits for room in `commands` and hands over the oldest request;
+    /// never returns while nothing is queued (a select branch).
+    pub async fn send_next(&mut self, commands: &mpsc::Sender<Request>) {
+        if self.queue.is_empty() {
+            return std::future::pending().await;
+        }
+        match commands.reserve().await {
+            Ok(permit) => {
+                if let Some(request) = self.queue.pop_front() {
+                    permit.send(request);
+                }
+            }
+            // The engine stopped; its event channel closes next.
+            Err(_) => self.queue.clear(),
+        }
+    }
+}
 
 /// A user interface on top of the engine.
 pub trait FrontEnd {
@@ -35,7 +72,7 @@ pub async fn drive(
     ui: &mut impl FrontEnd,
 ) {
     let commands = handle.commands();
-    let mut pending: VecDeque<Command> = VecDeque::new();
+    let mut pending = Pending::default();
     let mut input_open = true;
     loop {
         tokio::select! {
@@ -43,24 +80,16 @@ pub async fn drive(
                 Some(event) => ui.on_event(&event),
                 None => break,
             },
-            permit = commands.reserve(), if !pending.is_empty() => match permit {
-                Ok(permit) => {
-                    if let Some(command) = pending.pop_front() {
-                        permit.send(command);
-                    }
-                }
-                // The engine stopped; its event channel closes next.
-                Err(_) => pending.clear(),
-            },
-            line = input.recv(), if input_open && pending.len() < MAX_PENDING_COMMANDS => match line {
+            () = pending.send_next(&commands) => {}
+            line = input.recv(), if input_open && pending.has_room() => match line {
                 Some(line) => {
                     if let Some(command) = ui.on_line(&line) {
-                        pending.push_back(command);
+                        pending.push(command);
                     }
                 }
                 None => {
                     input_open = false;
-                    pending.push_back(Command::Quit);
+                    pending.push(Command::Quit);
                 }
             },
         }

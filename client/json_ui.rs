@@ -4,9 +4,10 @@
 
 use std::io::Write;
 
-use super::engine::{Command, Event};
+use super::engine::{Command, ErrorCode, Event};
 use super::frontend::FrontEnd;
 use super::input::{HELP, Input, parse_line};
+use super::text::{error_message, escape_json_for_terminal};
 
 /// Writes events as JSON lines to `out`.
 #[derive(Debug)]
@@ -21,9 +22,22 @@ impl<W: Write> JsonUi<W> {
     }
 
     fn write(&mut self, event: &Event) {
+        // The front end's hint goes into the message, as it always did.
+        let hinted;
+        let event = match event {
+            Event::Error { id, code, message } => {
+                hinted = Event::Error {
+                    id: *id,
+                    code: *code,
+                    message: error_message(*code, message),
+                };
+                &hinted
+            }
+            other => other,
+        };
         match serde_json::to_string(event) {
             Ok(line) => {
-                let line = escape_for_terminal(&line);
+                let line = escape_json_for_terminal(&line);
                 // A closed stdout (the reader went away) is not worth dying for.
                 let _ = writeln!(self.out, "{line}");
                 let _ = self.out.flush();
@@ -35,7 +49,11 @@ impl<W: Write> JsonUi<W> {
 
 impl<W: Write> FrontEnd for JsonUi<W> {
     fn on_event(&mut self, event: &Event) {
-        self.write(event);
+        // Focus is for interactive front ends; the `--json` stream keeps its
+        // schema (a script knows whom it talks to from `connected`).
+        if !matches!(event, Event::Focus { .. }) {
+            self.write(event);
+        }
     }
 
     fn on_line(&mut self, line: &str) -> Option<Command> {
@@ -50,32 +68,11 @@ impl<W: Write> FrontEnd for JsonUi<W> {
             }
             Input::Empty => None,
             Input::Invalid(message) => {
-                self.write(&Event::Error {
-                    code: "invalid_command",
-                    message,
-                });
+                self.write(&Event::error(ErrorCode::InvalidCommand, message));
                 None
             }
         }
     }
-}
-
-/// serde_json escapes C0 controls (ESC included) but writes DEL, the C1
-/// controls (e.g. U+009B, a one-character CSI) and bidi overrides as they
-/// are. They can only occur inside JSON strings, so writing them as
-/// `\uXXXX` escapes changes nothing for a JSON reader and keeps a terminal
-/// that shows the stream safe.
-fn escape_for_terminal(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    for ch in json.chars() {
-        match ch {
-            '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-                out.push_str(&format!("\\u{:04x}", ch as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -87,7 +84,7 @@ mod tests {
         let text = "a\u{1b}[2J\u{7}\u{7f}\u{9b}31m\u{202e}z\n\"é";
         let mut ui = JsonUi::new(Vec::new());
         ui.on_event(&Event::Message {
-            from: "p".into(),
+            from: p2pchat::PeerId::parse("0000beef-0000-4000-8000-000000000001").unwrap(),
             username: "\u{9b}evil".into(),
             text: text.into(),
             sent_at: 1.5,
@@ -111,5 +108,20 @@ mod tests {
         let out = String::from_utf8(ui.out).unwrap();
         assert!(out.contains(r#""code":"invalid_command""#), "{out}");
         assert!(out.contains(r#""event":"info""#), "{out}");
+    }
+
+    #[test]
+    fn focus_is_not_part_of_the_stream_and_errors_keep_their_hint() {
+        let mut ui = JsonUi::new(Vec::new());
+        ui.on_event(&Event::Focus { peer_id: None });
+        ui.on_event(&Event::error(
+            ErrorCode::NotConnected,
+            "not connected to a peer",
+        ));
+        let out = String::from_utf8(ui.out).unwrap();
+        assert_eq!(
+            out,
+            "{\"event\":\"error\",\"code\":\"not_connected\",\"message\":\"not connected to a peer; use /connect <peer>\"}\n"
+        );
     }
 }

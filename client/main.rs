@@ -171,6 +171,7 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
         },
         stun: args.stun.clone(),
         relay: !args.no_relay,
+        event_buffer: engine::EVENT_BUFFER,
     };
     // Signal handlers go in before anything is printed, so a SIGTERM right
     // after start-up already gets the clean exit.
@@ -183,7 +184,7 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     let commands = handle.commands();
     tokio::spawn(async move {
         signals.recv().await;
-        let _ = commands.send(Command::Quit).await;
+        let _ = commands.send(Command::Quit.into()).await;
     });
     if let Some(target) = args.connect {
         handle.command(Command::Connect(target)).await;

@@ -17,9 +17,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
-use p2pchat::SessionToken;
 use p2pchat::proto::signaling_client::SignalingClient;
 use p2pchat::proto::{self, inbox_message, watch_peers_response};
+use p2pchat::{PeerId, SessionToken};
 
 /// Registration attempts at start-up before giving up.
 pub const REGISTER_ATTEMPTS: u32 = 3;
@@ -93,9 +93,9 @@ pub fn brief(err: &SignalingError) -> String {
 
 /// What the server knows about another peer, converted from the proto.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PeerInfo {
-    /// The peer's UUID.
-    pub peer_id: String,
+pub struct RemotePeer {
+    /// The peer's id.
+    pub peer_id: PeerId,
     /// Its display name (raw; sanitize before showing).
     pub username: String,
     /// Every address worth probing, in the order the server gave them.
@@ -109,8 +109,14 @@ pub struct PeerInfo {
     pub local_endpoints: Vec<SocketAddr>,
 }
 
-impl PeerInfo {
-    fn from_proto(p: &proto::Peer) -> PeerInfo {
+impl RemotePeer {
+    /// The peer the server describes; `None` when its id is not a UUID
+    /// (the peer id is parsed once, here at the edge).
+    fn from_proto(p: &proto::Peer) -> Option<RemotePeer> {
+        let Ok(peer_id) = PeerId::parse(&p.peer_id) else {
+            tracing::warn!(peer = %p.peer_id, "the server sent a peer id that is not a UUID");
+            return None;
+        };
         let parse = |e: &proto::Endpoint| {
             let ip: IpAddr = e.ip.parse().ok()?;
             let port = u16::try_from(e.port).ok().filter(|p| *p != 0)?;
@@ -137,20 +143,20 @@ impl PeerInfo {
                 endpoints.push(observed);
             }
         }
-        PeerInfo {
-            peer_id: p.peer_id.clone(),
+        Some(RemotePeer {
+            peer_id,
             username: p.username.clone(),
             endpoints,
             inbox_open: p.inbox_open,
             via_rest: p.registered_via == proto::RegisteredVia::Rest as i32,
             local_endpoints,
-        }
+        })
     }
 }
 
 /// The result of a successful registration.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Registration {
+pub struct RegisterReply {
     /// The username as the server stored it.
     pub username: String,
     /// The IP the server saw us come from.
@@ -165,21 +171,19 @@ pub struct Registration {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalEvent {
     /// (Re-)registered; after a loss this means the server is back.
-    Registered(Registration),
+    Registered(RegisterReply),
     /// A complete list of online peers, replacing the previous one.
-    Snapshot(Vec<PeerInfo>),
+    Snapshot(Vec<RemotePeer>),
     /// A peer came online.
-    Joined(PeerInfo),
+    Joined(RemotePeer),
     /// A peer's details changed.
-    Updated(PeerInfo),
+    Updated(RemotePeer),
     /// A peer went offline.
-    Left(PeerInfo),
+    Left(RemotePeer),
     /// A peer asked to connect to us: probe its endpoints now.
     ConnectRequested {
-        /// Rendezvous id.
-        connect_id: String,
         /// The caller.
-        from: PeerInfo,
+        from: RemotePeer,
     },
     /// The server connection broke; the client keeps retrying.
     Lost {
@@ -191,8 +195,8 @@ pub enum SignalEvent {
 /// Who we are towards the server.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// Our UUID.
-    pub peer_id: String,
+    /// Our peer id.
+    pub peer_id: PeerId,
     /// Requested username (empty: the server picks `user_<id prefix>`).
     pub username: String,
     /// Our chat socket's port.
@@ -221,7 +225,7 @@ impl Signaling {
     pub async fn register(
         url: &str,
         identity: Identity,
-    ) -> Result<(Signaling, Registration), SignalingError> {
+    ) -> Result<(Signaling, RegisterReply), SignalingError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(SignalingError::InvalidUrl {
                 url: url.to_owned(),
@@ -274,8 +278,8 @@ impl Signaling {
     }
 
     /// Our peer id.
-    pub fn peer_id(&self) -> &str {
-        &self.identity.peer_id
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.peer_id
     }
 
     /// Our session token as raw bytes (for relay frames); `None` before
@@ -329,9 +333,9 @@ impl Signaling {
     }
 
     /// One Register call (first registration or refresh with the token).
-    async fn register_once(&self) -> Result<Registration, SignalingError> {
+    async fn register_once(&self) -> Result<RegisterReply, SignalingError> {
         let request = proto::RegisterRequest {
-            peer_id: self.identity.peer_id.clone(),
+            peer_id: self.identity.peer_id.to_string(),
             username: self.identity.username.clone(),
             udp_port: u32::from(self.identity.udp_port),
             endpoints: self
@@ -362,7 +366,7 @@ impl Signaling {
             .as_ref()
             .map(|p| p.username.clone())
             .unwrap_or_else(|| self.identity.username.clone());
-        Ok(Registration {
+        Ok(RegisterReply {
             username,
             observed_ip: response.observed_ip,
             lease: Duration::from_secs(u64::from(response.lease_seconds.max(1))),
@@ -372,11 +376,14 @@ impl Signaling {
 
     /// Asks the server to set up a rendezvous with `target`. Returns the
     /// target as the server knows it and whether it was notified.
-    pub async fn request_connect(&self, target: &str) -> Result<(PeerInfo, bool), SignalingError> {
+    pub async fn request_connect(
+        &self,
+        target: PeerId,
+    ) -> Result<(RemotePeer, bool), SignalingError> {
         let request = proto::RequestConnectRequest {
-            peer_id: self.identity.peer_id.clone(),
+            peer_id: self.identity.peer_id.to_string(),
             session_token: self.token(),
-            target_peer_id: target.to_owned(),
+            target_peer_id: target.to_string(),
         };
         let mut client = self.client.clone();
         let response = tokio::time::timeout(RPC_TIMEOUT, client.request_connect(request))
@@ -386,15 +393,15 @@ impl Signaling {
         let target = response
             .target
             .as_ref()
-            .map(PeerInfo::from_proto)
-            .ok_or_else(|| tonic::Status::internal("response without target"))?;
+            .and_then(RemotePeer::from_proto)
+            .ok_or_else(|| tonic::Status::internal("response without a valid target"))?;
         Ok((target, response.target_notified))
     }
 
     /// Removes our registration (clean exit). Best effort, bounded in time.
     pub async fn unregister(&self) -> Result<(), SignalingError> {
         let request = proto::UnregisterRequest {
-            peer_id: self.identity.peer_id.clone(),
+            peer_id: self.identity.peer_id.to_string(),
             session_token: self.token(),
         };
         let mut client = self.client.clone();
@@ -465,7 +472,7 @@ impl Signaling {
         let mut client = self.client.clone();
         let mut inbox = client
             .open_inbox(proto::OpenInboxRequest {
-                peer_id: self.identity.peer_id.clone(),
+                peer_id: self.identity.peer_id.to_string(),
                 session_token: self.token(),
             })
             .await?
@@ -480,17 +487,17 @@ impl Signaling {
         // the lease also notices a half-dead connection early.
         let mut refresh = tokio::time::interval(lease / 3);
         refresh.tick().await;
-        let mut chunks: Vec<PeerInfo> = Vec::new();
+        let mut chunks: Vec<RemotePeer> = Vec::new();
         loop {
             tokio::select! {
                 msg = inbox.message() => match msg? {
                     None => return Ok(()),
                     Some(m) => match m.message {
                         Some(inbox_message::Message::ConnectRequested(req)) => {
-                            let Some(from) = req.from.as_ref().map(PeerInfo::from_proto) else {
+                            let Some(from) = req.from.as_ref().and_then(RemotePeer::from_proto) else {
                                 continue;
                             };
-                            let event = SignalEvent::ConnectRequested { connect_id: req.connect_id, from };
+                            let event = SignalEvent::ConnectRequested { from };
                             if events.send(event).await.is_err() {
                                 return Ok(());
                             }
@@ -507,7 +514,7 @@ impl Signaling {
                                     chunks.clear();
                                 }
                                 let room = MAX_DIRECTORY_PEERS.saturating_sub(chunks.len());
-                                chunks.extend(s.peers.iter().take(room).map(PeerInfo::from_proto));
+                                chunks.extend(s.peers.iter().filter_map(RemotePeer::from_proto).take(room));
                                 *resume_from = s.revision;
                                 if !s.last_chunk {
                                     continue;
@@ -516,7 +523,7 @@ impl Signaling {
                             }
                             Some(watch_peers_response::Update::Change(c)) => {
                                 *resume_from = c.revision;
-                                let Some(peer) = c.peer.as_ref().map(PeerInfo::from_proto) else {
+                                let Some(peer) = c.peer.as_ref().and_then(RemotePeer::from_proto) else {
                                     continue;
                                 };
                                 match proto::PeerChangeKind::try_from(c.kind) {
@@ -556,7 +563,7 @@ mod tests {
     #[test]
     fn peer_info_from_proto() {
         let p = proto::Peer {
-            peer_id: "id".into(),
+            peer_id: "0000beef-0000-4000-8000-000000000001".into(),
             username: "bob".into(),
             observed_ip: "203.0.113.7".into(),
             udp_port: 4000,
@@ -570,7 +577,7 @@ mod tests {
             registered_via: proto::RegisteredVia::Rest as i32,
             ..Default::default()
         };
-        let info = PeerInfo::from_proto(&p);
+        let info = RemotePeer::from_proto(&p).unwrap();
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
         // Invalid entries skipped; the observed address appended when the
         // server did not list it.
@@ -584,6 +591,11 @@ mod tests {
         );
         assert_eq!(info.local_endpoints, vec![addr("10.0.0.2:4000")]);
         assert!(info.via_rest);
+        let bad = proto::Peer {
+            peer_id: "id".into(),
+            ..p
+        };
+        assert_eq!(RemotePeer::from_proto(&bad), None, "not a UUID");
     }
 
     #[test]

@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat::PeerId;
+use p2pchat_client::engine::{
+    self, Command, DisconnectReason, EngineConfig, EngineHandle, ErrorCode, Event, Path,
+    SessionState,
+};
 use p2pchat_client::session::SessionConfig;
 use p2pchat_client::transport::{BoxFuture, Transport};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
@@ -62,8 +66,8 @@ impl Peer {
         Peer { handle, events }
     }
 
-    fn id(&self) -> String {
-        self.handle.started().peer_id.clone()
+    fn id(&self) -> PeerId {
+        self.handle.started().peer_id
     }
 
     async fn cmd(&self, command: Command) {
@@ -113,7 +117,7 @@ async fn connected_pair(a: Peer, b: Peer) -> (Peer, Peer) {
     let b_id = b.id();
     // A must see B in its peer list before a name can resolve.
     a.wait("b in list", |e| match e {
-        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::Peers { peers, .. } => peers.iter().any(|p| p.peer_id == b_id),
         Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
         _ => false,
     })
@@ -141,7 +145,7 @@ async fn connected_pair(a: Peer, b: Peer) -> (Peer, Peer) {
         ) => {
             assert_eq!(*to_b, b_id);
             assert_eq!(*to_a, a.id());
-            assert_eq!(*path, "lan");
+            assert_eq!(*path, Path::Lan);
         }
         other => panic!("unexpected connect events {other:?}"),
     }
@@ -197,6 +201,7 @@ async fn two_peers_connect_and_chat_both_ways() {
     let Event::Status {
         server_connected: true,
         sessions,
+        ..
     } = status
     else {
         panic!("{status:?}")
@@ -205,9 +210,12 @@ async fn two_peers_connect_and_chat_both_ways() {
     let st = &sessions[0];
     assert_eq!(
         (st.username.as_str(), st.state, st.active),
-        ("bob", "connected", true)
+        ("bob", SessionState::Connected, true)
     );
-    assert_eq!((st.path, st.reliable, st.pending), (Some("lan"), true, 0));
+    assert_eq!(
+        (st.path, st.reliable, st.pending),
+        (Some(Path::Lan), true, 0)
+    );
     assert!(st.rtt_ms.is_some());
 
     // Keep-alive reports RTT.
@@ -220,7 +228,7 @@ async fn two_peers_connect_and_chat_both_ways() {
     let a_id = a.id();
     a.quit().await;
     b.wait("remote disconnect", |e| {
-        matches!(e, Event::Disconnected { reason: "remote_disconnect", peer_id, .. } if *peer_id == a_id)
+        matches!(e, Event::Disconnected { reason: DisconnectReason::RemoteDisconnect, peer_id, .. } if *peer_id == a_id)
     })
     .await;
     // Unregistered on quit: B hears A left.
@@ -235,7 +243,7 @@ async fn two_peers_connect_and_chat_both_ways() {
         matches!(
             e,
             Event::Error {
-                code: "not_connected",
+                code: ErrorCode::NotConnected,
                 ..
             }
         )
@@ -254,7 +262,7 @@ async fn unknown_and_ambiguous_targets_are_reported() {
     let mut seen = 0;
     a.wait("two bobs", |e| {
         match e {
-            Event::Peers { peers } => seen = peers.len(),
+            Event::Peers { peers, .. } => seen = peers.len(),
             Event::PeerJoined { .. } => seen += 1,
             _ => {}
         }
@@ -266,7 +274,7 @@ async fn unknown_and_ambiguous_targets_are_reported() {
         matches!(
             e,
             Event::Error {
-                code: "ambiguous_peer",
+                code: ErrorCode::AmbiguousPeer,
                 ..
             }
         )
@@ -277,14 +285,14 @@ async fn unknown_and_ambiguous_targets_are_reported() {
         matches!(
             e,
             Event::Error {
-                code: "unknown_peer",
+                code: ErrorCode::UnknownPeer,
                 ..
             }
         )
     })
     .await;
     // A unique prefix works.
-    let prefix: String = b1.id().chars().take(8).collect();
+    let prefix: String = b1.id().to_string().chars().take(8).collect();
     a.cmd(Command::Connect(prefix)).await;
     a.wait("connected", |e| matches!(e, Event::Connected { .. }))
         .await;
@@ -336,7 +344,7 @@ async fn killed_peer_is_declared_offline_and_pending_lines_reported() {
     .await;
     a.wait(
         "offline",
-        |e| matches!(e, Event::Disconnected { reason: "timeout", peer_id, .. } if *peer_id == b_id),
+        |e| matches!(e, Event::Disconnected { reason: DisconnectReason::Timeout, peer_id, .. } if *peer_id == b_id),
     )
     .await;
     // 3 missed intervals of 300 ms (plus the interval that noticed).
@@ -360,7 +368,7 @@ async fn peer_reported_left_by_server_ends_session_at_once() {
     b.handle.abort();
     a.wait(
         "left",
-        |e| matches!(e, Event::Disconnected { reason: "left", peer_id, .. } if *peer_id == b_id),
+        |e| matches!(e, Event::Disconnected { reason: DisconnectReason::Left, peer_id, .. } if *peer_id == b_id),
     )
     .await;
     a.quit().await;
@@ -385,7 +393,7 @@ async fn chat_survives_server_restart_and_peers_re_register() {
         .wait("status", |e| matches!(e, Event::Status { .. }))
         .await;
     assert!(
-        matches!(status, Event::Status { server_connected: false, ref sessions } if sessions.len() == 1)
+        matches!(status, Event::Status { server_connected: false, ref sessions, .. } if sessions.len() == 1)
     );
 
     // Peer to peer carries on without the server.
@@ -411,7 +419,7 @@ async fn chat_survives_server_restart_and_peers_re_register() {
     tokio::time::timeout(WAIT, async {
         loop {
             let online = |id: &str| registry.get(&id.parse().unwrap()).is_ok_and(|p| p.online);
-            if online(&a_id) && online(&b_id) {
+            if online(&a_id.to_string()) && online(&b_id.to_string()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -535,7 +543,11 @@ async fn incoming_sessions_are_capped() {
     )
     .await;
     assert!(extra.is_err(), "session limit exceeded: {extra:?}");
-    let last = format!("00000000-0000-4000-8000-{:012}", engine::MAX_SESSIONS);
+    let last = PeerId::parse(&format!(
+        "00000000-0000-4000-8000-{:012}",
+        engine::MAX_SESSIONS
+    ))
+    .unwrap();
     assert!(!connected.contains(&last));
     a.quit().await;
     server.shutdown().await;
@@ -577,7 +589,7 @@ async fn a_peer_that_starts_over_is_not_mistaken_for_duplicates() {
         matches!(
             e,
             Event::Disconnected {
-                reason: "reset",
+                reason: DisconnectReason::Reset,
                 ..
             }
         )
@@ -619,7 +631,7 @@ async fn unreachable_peer_is_reported_after_three_attempts() {
     let b = Peer::start(config(&server, "bob")).await;
     let b_id = b.id();
     a.wait("bob listed", |e| match e {
-        Event::Peers { peers } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::Peers { peers, .. } => peers.iter().any(|p| p.peer_id == b_id),
         Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
         _ => false,
     })
@@ -637,7 +649,7 @@ async fn unreachable_peer_is_reported_after_three_attempts() {
             matches!(
                 e,
                 Event::Error {
-                    code: "unreachable",
+                    code: ErrorCode::Unreachable,
                     ..
                 }
             )
@@ -652,7 +664,7 @@ async fn unreachable_peer_is_reported_after_three_attempts() {
         matches!(
             e,
             Event::Disconnected {
-                reason: "unreachable",
+                reason: DisconnectReason::Unreachable,
                 ..
             }
         )
@@ -728,5 +740,107 @@ async fn a_hello_of_a_closed_session_does_not_reopen_it_and_strangers_are_told()
     a.wait("new session", |e| matches!(e, Event::Connected { .. }))
         .await;
     a.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn connecting_past_the_session_limit_is_refused() {
+    // Regression: the rendezvous path used not to check MAX_SESSIONS, so a
+    // peer full of incoming sessions could still start more (33 seen).
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let mut config = config(&server, "alice");
+    config.session.keepalive_interval = Duration::from_secs(30);
+    let mut a = Peer::start(config).await;
+    let mut b = Peer::start(self::config(&server, "bob")).await;
+    let b_id = b.id();
+    a.wait("bob listed", |e| match e {
+        Event::Peers { peers, .. } => peers.iter().any(|p| p.peer_id == b_id),
+        Event::PeerJoined { peer_id, .. } => *peer_id == b_id,
+        _ => false,
+    })
+    .await;
+    let target = a.handle.started().local_addr;
+    let caller = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..engine::MAX_SESSIONS {
+        let hello = format!(
+            r#"{{"type":"hello","from":"00000000-0000-4000-8000-{i:012}","timestamp":1,"body":""}}"#
+        );
+        caller.send_to(hello.as_bytes(), target).await.unwrap();
+    }
+    let mut up = 0;
+    while up < engine::MAX_SESSIONS {
+        a.wait("connected", |e| matches!(e, Event::Connected { .. }))
+            .await;
+        up += 1;
+    }
+    a.cmd(Command::Connect("bob".into())).await;
+    let refused = a
+        .wait("refused", |e| {
+            matches!(e, Event::Error { .. } | Event::Connected { .. })
+        })
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Event::Error {
+                code: ErrorCode::SessionLimit,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    let reached = tokio::time::timeout(
+        Duration::from_millis(800),
+        b.wait("connected", |e| matches!(e, Event::Connected { .. })),
+    )
+    .await;
+    assert!(reached.is_err(), "a session past the limit: {reached:?}");
+    a.quit().await;
+    b.quit().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_front_end_does_not_stop_keepalives() {
+    // Regression: the engine used to wait for room in the event channel from
+    // the task that answers pings, so a front end that stopped reading made
+    // the peer look dead. Now events wait in the engine's queue; chat lines
+    // that arrive meanwhile are all there once it reads again.
+    let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
+    let a = Peer::start(config(&server, "alice")).await;
+    let mut cb = config(&server, "bob");
+    cb.event_buffer = 1;
+    let b = Peer::start(cb).await;
+    let (mut a, mut b) = connected_pair(a, b).await;
+    // Bob's front end stops reading; Alice chats on for several offline
+    // timeouts (3 x 300 ms).
+    let mut lines = Vec::new();
+    for i in 0..10 {
+        let text = format!("line {i}");
+        a.cmd(Command::Send(text.clone())).await;
+        lines.push(text);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut delivered = 0;
+    let mut rtts = 0;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match a.events.recv().await {
+                Some(Event::Disconnected { .. }) => return,
+                Some(Event::Delivered { .. }) => delivered += 1,
+                Some(Event::Rtt { .. }) => rtts += 1,
+                Some(_) => {}
+                None => return,
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "alice lost bob while bob's UI stalled");
+    assert_eq!(delivered, 10, "bob's engine acknowledged every line");
+    assert!(rtts > 0, "bob answered keep-alives");
+    // Bob reads again: every line is there, in order.
+    assert_eq!(b.messages(10).await, lines);
+    a.quit().await;
+    b.quit().await;
     server.shutdown().await;
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
+use p2pchat::PeerId;
+use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, ErrorCode, Event, Path};
 use p2pchat_client::session::SessionConfig;
 use p2pchat_client::transport::{BoxFuture, Transport};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
@@ -100,8 +101,8 @@ impl Peer {
         }
     }
 
-    fn id(&self) -> String {
-        self.handle.started().peer_id.clone()
+    fn id(&self) -> PeerId {
+        self.handle.started().peer_id
     }
 
     async fn cmd(&self, command: Command) {
@@ -135,10 +136,9 @@ impl Peer {
     }
 
     /// Waits until `peer` is in the list (so a name resolves).
-    async fn sees(&mut self, peer: &str) {
-        let peer = peer.to_owned();
+    async fn sees(&mut self, peer: PeerId) {
         self.wait("peer in list", |e| match e {
-            Event::Peers { peers } => peers.iter().any(|p| p.peer_id == peer),
+            Event::Peers { peers, .. } => peers.iter().any(|p| p.peer_id == peer),
             Event::PeerJoined { peer_id, .. } => *peer_id == peer,
             _ => false,
         })
@@ -171,9 +171,9 @@ async fn receive(peer: &mut Peer, n: usize) -> Vec<String> {
     texts
 }
 
-fn path_of(event: &Event) -> &'static str {
+fn path_of(event: &Event) -> Path {
     match event {
-        Event::Connected { path, .. } | Event::PathChanged { path, .. } => path,
+        Event::Connected { path, .. } | Event::PathChanged { path, .. } => *path,
         other => panic!("not a path event: {other:?}"),
     }
 }
@@ -200,7 +200,7 @@ async fn stun_answer_is_registered_as_our_public_address() {
         _ => unreachable!(),
     }
     // The server stores it as a server-reflexive endpoint.
-    let id = uuid::Uuid::parse_str(&a.id()).unwrap();
+    let id = *a.id().as_uuid();
     let peer = server.registry().get(&id).unwrap();
     assert!(
         peer.endpoints.iter().any(|e| e.addr == local
@@ -218,7 +218,7 @@ async fn blocked_direct_path_falls_back_to_the_relay_then_upgrades_without_loss(
     let blocked = Arc::new(AtomicBool::new(true));
     let mut a = Peer::start(&server, "alice", blocked.clone()).await;
     let mut b = Peer::start(&server, "bob", blocked.clone()).await;
-    a.sees(&b.id()).await;
+    a.sees(b.id()).await;
     a.cmd(Command::Connect("bob".into())).await;
     let a_up = a
         .wait("a connected", |e| matches!(e, Event::Connected { .. }))
@@ -226,8 +226,8 @@ async fn blocked_direct_path_falls_back_to_the_relay_then_upgrades_without_loss(
     let b_up = b
         .wait("b connected", |e| matches!(e, Event::Connected { .. }))
         .await;
-    assert_eq!(path_of(&a_up), "relayed", "{a_up:?}");
-    assert_eq!(path_of(&b_up), "relayed", "{b_up:?}");
+    assert_eq!(path_of(&a_up), Path::Relayed, "{a_up:?}");
+    assert_eq!(path_of(&b_up), Path::Relayed, "{b_up:?}");
     let relay = server.udp_addr().unwrap().to_string();
     assert!(matches!(&a_up, Event::Connected { addr, .. } if *addr == relay));
 
@@ -261,8 +261,8 @@ async fn blocked_direct_path_falls_back_to_the_relay_then_upgrades_without_loss(
         .saw_or_wait("b path changed", |e| matches!(e, Event::PathChanged { .. }))
         .await;
     // Loopback addresses count as LAN.
-    assert_eq!(path_of(&a_moved), "lan", "{a_moved:?}");
-    assert_eq!(path_of(&b_moved), "lan", "{b_moved:?}");
+    assert_eq!(path_of(&a_moved), Path::Lan, "{a_moved:?}");
+    assert_eq!(path_of(&b_moved), Path::Lan, "{b_moved:?}");
     a.cmd(Command::Status).await;
     match a
         .wait("status", |e| matches!(e, Event::Status { .. }))
@@ -270,7 +270,7 @@ async fn blocked_direct_path_falls_back_to_the_relay_then_upgrades_without_loss(
     {
         Event::Status { sessions, .. } => {
             assert_eq!(sessions.len(), 1);
-            assert_eq!(sessions[0].path, Some("lan"));
+            assert_eq!(sessions[0].path, Some(Path::Lan));
         }
         _ => unreachable!(),
     }
@@ -288,12 +288,12 @@ async fn without_relay_a_blocked_path_is_unreachable() {
     let blocked = Arc::new(AtomicBool::new(true));
     let mut a = Peer::start_with(&server, "alice", blocked.clone(), false).await;
     let b = Peer::start_with(&server, "bob", blocked.clone(), false).await;
-    a.sees(&b.id()).await;
+    a.sees(b.id()).await;
     a.cmd(Command::Connect("bob".into())).await;
     let err = a
         .wait(
             "unreachable",
-            |e| matches!(e, Event::Error { code, .. } if *code == "unreachable"),
+            |e| matches!(e, Event::Error { code, .. } if *code == ErrorCode::Unreachable),
         )
         .await;
     assert!(matches!(err, Event::Error { .. }));
@@ -316,28 +316,28 @@ async fn relayed_session_recovers_when_the_relay_path_dies_and_direct_opens() {
     let blocked = Arc::new(AtomicBool::new(true));
     let mut a = Peer::start(&server, "alice", blocked.clone()).await;
     let mut b = Peer::start(&server, "bob", blocked.clone()).await;
-    a.sees(&b.id()).await;
+    a.sees(b.id()).await;
     a.cmd(Command::Connect("bob".into())).await;
     a.wait(
         "a relayed",
-        |e| matches!(e, Event::Connected { path, .. } if *path == "relayed"),
+        |e| matches!(e, Event::Connected { path, .. } if *path == Path::Relayed),
     )
     .await;
     b.wait(
         "b relayed",
-        |e| matches!(e, Event::Connected { path, .. } if *path == "relayed"),
+        |e| matches!(e, Event::Connected { path, .. } if *path == Path::Relayed),
     )
     .await;
     blocked.store(false, Ordering::SeqCst);
     a.wait(
         "a direct",
-        |e| matches!(e, Event::PathChanged { path, .. } if *path == "lan"),
+        |e| matches!(e, Event::PathChanged { path, .. } if *path == Path::Lan),
     )
     .await;
     blocked.store(true, Ordering::SeqCst);
     a.wait(
         "a back on the relay",
-        |e| matches!(e, Event::PathChanged { path, .. } if *path == "relayed"),
+        |e| matches!(e, Event::PathChanged { path, .. } if *path == Path::Relayed),
     )
     .await;
     a.cmd(Command::Send("still here".into())).await;

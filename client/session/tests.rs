@@ -7,9 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::*;
-use crate::protocol::{
-    Announce, Datagram, Header, Kind, MAX_SEND_DATAGRAM_BYTES, Message, Part, Pong,
-};
+use crate::wire::{Announce, Datagram, Header, Kind, MAX_SEND_DATAGRAM_BYTES, Message, Part, Pong};
 
 /// A message from `from` with the given stream id and part.
 fn message(from: PeerId, body: &str, id: Option<u64>, part: Option<Part>) -> Datagram {
@@ -24,7 +22,7 @@ fn message(from: PeerId, body: &str, id: Option<u64>, part: Option<Part>) -> Dat
 
 /// A hello from A announcing `session` (and nothing else).
 fn hello_from_a(session: Option<u64>) -> Datagram {
-    crate::protocol::Hello {
+    crate::wire::Hello {
         header: Header::now(A_ID),
         announce: Announce {
             extensions: None,
@@ -777,7 +775,7 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
         header: Header::now(B_ID),
         nonce: None,
         announce: Announce {
-            extensions: Some(crate::protocol::our_extensions()),
+            extensions: Some(crate::wire::our_extensions()),
             session: None,
         },
     }

@@ -3,7 +3,9 @@
 //! are terminals and neither `--plain` nor `--json` is given.
 //!
 //! * [`state`]: what is shown, changed by engine events and key presses
-//!   (pure, tested without a terminal).
+//!   (pure, tested without a terminal); the active peer is the one the
+//!   engine reports (`focus`), and our lines are paired with `sent`/`error`
+//!   by request id.
 //! * [`view`]: draws the state on any ratatui backend.
 //! * this module: the terminal itself (raw mode, alternate screen, always
 //!   restored: on return, on error and on panic) and the loop that feeds
@@ -16,7 +18,6 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::io::{self, IsTerminal, Stdout};
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +33,8 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 
-use super::engine::{Command, EngineHandle, Event};
-use super::frontend::MAX_PENDING_COMMANDS;
+use super::engine::{Command, EngineHandle, Event, Request};
+use super::frontend::Pending;
 pub use state::App;
 
 /// Terminal events (keys, resizes) buffered between the reader thread and
@@ -60,7 +61,7 @@ pub fn wanted(plain: bool, json: bool) -> bool {
 /// cleanly (disconnect, unregister) before the error is returned.
 pub async fn run(handle: EngineHandle, mut events: mpsc::Receiver<Event>) -> io::Result<()> {
     let started = handle.started().clone();
-    let mut app = App::new(&started.peer_id, &started.username, state::local_clock);
+    let mut app = App::new(started.peer_id, &started.username, state::local_clock);
     let commands = handle.commands();
     let result = match TerminalGuard::enter() {
         Ok(guard) => {
@@ -77,7 +78,7 @@ pub async fn run(handle: EngineHandle, mut events: mpsc::Receiver<Event>) -> io:
     };
     if result.is_err() {
         let quit = async {
-            let _ = commands.send(Command::Quit).await;
+            let _ = commands.send(Command::Quit.into()).await;
         };
         let drain = async { while events.recv().await.is_some() {} };
         tokio::join!(quit, drain);
@@ -92,11 +93,11 @@ pub async fn run(handle: EngineHandle, mut events: mpsc::Receiver<Event>) -> io:
 async fn event_loop(
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
     app: &mut App,
-    commands: &mpsc::Sender<Command>,
+    commands: &mpsc::Sender<Request>,
     events: &mut mpsc::Receiver<Event>,
     input: &mut mpsc::Receiver<TermEvent>,
 ) -> io::Result<()> {
-    let mut pending: VecDeque<Command> = VecDeque::new();
+    let mut pending = Pending::default();
     let mut input_open = true;
     let mut dirty = true;
     loop {
@@ -122,19 +123,11 @@ async fn event_loop(
                 }
                 None => break,
             },
-            permit = commands.reserve(), if !pending.is_empty() => match permit {
-                Ok(permit) => {
-                    if let Some(command) = pending.pop_front() {
-                        permit.send(command);
-                    }
-                }
-                // The engine stopped; its event channel closes next.
-                Err(_) => pending.clear(),
-            },
-            term = input.recv(), if input_open && pending.len() < MAX_PENDING_COMMANDS => match term {
+            () = pending.send_next(commands) => {}
+            term = input.recv(), if input_open && pending.has_room() => match term {
                 Some(TermEvent::Key(key)) => {
-                    if let Some(command) = app.on_key(key) {
-                        pending.push_back(command);
+                    if let Some(request) = app.on_key(key) {
+                        pending.push(request);
                     }
                     dirty = true;
                 }
@@ -143,7 +136,7 @@ async fn event_loop(
                 None => {
                     // The terminal is gone (read error): quit like EOF.
                     input_open = false;
-                    pending.push_back(Command::Quit);
+                    pending.push(Command::Quit);
                 }
             },
         }

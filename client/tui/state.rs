@@ -7,14 +7,18 @@
 //! passed through [`sanitize_display`] when it enters this state, so the
 //! view never sees a control character or a bidi override.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::engine::{Command, Event, PeerSummary, SessionStatus};
+use p2pchat::PeerId;
+
+use crate::engine::{Command, DisconnectReason, ErrorCode, Event, Path, Request, RequestId};
 use crate::input::{HELP, Input, parse_line};
-use crate::protocol::sanitize_display;
 use crate::session::MAX_LINE_BYTES;
+use crate::text::{
+    error_message, restarted, rtt_suffix, sanitize_display, server_lost, short, why_ended,
+};
 
 /// Most chat-pane entries kept; the oldest go first. Bounds memory and the
 /// work of drawing however long the program runs.
@@ -45,9 +49,9 @@ pub fn local_clock() -> String {
     chrono::Local::now().format("%H:%M").to_string()
 }
 
-/// The first [`SHORT_ID_CHARS`] characters of a peer id, sanitised.
-pub fn short_id(id: &str) -> String {
-    sanitize_display(&id.chars().take(SHORT_ID_CHARS).collect::<String>())
+/// The first [`SHORT_ID_CHARS`] characters of a peer id.
+pub fn short_id(id: &PeerId) -> String {
+    short(id, SHORT_ID_CHARS)
 }
 
 /// Where one of our own lines stands.
@@ -100,8 +104,8 @@ pub struct ChatEntry {
 /// One row of the peer list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerRow {
-    /// Full peer id (raw: used for commands, never printed unsanitised).
-    pub id: String,
+    /// Full peer id.
+    pub id: PeerId,
     /// Username, sanitised.
     pub name: String,
     /// Whether the server lists it as online.
@@ -162,27 +166,29 @@ impl SessionView {
 #[derive(Debug)]
 pub struct App {
     clock: Clock,
-    /// Our peer id (raw).
-    pub(super) me_id: String,
+    /// Our peer id.
+    pub(super) me_id: PeerId,
     /// Our username, sanitised.
     pub(super) me_name: String,
     pub(super) server_connected: bool,
     /// Peer list, sorted by name then id.
     pub(super) peers: Vec<PeerRow>,
     /// The selected peer (by id, so the selection survives list changes).
-    pub(super) selected: Option<String>,
-    pub(super) sessions: BTreeMap<String, SessionView>,
-    /// The peer typed lines go to, as far as the engine told us.
-    pub(super) active: Option<String>,
+    pub(super) selected: Option<PeerId>,
+    pub(super) sessions: BTreeMap<PeerId, SessionView>,
+    /// The peer typed lines go to, as the engine reports it (`focus`).
+    pub(super) active: Option<PeerId>,
     /// The peer last asked to connect to, shown while no session is active.
-    pub(super) connecting: Option<String>,
+    pub(super) connecting: Option<PeerId>,
     pub(super) entries: VecDeque<ChatEntry>,
     next_seq: u64,
-    /// Our lines waiting for their `sent` (or send error), oldest first:
-    /// the engine answers each send with exactly one of them, in order.
-    awaiting: VecDeque<u64>,
+    /// The id of our next request.
+    next_request: RequestId,
+    /// Our lines waiting for their `sent` (or send error), by the id of
+    /// the send request the answer echoes.
+    awaiting: HashMap<RequestId, u64>,
     /// Our lines waiting for a receipt, by (peer, line id).
-    in_flight: HashMap<(String, u64), u64>,
+    in_flight: HashMap<(PeerId, u64), u64>,
     pub(super) input: String,
     /// Cursor position in `input`, in characters.
     pub(super) cursor: usize,
@@ -191,18 +197,18 @@ pub struct App {
     /// Chat rows per page, as last drawn.
     page: usize,
     pub(super) quitting: bool,
-    /// `/peers` answers still to come (those get a summary line).
-    peers_requested: usize,
+    /// `/peers` requests still to be answered (those get a summary line).
+    peers_requested: HashSet<RequestId>,
     /// Whether the how-to line was shown (with the first peer list).
     greeted: bool,
 }
 
 impl App {
     /// A fresh state for us (`me_id`, `me_name`); `clock` stamps chat lines.
-    pub fn new(me_id: &str, me_name: &str, clock: Clock) -> App {
+    pub fn new(me_id: PeerId, me_name: &str, clock: Clock) -> App {
         App {
             clock,
-            me_id: me_id.to_owned(),
+            me_id,
             me_name: sanitize_display(me_name),
             server_connected: true,
             peers: Vec::new(),
@@ -212,7 +218,8 @@ impl App {
             connecting: None,
             entries: VecDeque::new(),
             next_seq: 0,
-            awaiting: VecDeque::new(),
+            next_request: 1,
+            awaiting: HashMap::new(),
             in_flight: HashMap::new(),
             input: String::new(),
             cursor: 0,
@@ -220,7 +227,7 @@ impl App {
             // A guess until the first draw reports the real height.
             page: 10,
             quitting: false,
-            peers_requested: 0,
+            peers_requested: HashSet::new(),
             greeted: false,
         }
     }
@@ -252,13 +259,13 @@ impl App {
 
     /// Index of the selected row in [`App::peers`].
     pub fn selected_index(&self) -> Option<usize> {
-        let id = self.selected.as_ref()?;
-        self.peers.iter().position(|p| &p.id == id)
+        let id = self.selected?;
+        self.peers.iter().position(|p| p.id == id)
     }
 
     /// The active session, if any.
     pub fn active_session(&self) -> Option<&SessionView> {
-        self.sessions.get(self.active.as_ref()?)
+        self.sessions.get(&self.active?)
     }
 
     /// Tells the state what the view made of the chat pane: its height and
@@ -279,7 +286,7 @@ impl App {
                 server,
                 ..
             } => {
-                self.me_id = peer_id.clone();
+                self.me_id = *peer_id;
                 self.me_name = s(username);
                 self.system(&format!(
                     "registered with {} as {} ({}), public address {}",
@@ -289,113 +296,40 @@ impl App {
                     s(public_addr)
                 ));
             }
-            Event::Peers { peers } => self.replace_peers(peers),
+            Event::Peers { id, peers } => self.replace_peers(*id, peers),
             Event::PeerJoined { peer_id, username } => {
-                self.upsert_peer(peer_id, username, true, None);
+                self.upsert_peer(*peer_id, username, true, None);
             }
             Event::PeerLeft { peer_id, .. } => {
-                if let Some(row) = self.peers.iter_mut().find(|p| &p.id == peer_id) {
+                if let Some(row) = self.peers.iter_mut().find(|p| p.id == *peer_id) {
                     row.online = false;
                 }
-                self.prune_peer(peer_id);
+                self.prune_peer(*peer_id);
             }
             Event::Connecting {
                 peer_id,
                 username,
                 attempt,
                 ..
-            } => {
-                self.upsert_peer(peer_id, username, false, None);
-                let name = self.name_of(peer_id, username);
-                let session = self
-                    .sessions
-                    .entry(peer_id.clone())
-                    .or_insert_with(|| SessionView {
-                        name: name.clone(),
-                        path: None,
-                        attempt: 0,
-                        rtt_ms: None,
-                        reliable: true,
-                    });
-                session.attempt = *attempt;
-                self.connecting = Some(peer_id.clone());
-                self.system(&format!("connecting to {name} (attempt {attempt})..."));
-            }
-            Event::Connected {
-                peer_id,
-                username,
-                addr,
-                path,
-                rtt_ms,
-                reliable,
-                incoming,
-                ..
-            } => {
-                self.upsert_peer(peer_id, username, false, None);
-                let name = self.name_of(peer_id, username);
-                self.sessions.insert(
-                    peer_id.clone(),
-                    SessionView {
-                        name: name.clone(),
-                        path: Some(s(path)),
-                        attempt: 0,
-                        rtt_ms: *rtt_ms,
-                        reliable: *reliable,
-                    },
-                );
-                // The engine's rule: what we asked for becomes active; an
-                // incoming session only when nothing else is.
-                if !incoming || self.active.is_none() {
-                    self.active = Some(peer_id.clone());
-                }
-                if self.connecting.as_ref() == Some(peer_id) {
-                    self.connecting = None;
-                }
-                let rtt = rtt_ms
-                    .map(|r| format!(", rtt {r:.1} ms"))
-                    .unwrap_or_default();
-                let seed = if *reliable {
-                    ""
-                } else {
-                    "; seed protocol, no delivery receipts"
-                };
-                let how = if *incoming {
-                    format!("{name} connected to you from")
-                } else {
-                    format!("connected to {name} at")
-                };
-                self.system(&format!("{how} {} ({}{rtt}){seed}", s(addr), s(path)));
-            }
+            } => self.on_connecting(*peer_id, username, *attempt),
+            Event::Connected { .. } => self.on_connected(event),
             Event::Message {
                 from,
                 username,
                 text,
                 ..
             } => {
-                let from = self.name_of(from, username);
+                let from = self.name_of(*from, username);
                 self.push(EntryKind::Incoming { from }, s(text));
             }
-            Event::Sent { to, line, reliable } => {
-                let Some(seq) = self.awaiting.pop_front() else {
-                    return;
-                };
-                let several = self.sessions.values().filter(|v| v.connected()).count() > 1;
-                let to_name = several.then(|| self.name_of(to, ""));
-                if let Some(entry) = self.entry_mut(seq)
-                    && let EntryKind::Outgoing {
-                        to: recipient,
-                        delivery,
-                    } = &mut entry.kind
-                {
-                    *delivery = Delivery::Sent;
-                    *recipient = to_name;
-                    if *reliable {
-                        self.in_flight.insert((to.clone(), *line), seq);
-                    }
-                }
-            }
-            Event::Delivered { to, line } => self.settle(to, *line, Delivery::Delivered),
-            Event::Undeliverable { to, line } => self.settle(to, *line, Delivery::Failed),
+            Event::Sent {
+                id,
+                to,
+                line,
+                reliable,
+            } => self.on_sent(*id, *to, *line, *reliable),
+            Event::Delivered { to, line } => self.settle(*to, *line, Delivery::Delivered),
+            Event::Undeliverable { to, line } => self.settle(*to, *line, Delivery::Failed),
             Event::Rtt { peer_id, rtt_ms } => {
                 if let Some(session) = self.sessions.get_mut(peer_id) {
                     session.rtt_ms = Some(*rtt_ms);
@@ -405,33 +339,10 @@ impl App {
                 peer_id,
                 username,
                 reason,
-            } => {
-                let name = self.name_of(peer_id, username);
-                self.sessions.remove(peer_id);
-                if self.active.as_ref() == Some(peer_id) {
-                    self.active = None;
-                }
-                if self.connecting.as_ref() == Some(peer_id) {
-                    self.connecting = None;
-                }
-                self.prune_peer(peer_id);
-                let text = match *reason {
-                    "reset" => format!("{name} started a new session"),
-                    "local" => format!("disconnected from {name}"),
-                    "remote_disconnect" => format!("{name} disconnected"),
-                    "timeout" => format!("{name} is offline (no answer to keep-alive)"),
-                    "left" => format!("{name} left (the signaling server reports it offline)"),
-                    "unreachable" => format!("{name} could not be reached"),
-                    other => format!("session with {name} ended ({})", s(other)),
-                };
-                self.system(&text);
-            }
+            } => self.on_disconnected(*peer_id, username, *reason),
             Event::ServerLost { error } => {
                 self.server_connected = false;
-                self.error(&format!(
-                    "lost the signaling server ({}); chat continues, reconnecting in the background",
-                    s(error)
-                ));
+                self.error(&format!("lost {}", server_lost(error)));
             }
             Event::ServerRestored {} => {
                 self.server_connected = true;
@@ -440,42 +351,155 @@ impl App {
             Event::Status {
                 server_connected,
                 sessions,
+                ..
             } => self.apply_status(*server_connected, sessions),
+            Event::Focus { peer_id } => self.focus(*peer_id),
             Event::Info { message } => self.system(&s(message)),
-            Event::Error { code, message } => {
-                // Only a send fails with these, and each send gets exactly
-                // one answer: this one belongs to the oldest waiting line.
-                if matches!(*code, "not_connected" | "send_failed")
-                    && let Some(seq) = self.awaiting.pop_front()
-                    && let Some(entry) = self.entry_mut(seq)
-                    && let EntryKind::Outgoing { delivery, .. } = &mut entry.kind
-                {
-                    *delivery = Delivery::Failed;
-                }
-                self.error(&s(message));
-            }
+            Event::Error { id, code, message } => self.on_error(*id, *code, message),
             Event::PathChanged {
                 peer_id,
                 addr,
                 path,
-            } => {
-                if let Some(session) = self.sessions.get_mut(peer_id)
-                    && session.connected()
-                {
-                    session.path = Some(s(path));
-                }
-                let name = self.name_of(peer_id, "");
-                self.system(&format!(
-                    "chat with {name} now uses the {} path ({})",
-                    s(path),
-                    s(addr)
-                ));
-            }
+            } => self.on_path_changed(*peer_id, addr, *path),
             // Events added to the engine later are shown generically (and a
             // path change is applied), so a new variant needs no change here.
             #[allow(unreachable_patterns)]
             other => self.on_other_event(other),
         }
+    }
+
+    fn on_error(&mut self, id: Option<RequestId>, code: ErrorCode, message: &str) {
+        // A failed send names its request: that line failed.
+        if let Some(seq) = id.and_then(|id| self.awaiting.remove(&id))
+            && let Some(entry) = self.entry_mut(seq)
+            && let EntryKind::Outgoing { delivery, .. } = &mut entry.kind
+        {
+            *delivery = Delivery::Failed;
+        }
+        if let Some(id) = id {
+            self.peers_requested.remove(&id);
+        }
+        self.error(&sanitize_display(&error_message(code, message)));
+    }
+
+    fn on_path_changed(&mut self, peer_id: PeerId, addr: &str, path: Path) {
+        if let Some(session) = self.sessions.get_mut(&peer_id)
+            && session.connected()
+        {
+            session.path = Some(path.to_string());
+        }
+        let name = self.name_of(peer_id, "");
+        self.system(&format!(
+            "chat with {name} now uses the {path} path ({})",
+            sanitize_display(addr)
+        ));
+    }
+
+    fn on_connecting(&mut self, peer_id: PeerId, username: &str, attempt: u32) {
+        self.upsert_peer(peer_id, username, false, None);
+        let name = self.name_of(peer_id, username);
+        let session = self.sessions.entry(peer_id).or_insert_with(|| SessionView {
+            name: name.clone(),
+            path: None,
+            attempt: 0,
+            rtt_ms: None,
+            reliable: true,
+        });
+        session.attempt = attempt;
+        self.connecting = Some(peer_id);
+        self.system(&format!("connecting to {name} (attempt {attempt})..."));
+    }
+
+    fn on_connected(&mut self, event: &Event) {
+        let Event::Connected {
+            peer_id,
+            username,
+            addr,
+            path,
+            rtt_ms,
+            reliable,
+            incoming,
+            ..
+        } = event
+        else {
+            return;
+        };
+        self.upsert_peer(*peer_id, username, false, None);
+        let name = self.name_of(*peer_id, username);
+        self.sessions.insert(
+            *peer_id,
+            SessionView {
+                name: name.clone(),
+                path: Some(path.to_string()),
+                attempt: 0,
+                rtt_ms: *rtt_ms,
+                reliable: *reliable,
+            },
+        );
+        if self.connecting == Some(*peer_id) {
+            self.connecting = None;
+        }
+        let seed = if *reliable {
+            ""
+        } else {
+            "; seed protocol, no delivery receipts"
+        };
+        let how = if *incoming {
+            format!("{name} connected to you from")
+        } else {
+            format!("connected to {name} at")
+        };
+        self.system(&format!(
+            "{how} {} ({path}{}){seed}",
+            sanitize_display(addr),
+            rtt_suffix(*rtt_ms)
+        ));
+    }
+
+    fn on_sent(&mut self, id: Option<RequestId>, to: PeerId, line: u64, reliable: bool) {
+        let Some(seq) = id.and_then(|id| self.awaiting.remove(&id)) else {
+            return;
+        };
+        let several = self.sessions.values().filter(|v| v.connected()).count() > 1;
+        let to_name = several.then(|| self.name_of(to, ""));
+        if let Some(entry) = self.entry_mut(seq)
+            && let EntryKind::Outgoing {
+                to: recipient,
+                delivery,
+            } = &mut entry.kind
+        {
+            *delivery = Delivery::Sent;
+            *recipient = to_name;
+            if reliable {
+                self.in_flight.insert((to, line), seq);
+            }
+        }
+    }
+
+    fn on_disconnected(&mut self, peer_id: PeerId, username: &str, reason: DisconnectReason) {
+        let name = self.name_of(peer_id, username);
+        self.sessions.remove(&peer_id);
+        if self.connecting == Some(peer_id) {
+            self.connecting = None;
+        }
+        self.prune_peer(peer_id);
+        let text = match (reason, why_ended(reason)) {
+            (DisconnectReason::Reset, _) => restarted(&name),
+            (_, Some(why)) => format!("{name} {why}"),
+            (_, None) => format!("disconnected from {name}"),
+        };
+        self.system(&text);
+    }
+
+    /// The engine moved the conversation: show it as active, and move the
+    /// highlighted row to it so the highlight and the ▶ mark agree.
+    fn focus(&mut self, peer: Option<PeerId>) {
+        if let Some(id) = peer
+            && self.peers.iter().any(|p| p.id == id)
+        {
+            self.selected = Some(id);
+        }
+        self.active = peer;
     }
 
     /// Shows an event this UI has no special rendering for as one line of
@@ -485,8 +509,9 @@ impl App {
             return;
         };
         let text_of = |key: &str| fields.get(key).and_then(|v| v.as_str());
-        if let (Some(peer), Some(path)) = (text_of("peer_id"), text_of("path"))
-            && let Some(session) = self.sessions.get_mut(peer)
+        let peer_of = |key: &str| text_of(key).and_then(|t| PeerId::parse(t).ok());
+        if let (Some(peer), Some(path)) = (peer_of("peer_id"), text_of("path"))
+            && let Some(session) = self.sessions.get_mut(&peer)
             && session.connected()
         {
             session.path = Some(sanitize_display(path));
@@ -496,9 +521,10 @@ impl App {
             .iter()
             .filter(|(key, _)| key.as_str() != "event")
             .map(|(key, value)| match value {
-                serde_json::Value::String(id) if key == "peer_id" => {
-                    format!("peer {}", self.name_of(id, ""))
-                }
+                serde_json::Value::String(id) if key == "peer_id" => match PeerId::parse(id) {
+                    Ok(peer) => format!("peer {}", self.name_of(peer, "")),
+                    Err(_) => format!("peer {id}"),
+                },
                 serde_json::Value::String(text) => format!("{key} {text}"),
                 other => format!("{key} {other}"),
             })
@@ -510,7 +536,7 @@ impl App {
     }
 
     /// Applies one key press; returns the command it asks for, if any.
-    pub fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Request> {
         if key.kind == KeyEventKind::Release {
             return None;
         }
@@ -548,27 +574,34 @@ impl App {
         self.page.saturating_sub(1).max(1)
     }
 
-    fn quit(&mut self) -> Option<Command> {
+    fn quit(&mut self) -> Option<Request> {
         if self.quitting {
             return None;
         }
         self.quitting = true;
-        Some(Command::Quit)
+        Some(Command::Quit.into())
+    }
+
+    /// `command` with a fresh request id.
+    fn request(&mut self, command: Command) -> Request {
+        let id = self.next_request;
+        self.next_request += 1;
+        command.with_id(id)
     }
 
     /// Enter: runs the input line, or connects to the selected peer when
     /// the line is empty.
-    fn submit(&mut self) -> Option<Command> {
+    fn submit(&mut self) -> Option<Request> {
         let line = std::mem::take(&mut self.input);
         self.cursor = 0;
         match parse_line(&line) {
             Input::Empty => {
-                let id = self.selected.clone()?;
+                let id = self.selected?;
                 let up = self.sessions.get(&id).is_some_and(SessionView::connected);
-                if up && self.active.as_ref() == Some(&id) {
+                if up && self.active == Some(id) {
                     return None;
                 }
-                Some(Command::Connect(id))
+                Some(self.request(Command::Connect(id.to_string())))
             }
             Input::Help => {
                 self.system(HELP);
@@ -581,10 +614,11 @@ impl App {
             }
             Input::Command(Command::Quit) => self.quit(),
             Input::Command(command) => {
-                if command == Command::Peers {
-                    self.peers_requested += 1;
+                let request = self.request(command);
+                if let (Some(id), Command::Peers) = (request.id, &request.command) {
+                    self.peers_requested.insert(id);
                 }
-                Some(command)
+                Some(request)
             }
             Input::Text(text) => {
                 let seq = self.push(
@@ -594,9 +628,12 @@ impl App {
                     },
                     sanitize_display(&text),
                 );
-                self.awaiting.push_back(seq);
                 self.scroll = 0;
-                Some(Command::Send(text))
+                let request = self.request(Command::Send(text));
+                if let Some(id) = request.id {
+                    self.awaiting.insert(id, seq);
+                }
+                Some(request)
             }
         }
     }
@@ -629,214 +666,8 @@ impl App {
             .map_or(self.input.len(), |(i, _)| i)
     }
 
-    fn move_selection(&mut self, by: isize) {
-        if self.peers.is_empty() {
-            return;
-        }
-        let last = self.peers.len() - 1;
-        let next = match self.selected_index() {
-            None => 0,
-            Some(i) if by < 0 => i.saturating_sub(1),
-            Some(i) => (i + 1).min(last),
-        };
-        self.selected = Some(self.peers[next].id.clone());
-    }
-
-    fn replace_peers(&mut self, list: &[PeerSummary]) {
-        let index = self.selected_index();
-        // Built in one go and sorted once: the list can hold thousands.
-        let mut rows: HashMap<&str, PeerRow> = HashMap::with_capacity(list.len());
-        for p in list {
-            if p.peer_id != self.me_id {
-                let row = PeerRow {
-                    id: p.peer_id.clone(),
-                    name: if p.username.is_empty() {
-                        format!("{}...", short_id(&p.peer_id))
-                    } else {
-                        sanitize_display(&p.username)
-                    },
-                    online: true,
-                    seed: p.via == "rest",
-                };
-                rows.insert(&p.peer_id, row);
-            }
-        }
-        // Peers with a session stay listed (as offline) until it ends.
-        for p in &self.peers {
-            if self.sessions.contains_key(&p.id) && !rows.contains_key(p.id.as_str()) {
-                let row = PeerRow {
-                    online: false,
-                    ..p.clone()
-                };
-                rows.insert(&p.id, row);
-            }
-        }
-        let mut peers: Vec<PeerRow> = rows.into_values().collect();
-        peers.sort_by_cached_key(row_key);
-        self.peers = peers;
-        self.fix_selection(index);
-        if !self.greeted {
-            self.greeted = true;
-            self.system(
-                "select a peer with Up/Down and press Enter to chat, or type /connect <name>; /help lists commands and keys",
-            );
-        }
-        if self.peers_requested > 0 {
-            self.peers_requested -= 1;
-            let names: Vec<&str> = list
-                .iter()
-                .take(MAX_NAMES_LISTED)
-                .map(|p| p.username.as_str())
-                .collect();
-            let mut text = match list.len() {
-                0 => "nobody else is online".to_owned(),
-                n => format!("{n} online: {}", sanitize_display(&names.join(", "))),
-            };
-            if list.len() > MAX_NAMES_LISTED {
-                text.push_str(&format!(" and {} more", list.len() - MAX_NAMES_LISTED));
-            }
-            self.system(&text);
-        }
-    }
-
-    /// Adds or updates a row. `online`: true marks it online; false leaves
-    /// an existing row's state alone (a new row starts offline). `seed`:
-    /// `None` keeps what is known.
-    fn upsert_peer(&mut self, id: &str, username: &str, online: bool, seed: Option<bool>) {
-        if id == self.me_id {
-            return;
-        }
-        let index = self.selected_index();
-        let mut row = match self.peers.iter().position(|p| p.id == id) {
-            Some(i) => self.peers.remove(i),
-            None => PeerRow {
-                id: id.to_owned(),
-                name: String::new(),
-                online: false,
-                seed: false,
-            },
-        };
-        if !username.is_empty() {
-            row.name = sanitize_display(username);
-        } else if row.name.is_empty() {
-            row.name = format!("{}...", short_id(id));
-        }
-        row.online |= online;
-        if let Some(seed) = seed {
-            row.seed = seed;
-        }
-        self.insert_row(row);
-        self.fix_selection(index);
-    }
-
-    fn insert_row(&mut self, row: PeerRow) {
-        let at = self
-            .peers
-            .binary_search_by_key(&row_key(&row), row_key)
-            .unwrap_or_else(|i| i);
-        self.peers.insert(at, row);
-    }
-
-    /// Drops the row of a peer that is neither online nor in a session.
-    fn prune_peer(&mut self, id: &str) {
-        if self.sessions.contains_key(id) {
-            return;
-        }
-        let index = self.selected_index();
-        self.peers.retain(|p| p.id != id || p.online);
-        self.fix_selection(index);
-    }
-
-    /// Keeps a selection after the list changed: the same peer if it is
-    /// still listed, else the row now at the old position.
-    fn fix_selection(&mut self, old_index: Option<usize>) {
-        if self.selected_index().is_some() || self.peers.is_empty() {
-            if self.peers.is_empty() {
-                self.selected = None;
-            }
-            return;
-        }
-        let i = old_index.unwrap_or(0).min(self.peers.len() - 1);
-        self.selected = Some(self.peers[i].id.clone());
-    }
-
-    fn apply_status(&mut self, server_connected: bool, sessions: &[SessionStatus]) {
-        self.server_connected = server_connected;
-        let old = std::mem::take(&mut self.sessions);
-        self.active = None;
-        let mut text = format!(
-            "signaling server: {}",
-            if server_connected {
-                "connected"
-            } else {
-                "reconnecting..."
-            }
-        );
-        if sessions.is_empty() {
-            text.push_str("; no sessions");
-        }
-        for st in sessions {
-            let name = self.name_of(&st.peer_id, &st.username);
-            let connected = st.state == "connected";
-            let view = SessionView {
-                name: name.clone(),
-                path: if connected {
-                    Some(sanitize_display(st.path.unwrap_or("?")))
-                } else {
-                    None
-                },
-                attempt: old.get(&st.peer_id).map_or(0, |v| v.attempt),
-                rtt_ms: st.rtt_ms,
-                reliable: st.reliable,
-            };
-            if st.active {
-                self.active = Some(st.peer_id.clone());
-            }
-            self.sessions.insert(st.peer_id.clone(), view);
-            self.upsert_peer(&st.peer_id, &st.username, false, None);
-            let mut details = vec![st.state.to_owned()];
-            if let (Some(path), Some(addr)) = (st.path, &st.addr) {
-                details.push(format!("{path} {addr}"));
-            }
-            if let Some(rtt) = st.rtt_ms {
-                details.push(format!("rtt {rtt:.1} ms"));
-            }
-            if !st.reliable && connected {
-                details.push("seed protocol".to_owned());
-            }
-            if st.pending > 0 {
-                details.push(format!("{} unacknowledged", st.pending));
-            }
-            text.push_str(&format!(
-                "; {}{} ({})",
-                if st.active { "active: " } else { "" },
-                name,
-                sanitize_display(&details.join(", "))
-            ));
-        }
-        for id in old.keys() {
-            self.prune_peer(id);
-        }
-        self.system(&text);
-    }
-
-    /// The best name we have for `id`: the `username` given, else the
-    /// list's or a session's, else its short id. Sanitised.
-    fn name_of(&self, id: &str, username: &str) -> String {
-        if !username.is_empty() {
-            return sanitize_display(username);
-        }
-        if let Some(row) = self.peers.iter().find(|p| p.id == id) {
-            return row.name.clone();
-        }
-        if let Some(session) = self.sessions.get(id) {
-            return session.name.clone();
-        }
-        format!("{}...", short_id(id))
-    }
-
-    fn settle(&mut self, to: &str, line: u64, outcome: Delivery) {
-        let Some(seq) = self.in_flight.remove(&(to.to_owned(), line)) else {
+    fn settle(&mut self, to: PeerId, line: u64, outcome: Delivery) {
+        let Some(seq) = self.in_flight.remove(&(to, line)) else {
             return;
         };
         if let Some(entry) = self.entry_mut(seq)
@@ -868,6 +699,7 @@ impl App {
             && let Some(old) = self.entries.pop_front()
         {
             self.in_flight.retain(|_, s| *s != old.seq);
+            self.awaiting.retain(|_, s| *s != old.seq);
         }
         self.entries.push_back(ChatEntry {
             seq,
@@ -879,259 +711,6 @@ impl App {
     }
 }
 
-/// Display order of the peer list: by name (case-insensitive), then id.
-fn row_key(row: &PeerRow) -> (String, String) {
-    (row.name.to_lowercase(), row.id.clone())
-}
-
+mod peers;
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn app() -> App {
-        App::new("me-0000", "me", || "12:00".to_owned())
-    }
-
-    fn key(code: KeyCode) -> KeyEvent {
-        KeyEvent::new(code, KeyModifiers::NONE)
-    }
-
-    fn typed(app: &mut App, text: &str) -> Option<Command> {
-        for ch in text.chars() {
-            assert_eq!(app.on_key(key(KeyCode::Char(ch))), None);
-        }
-        app.on_key(key(KeyCode::Enter))
-    }
-
-    fn joined(id: &str, name: &str) -> Event {
-        Event::PeerJoined {
-            peer_id: id.into(),
-            username: name.into(),
-        }
-    }
-
-    fn connected(id: &str, name: &str, incoming: bool) -> Event {
-        Event::Connected {
-            peer_id: id.into(),
-            username: name.into(),
-            addr: "127.0.0.1:9".into(),
-            path: "lan",
-            rtt_ms: None,
-            reliable: true,
-            incoming,
-            probe_rounds: 1,
-        }
-    }
-
-    fn delivery_of(app: &App, text: &str) -> Delivery {
-        app.entries()
-            .find_map(|e| match &e.kind {
-                EntryKind::Outgoing { delivery, .. } if e.text == text => Some(*delivery),
-                _ => None,
-            })
-            .unwrap_or_else(|| panic!("no line {text:?}"))
-    }
-
-    #[test]
-    fn arrows_select_and_enter_connects_the_selection() {
-        let mut app = app();
-        assert_eq!(
-            app.on_key(key(KeyCode::Enter)),
-            None,
-            "nobody to connect to"
-        );
-        app.on_event(&joined("bbbb", "bob"));
-        app.on_event(&joined("aaaa", "alice"));
-        app.on_event(&joined("me-0000", "me"));
-        let names: Vec<&str> = app.peers().iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["alice", "bob"], "sorted by name, never us");
-        assert_eq!(app.selected.as_deref(), Some("bbbb"), "first peer selected");
-        app.on_key(key(KeyCode::Up));
-        assert_eq!(app.selected.as_deref(), Some("aaaa"));
-        app.on_key(key(KeyCode::Up));
-        assert_eq!(app.selected.as_deref(), Some("aaaa"), "stops at the top");
-        app.on_key(key(KeyCode::Down));
-        app.on_key(key(KeyCode::Down));
-        assert_eq!(app.selected.as_deref(), Some("bbbb"), "stops at the bottom");
-        assert_eq!(
-            app.on_key(key(KeyCode::Enter)),
-            Some(Command::Connect("bbbb".into()))
-        );
-        app.on_event(&connected("bbbb", "bob", false));
-        assert_eq!(app.on_key(key(KeyCode::Enter)), None, "already chatting");
-        // The selected peer leaves: the selection moves to a neighbour.
-        app.on_event(&Event::Disconnected {
-            peer_id: "bbbb".into(),
-            username: "bob".into(),
-            reason: "left",
-        });
-        app.on_event(&Event::PeerLeft {
-            peer_id: "bbbb".into(),
-            username: "bob".into(),
-        });
-        assert_eq!(app.selected.as_deref(), Some("aaaa"));
-        assert_eq!(app.peers().len(), 1);
-    }
-
-    #[test]
-    fn typed_lines_become_commands_and_marks_follow_receipts() {
-        let mut app = app();
-        assert_eq!(typed(&mut app, "/peers"), Some(Command::Peers));
-        assert_eq!(
-            typed(&mut app, "/c bob"),
-            Some(Command::Connect("bob".into()))
-        );
-        assert_eq!(typed(&mut app, "/nope"), None);
-        assert_eq!(typed(&mut app, "/help"), None);
-        assert!(app.entries().any(|e| e.text == KEYS_HELP));
-        assert!(
-            app.entries()
-                .any(|e| e.kind == EntryKind::Error && e.text.contains("/nope"))
-        );
-        app.on_event(&connected("bbbb", "bob", false));
-        assert_eq!(typed(&mut app, "one"), Some(Command::Send("one".into())));
-        assert_eq!(typed(&mut app, "two"), Some(Command::Send("two".into())));
-        assert_eq!(
-            typed(&mut app, "three"),
-            Some(Command::Send("three".into()))
-        );
-        assert_eq!(delivery_of(&app, "one"), Delivery::Queued);
-        let sent = |line| Event::Sent {
-            to: "bbbb".into(),
-            line,
-            reliable: true,
-        };
-        app.on_event(&sent(1));
-        app.on_event(&sent(2));
-        app.on_event(&Event::Error {
-            code: "send_failed",
-            message: "too many lines in flight".into(),
-        });
-        app.on_event(&Event::Delivered {
-            to: "bbbb".into(),
-            line: 1,
-        });
-        app.on_event(&Event::Undeliverable {
-            to: "bbbb".into(),
-            line: 2,
-        });
-        assert_eq!(delivery_of(&app, "one"), Delivery::Delivered);
-        assert_eq!(delivery_of(&app, "two"), Delivery::Failed);
-        assert_eq!(delivery_of(&app, "three"), Delivery::Failed);
-        assert_eq!(typed(&mut app, "/quit"), Some(Command::Quit));
-        assert!(app.quitting());
-        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(app.on_key(ctrl_c), None, "one quit is enough");
-    }
-
-    #[test]
-    fn ctrl_c_quits_and_editing_keys_edit() {
-        let mut app = app();
-        for ch in "hllo".chars() {
-            app.on_key(key(KeyCode::Char(ch)));
-        }
-        app.on_key(key(KeyCode::Home));
-        app.on_key(key(KeyCode::Right));
-        app.on_key(key(KeyCode::Char('e')));
-        app.on_key(key(KeyCode::End));
-        app.on_key(key(KeyCode::Backspace));
-        app.on_key(key(KeyCode::Home));
-        app.on_key(key(KeyCode::Delete));
-        assert_eq!(app.input, "ell");
-        app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
-        assert_eq!(app.input, "");
-        let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
-        assert_eq!(app.on_key(ctrl_c), Some(Command::Quit));
-    }
-
-    #[test]
-    fn input_stops_at_its_byte_limit() {
-        let mut app = app();
-        app.input = "x".repeat(MAX_INPUT_BYTES - 1);
-        app.cursor = MAX_INPUT_BYTES - 1;
-        app.on_key(key(KeyCode::Char('é')));
-        assert_eq!(
-            app.input.len(),
-            MAX_INPUT_BYTES - 1,
-            "a 2-byte char does not fit"
-        );
-        app.on_key(key(KeyCode::Char('y')));
-        assert_eq!(app.input.len(), MAX_INPUT_BYTES);
-        app.on_key(key(KeyCode::Char('z')));
-        assert_eq!(app.input.len(), MAX_INPUT_BYTES);
-    }
-
-    #[test]
-    fn history_keeps_the_newest_entries() {
-        let mut app = app();
-        for i in 0..MAX_CHAT_ENTRIES + 5 {
-            app.on_event(&Event::Info {
-                message: format!("n{i}"),
-            });
-        }
-        assert_eq!(app.entries().len(), MAX_CHAT_ENTRIES);
-        assert_eq!(
-            app.entries().last().map(|e| e.text.clone()),
-            Some(format!("n{}", MAX_CHAT_ENTRIES + 4))
-        );
-    }
-
-    #[test]
-    fn peer_list_follows_snapshots_and_keeps_session_peers() {
-        let mut app = app();
-        let summary = |id: &str, name: &str| PeerSummary {
-            peer_id: id.into(),
-            username: name.into(),
-            via: "grpc",
-        };
-        app.on_event(&Event::Peers {
-            peers: vec![summary("aaaa", "alice"), summary("bbbb", "bob")],
-        });
-        app.on_event(&connected("bbbb", "bob", true));
-        assert_eq!(
-            app.active.as_deref(),
-            Some("bbbb"),
-            "incoming, nothing else active"
-        );
-        // A resync after a server restart: bob has not re-registered yet.
-        app.on_event(&Event::Peers {
-            peers: vec![summary("cccc", "carol")],
-        });
-        let rows: Vec<(&str, PeerState)> = app
-            .peers()
-            .iter()
-            .map(|p| (p.name.as_str(), app.peer_state(p)))
-            .collect();
-        assert_eq!(
-            rows,
-            [("bob", PeerState::Connected), ("carol", PeerState::Online)]
-        );
-        app.on_event(&Event::Disconnected {
-            peer_id: "bbbb".into(),
-            username: "bob".into(),
-            reason: "timeout",
-        });
-        assert_eq!(app.peers().len(), 1, "bob is gone with its session");
-        assert!(app.active.is_none());
-    }
-
-    #[test]
-    fn unknown_events_are_shown_generically() {
-        let mut app = app();
-        app.on_event(&connected("bbbb", "bob", false));
-        app.on_other_event(&Event::Rtt {
-            peer_id: "bbbb".into(),
-            rtt_ms: 2.5,
-        });
-        let last = app.entries().last().map(|e| e.text.clone());
-        assert_eq!(last.as_deref(), Some("rtt: peer bob, rtt_ms 2.5"));
-        // Any event naming a peer and a path moves that session's path.
-        let mut moved = connected("bbbb", "bob", false);
-        if let Event::Connected { path, .. } = &mut moved {
-            *path = "relayed";
-        }
-        app.on_other_event(&moved);
-        let path = app.active_session().and_then(|s| s.path.clone());
-        assert_eq!(path.as_deref(), Some("relayed"));
-    }
-}
+mod tests;

@@ -7,14 +7,19 @@ use ratatui::backend::TestBackend;
 
 use super::state::{App, MAX_CHAT_ENTRIES};
 use super::view;
-use crate::engine::{Command, Event, PeerSummary};
+use crate::engine::{Command, DisconnectReason, ErrorCode, Event, Path, PeerSummary, Via};
+use p2pchat::PeerId;
 
 const ME: &str = "0a1b2c3d-0000-4000-8000-00000000000a";
 const BOB: &str = "b0b0b0b0-1111-4000-8000-00000000000b";
 const CAROL: &str = "ca201ca2-2222-4000-8000-00000000000c";
 
+fn id(text: &str) -> PeerId {
+    PeerId::parse(text).unwrap()
+}
+
 fn app() -> App {
-    App::new(ME, "alice", || "12:34".to_owned())
+    App::new(id(ME), "alice", || "12:34".to_owned())
 }
 
 /// Draws `app` on a `width` x `height` test terminal; returns its rows.
@@ -93,19 +98,19 @@ fn type_line(app: &mut App, text: &str) -> Option<Command> {
     for ch in text.chars() {
         app.on_key(key(KeyCode::Char(ch)));
     }
-    app.on_key(key(KeyCode::Enter))
+    app.on_key(key(KeyCode::Enter)).map(|r| r.command)
 }
 
 fn joined(id: &str, name: &str) -> Event {
     Event::PeerJoined {
-        peer_id: id.into(),
+        peer_id: self::id(id),
         username: name.into(),
     }
 }
 
-fn connected(id: &str, name: &str, path: &'static str, reliable: bool) -> Event {
+fn connected(id: &str, name: &str, path: Path, reliable: bool) -> Event {
     Event::Connected {
-        peer_id: id.into(),
+        peer_id: self::id(id),
         username: name.into(),
         addr: "127.0.0.1:40000".into(),
         path,
@@ -114,6 +119,15 @@ fn connected(id: &str, name: &str, path: &'static str, reliable: bool) -> Event 
         incoming: false,
         probe_rounds: 1,
     }
+}
+
+/// What the engine emits when a session we asked for comes up: the
+/// session, then the focus on it.
+fn connect(app: &mut App, id: &str, name: &str, path: Path, reliable: bool) {
+    app.on_event(&connected(id, name, path, reliable));
+    app.on_event(&Event::Focus {
+        peer_id: Some(self::id(id)),
+    });
 }
 
 fn line_with<'a>(rows: &'a [String], needle: &str) -> Option<&'a String> {
@@ -129,10 +143,11 @@ fn peers_appear_and_disappear_live() {
     assert_layout(&rows, 100);
 
     app.on_event(&Event::Peers {
+        id: None,
         peers: vec![PeerSummary {
-            peer_id: BOB.into(),
+            peer_id: id(BOB),
             username: "bob".into(),
-            via: "grpc",
+            via: Via::Grpc,
         }],
     });
     app.on_event(&joined(CAROL, "carol"));
@@ -145,7 +160,7 @@ fn peers_appear_and_disappear_live() {
     assert_layout(&rows, 100);
 
     app.on_event(&Event::PeerLeft {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         username: "bob".into(),
     });
     let rows = draw(&mut app, 100, 30);
@@ -159,9 +174,9 @@ fn peers_appear_and_disappear_live() {
 fn messages_show_senders_times_and_delivery_marks() {
     let mut app = app();
     app.on_event(&joined(BOB, "bob"));
-    app.on_event(&connected(BOB, "bob", "lan", true));
+    connect(&mut app, BOB, "bob", Path::Lan, true);
     app.on_event(&Event::Message {
-        from: BOB.into(),
+        from: id(BOB),
         username: "bob".into(),
         text: "hello alice".into(),
         sent_at: 1.0,
@@ -169,8 +184,10 @@ fn messages_show_senders_times_and_delivery_marks() {
     for text in ["first", "second", "third", "fourth"] {
         assert_eq!(type_line(&mut app, text), Some(Command::Send(text.into())));
     }
+    // The lines' request ids are 1 to 4, in typing order.
     let sent = |line| Event::Sent {
-        to: BOB.into(),
+        id: Some(line),
+        to: id(BOB),
         line,
         reliable: true,
     };
@@ -178,11 +195,11 @@ fn messages_show_senders_times_and_delivery_marks() {
     app.on_event(&sent(2));
     app.on_event(&sent(3));
     app.on_event(&Event::Delivered {
-        to: BOB.into(),
+        to: id(BOB),
         line: 1,
     });
     app.on_event(&Event::Undeliverable {
-        to: BOB.into(),
+        to: id(BOB),
         line: 2,
     });
     let rows = draw(&mut app, 100, 30);
@@ -217,18 +234,18 @@ fn status_bar_follows_server_session_path_and_rtt() {
     );
     app.on_event(&joined(BOB, "bob"));
     app.on_event(&Event::Connecting {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         username: "bob".into(),
         attempt: 2,
         endpoints: vec!["127.0.0.1:1".into()],
     });
     let bar = status(&mut app);
     assert!(bar.contains("| bob: connecting (attempt 2)"), "{bar}");
-    app.on_event(&connected(BOB, "bob", "direct", true));
+    connect(&mut app, BOB, "bob", Path::Direct, true);
     let bar = status(&mut app);
     assert!(bar.contains("| bob: connected, direct"), "{bar}");
     app.on_event(&Event::Rtt {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         rtt_ms: 12.345,
     });
     let bar = status(&mut app);
@@ -243,10 +260,10 @@ fn status_bar_follows_server_session_path_and_rtt() {
     assert!(bar.starts_with(" server: connected"), "{bar}");
     // A path the engine reports later ("relayed") is shown as it is.
     app.on_event(&Event::Connected {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         username: "bob".into(),
         addr: "203.0.113.1:3478".into(),
-        path: "relayed",
+        path: Path::Relayed,
         rtt_ms: Some(80.0),
         reliable: true,
         incoming: false,
@@ -259,9 +276,9 @@ fn status_bar_follows_server_session_path_and_rtt() {
     );
     // The session moves to a direct path in the background.
     app.on_event(&Event::PathChanged {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         addr: "203.0.113.12:40000".into(),
-        path: "direct",
+        path: Path::Direct,
     });
     let bar = status(&mut app);
     assert!(bar.contains("bob: connected, direct"), "{bar}");
@@ -272,9 +289,9 @@ fn status_bar_follows_server_session_path_and_rtt() {
         screen(&rows)
     );
     app.on_event(&Event::Disconnected {
-        peer_id: BOB.into(),
+        peer_id: id(BOB),
         username: "bob".into(),
-        reason: "remote_disconnect",
+        reason: DisconnectReason::RemoteDisconnect,
     });
     let rows = draw(&mut app, 120, 20);
     assert!(rows[19].contains("| no chat"), "{}", rows[19]);
@@ -292,21 +309,23 @@ fn hostile_names_and_text_cannot_reach_the_terminal() {
     for (width, height) in [(100, 30), (44, 16), (160, 50)] {
         let mut app = app();
         app.on_event(&Event::Peers {
+            id: None,
             peers: vec![PeerSummary {
-                peer_id: BOB.into(),
+                peer_id: id(BOB),
                 username: hostile_name.into(),
-                via: "rest",
+                via: Via::Rest,
             }],
         });
-        app.on_event(&connected(BOB, hostile_name, "lan", true));
+        connect(&mut app, BOB, hostile_name, Path::Lan, true);
         app.on_event(&Event::Message {
-            from: BOB.into(),
+            from: id(BOB),
             username: hostile_name.into(),
             text: hostile_text.into(),
             sent_at: 1.0,
         });
         app.on_event(&Event::Error {
-            code: "unknown_peer",
+            id: None,
+            code: ErrorCode::UnknownPeer,
             message: hostile_text.into(),
         });
         app.on_event(&Event::ServerLost {
@@ -335,10 +354,10 @@ fn hostile_names_and_text_cannot_reach_the_terminal() {
 fn long_lines_wrap_and_page_keys_scroll() {
     let mut app = app();
     app.on_event(&joined(BOB, "bob"));
-    app.on_event(&connected(BOB, "bob", "lan", true));
+    connect(&mut app, BOB, "bob", Path::Lan, true);
     let words: Vec<String> = (0..400).map(|i| format!("w{i:03}")).collect();
     app.on_event(&Event::Message {
-        from: BOB.into(),
+        from: id(BOB),
         username: "bob".into(),
         text: words.join(" "),
         sent_at: 1.0,
@@ -383,7 +402,7 @@ fn resizing_reflows_narrow_wide_and_tiny() {
         ));
     }
     app.on_event(&Event::Message {
-        from: "00000001-0000-4000-8000-000000000000".into(),
+        from: id("00000001-0000-4000-8000-000000000000"),
         username: "peer1".into(),
         text: "a fairly long line that needs wrapping on a narrow terminal".into(),
         sent_at: 1.0,
@@ -446,12 +465,12 @@ fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
     let mut app = app();
     let peers: Vec<PeerSummary> = (0..crate::signaling::MAX_DIRECTORY_PEERS)
         .map(|i| PeerSummary {
-            peer_id: format!("{i:08x}-0000-4000-8000-000000000000"),
+            peer_id: id(&format!("{i:08x}-0000-4000-8000-000000000000")),
             username: format!("user{i:05}"),
-            via: "grpc",
+            via: Via::Grpc,
         })
         .collect();
-    app.on_event(&Event::Peers { peers });
+    app.on_event(&Event::peers(peers));
     let rows = draw(&mut app, 100, 30);
     let text = screen(&rows);
     assert!(text.contains("peers (10000 online)"), "{text}");
@@ -467,7 +486,7 @@ fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
     );
     assert!(!text.contains("user00000"), "{text}");
     assert_eq!(
-        app.on_key(key(KeyCode::Enter)),
+        app.on_key(key(KeyCode::Enter)).map(|r| r.command),
         Some(Command::Connect(
             "00000032-0000-4000-8000-000000000000".into()
         ))

@@ -86,7 +86,7 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
         .iter()
         .map(|row| {
             let state = app.peer_state(row);
-            let active = app.active.as_deref() == Some(row.id.as_str());
+            let active = app.active == Some(row.id);
             let marker = Span::styled(
                 if active { "\u{25b6} " } else { "  " },
                 Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),

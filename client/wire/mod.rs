@@ -15,14 +15,12 @@
 
 mod extensions;
 mod json;
-mod sanitize;
 
 use p2pchat::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use extensions::{Extension, MAX_EXTENSIONS, Negotiated, our_extensions, parse_announced};
-pub use sanitize::sanitize_display;
 
 /// Largest datagram this peer sends. Kept under the ~1280-byte IPv6 minimum
 /// MTU minus headers so no datagram is ever IP-fragmented.

@@ -1,0 +1,107 @@
+//! Small bounded records the session table keeps: closed sessions
+//! (tombstones) and the budget for answering strangers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use p2pchat::PeerId;
+use tokio::time::Instant;
+
+/// How long a closed session's remote session id is remembered, so a hello
+/// of that old session still in flight (crossing our `disconnect`) does
+/// not open a new one.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
+
+/// Most closed sessions remembered ([`TOMBSTONE_TTL`]).
+pub const MAX_TOMBSTONES: usize = 256;
+
+/// Most `disconnect` answers per second to datagrams from peers we have no
+/// session with (they tell a half-open peer to close at once; bounded so a
+/// flood of spoofed datagrams cannot turn us into a reflector).
+pub const MAX_STRANGER_REPLIES_PER_SEC: u32 = 20;
+
+/// Recently closed sessions: peer -> (its session id then, until when).
+#[derive(Debug, Default)]
+pub struct Tombstones {
+    closed: HashMap<PeerId, (Option<u64>, Instant)>,
+}
+
+impl Tombstones {
+    /// Remembers a closed session for [`TOMBSTONE_TTL`] (within
+    /// [`MAX_TOMBSTONES`]).
+    pub fn bury(&mut self, peer: PeerId, remote_session: Option<u64>, now: Instant) {
+        self.closed.retain(|_, (_, until)| *until > now);
+        if self.closed.len() < MAX_TOMBSTONES {
+            self.closed
+                .insert(peer, (remote_session, now + TOMBSTONE_TTL));
+        }
+    }
+
+    /// Whether a hello with `session` belongs to a session with `peer` we
+    /// closed recently.
+    pub fn is_buried(&self, peer: PeerId, session: Option<u64>, now: Instant) -> bool {
+        self.closed
+            .get(&peer)
+            .is_some_and(|(old, until)| now < *until && old.is_some() && *old == session)
+    }
+}
+
+/// A per-second budget of answers to strangers.
+#[derive(Debug)]
+pub struct ReplyBudget {
+    since: Instant,
+    used: u32,
+}
+
+impl ReplyBudget {
+    /// A full budget from `now`.
+    pub fn new(now: Instant) -> ReplyBudget {
+        ReplyBudget {
+            since: now,
+            used: 0,
+        }
+    }
+
+    /// Takes one answer; false when [`MAX_STRANGER_REPLIES_PER_SEC`] are
+    /// used up this second.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.since) >= Duration::from_secs(1) {
+            self.since = now;
+            self.used = 0;
+        }
+        if self.used >= MAX_STRANGER_REPLIES_PER_SEC {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_expire_and_match_only_the_old_session() {
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let mut graves = Tombstones::default();
+        graves.bury(peer, Some(7), now);
+        assert!(graves.is_buried(peer, Some(7), now));
+        assert!(!graves.is_buried(peer, Some(8), now), "a new session");
+        assert!(!graves.is_buried(peer, Some(7), now + TOMBSTONE_TTL));
+        graves.bury(PeerId::random(), None, now);
+        assert!(!graves.is_buried(peer, None, now));
+    }
+
+    #[test]
+    fn the_reply_budget_refills_every_second() {
+        let now = Instant::now();
+        let mut budget = ReplyBudget::new(now);
+        for _ in 0..MAX_STRANGER_REPLIES_PER_SEC {
+            assert!(budget.take(now));
+        }
+        assert!(!budget.take(now));
+        assert!(budget.take(now + Duration::from_secs(1)));
+    }
+}
