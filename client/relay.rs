@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use uuid::Uuid;
 
 use p2pchat::proto::relay_frame::{MAX_RELAY_PAYLOAD, RelayFrame};
+use p2pchat::{PeerId, SessionToken};
 
 /// Pause between BINDs while the server has not confirmed ours.
 pub const BIND_RETRY: Duration = Duration::from_millis(500);
@@ -34,7 +34,6 @@ pub const MAX_BINDINGS: usize = 32;
 /// State of one binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Binding {
-    target: Uuid,
     channel: Option<u64>,
     ready: bool,
     next_bind: Instant,
@@ -44,13 +43,13 @@ struct Binding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayInput {
     /// The binding with this peer is ready: both sides are bound.
-    Ready(String),
+    Ready(PeerId),
     /// The binding is confirmed but the other side has not bound yet.
-    Waiting(String),
+    Waiting(PeerId),
     /// A chat datagram relayed from this peer.
-    Data(String, Vec<u8>),
+    Data(PeerId, Vec<u8>),
     /// The server refused our binding with this peer (code per the spec).
-    Refused(String, u8),
+    Refused(PeerId, u8),
     /// Not for us (unknown channel, malformed): dropped.
     Ignored,
 }
@@ -59,16 +58,16 @@ pub enum RelayInput {
 #[derive(Debug, Clone, Copy)]
 pub struct Credentials {
     /// Our peer id.
-    pub peer_id: Uuid,
-    /// Our session token, raw.
-    pub token: [u8; 32],
+    pub peer_id: PeerId,
+    /// Our session token.
+    pub token: SessionToken,
 }
 
 /// The relay bindings of one peer. See the module docs.
 #[derive(Debug)]
 pub struct RelayClient {
     server: SocketAddr,
-    bindings: HashMap<String, Binding>,
+    bindings: HashMap<PeerId, Binding>,
 }
 
 impl RelayClient {
@@ -85,23 +84,18 @@ impl RelayClient {
         self.server
     }
 
-    /// Starts binding with `peer` (a UUID); a BIND goes out on the next
-    /// [`RelayClient::poll`]. False if `peer` is not a UUID or the table is
-    /// full.
-    pub fn request(&mut self, peer: &str, now: Instant) -> bool {
-        if self.bindings.contains_key(peer) {
+    /// Starts binding with `peer`; a BIND goes out on the next
+    /// [`RelayClient::poll`]. False if the table is full.
+    pub fn request(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.bindings.contains_key(&peer) {
             return true;
         }
-        let Ok(target) = Uuid::parse_str(peer) else {
-            return false;
-        };
         if self.bindings.len() >= MAX_BINDINGS {
             return false;
         }
         self.bindings.insert(
-            peer.to_owned(),
+            peer,
             Binding {
-                target,
                 channel: None,
                 ready: false,
                 next_bind: now,
@@ -111,18 +105,18 @@ impl RelayClient {
     }
 
     /// Whether a binding with `peer` is ready.
-    pub fn is_ready(&self, peer: &str) -> bool {
-        self.bindings.get(peer).is_some_and(|b| b.ready)
+    pub fn is_ready(&self, peer: PeerId) -> bool {
+        self.bindings.get(&peer).is_some_and(|b| b.ready)
     }
 
     /// Forgets the binding with `peer`; returns the RELEASE frame to send.
-    pub fn release(&mut self, peer: &str, creds: Credentials) -> Option<Vec<u8>> {
-        let binding = self.bindings.remove(peer)?;
+    pub fn release(&mut self, peer: PeerId, creds: Credentials) -> Option<Vec<u8>> {
+        self.bindings.remove(&peer)?;
         Some(
             RelayFrame::Release {
-                peer_id: creds.peer_id,
-                token: creds.token,
-                target: binding.target,
+                peer_id: *creds.peer_id.as_uuid(),
+                token: *creds.token.as_bytes(),
+                target: *peer.as_uuid(),
             }
             .to_bytes(),
         )
@@ -131,15 +125,15 @@ impl RelayClient {
     /// BIND frames due at `now`.
     pub fn poll(&mut self, now: Instant, creds: Credentials) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
-        for b in self.bindings.values_mut() {
+        for (peer, b) in self.bindings.iter_mut() {
             if now < b.next_bind {
                 continue;
             }
             frames.push(
                 RelayFrame::Bind {
-                    peer_id: creds.peer_id,
-                    token: creds.token,
-                    target: b.target,
+                    peer_id: *creds.peer_id.as_uuid(),
+                    token: *creds.token.as_bytes(),
+                    target: *peer.as_uuid(),
                 }
                 .to_bytes(),
             );
@@ -170,7 +164,7 @@ impl RelayClient {
                 channel,
                 ready,
             } => {
-                let peer = target.to_string();
+                let peer = PeerId::from(target);
                 let Some(b) = self.bindings.get_mut(&peer) else {
                     return RelayInput::Ignored;
                 };
@@ -201,12 +195,12 @@ impl RelayClient {
                     .iter()
                     .find(|(_, b)| b.ready && b.channel == Some(channel))
                 {
-                    Some((peer, _)) => RelayInput::Data(peer.clone(), payload.to_vec()),
+                    Some((peer, _)) => RelayInput::Data(*peer, payload.to_vec()),
                     None => RelayInput::Ignored,
                 }
             }
             RelayFrame::Refused { target, code } => {
-                let peer = target.to_string();
+                let peer = PeerId::from(target);
                 match self.bindings.get_mut(&peer) {
                     Some(b) => {
                         b.ready = false;
@@ -225,8 +219,8 @@ impl RelayClient {
 
     /// `payload` wrapped for the relay towards `peer`; `None` while the
     /// binding is not ready or the payload is over the relay's limit.
-    pub fn wrap(&self, peer: &str, payload: &[u8]) -> Option<Vec<u8>> {
-        let b = self.bindings.get(peer)?;
+    pub fn wrap(&self, peer: PeerId, payload: &[u8]) -> Option<Vec<u8>> {
+        let b = self.bindings.get(&peer)?;
         if !b.ready || payload.len() > MAX_RELAY_PAYLOAD {
             return None;
         }
@@ -238,13 +232,14 @@ impl RelayClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
-    const PEER: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+    const PEER: PeerId = PeerId::from_uuid(uuid::uuid!("bbbbbbbb-0000-4000-8000-000000000002"));
 
     fn creds() -> Credentials {
         Credentials {
-            peer_id: Uuid::from_u128(1),
-            token: [7; 32],
+            peer_id: PeerId::from_uuid(Uuid::from_u128(1)),
+            token: SessionToken::from_bytes([7; 32]),
         }
     }
 
@@ -254,7 +249,7 @@ mod tests {
 
     fn bound(channel: u64, ready: bool) -> Vec<u8> {
         RelayFrame::Bound {
-            target: Uuid::parse_str(PEER).unwrap(),
+            target: *PEER.as_uuid(),
             channel,
             ready,
         }
@@ -270,16 +265,10 @@ mod tests {
         assert_eq!(r.next_deadline(), Some(t0 + BIND_RETRY));
         // Confirmed but waiting: refresh from the time we were told.
         let t1 = t0 + Duration::from_millis(100);
-        assert_eq!(
-            r.on_frame(&bound(9, false), t1),
-            RelayInput::Waiting(PEER.into())
-        );
+        assert_eq!(r.on_frame(&bound(9, false), t1), RelayInput::Waiting(PEER));
         assert_eq!(r.next_deadline(), Some(t1 + BIND_WAITING_REFRESH));
         let t2 = t1 + Duration::from_millis(50);
-        assert_eq!(
-            r.on_frame(&bound(9, true), t2),
-            RelayInput::Ready(PEER.into())
-        );
+        assert_eq!(r.on_frame(&bound(9, true), t2), RelayInput::Ready(PEER));
         assert_eq!(r.next_deadline(), Some(t2 + BIND_READY_REFRESH));
         assert!(r.is_ready(PEER));
         assert!(r.wrap(PEER, b"x").is_some());
@@ -290,15 +279,12 @@ mod tests {
         );
         assert_eq!(r.next_deadline(), Some(t2 + BIND_READY_REFRESH));
         let refused = RelayFrame::Refused {
-            target: Uuid::parse_str(PEER).unwrap(),
+            target: *PEER.as_uuid(),
             code: 3,
         }
         .to_bytes();
         let t3 = t2 + Duration::from_secs(1);
-        assert_eq!(
-            r.on_frame(&refused, t3),
-            RelayInput::Refused(PEER.into(), 3)
-        );
+        assert_eq!(r.on_frame(&refused, t3), RelayInput::Refused(PEER, 3));
         assert_eq!(r.next_deadline(), Some(t3 + BIND_READY_REFRESH));
         assert!(!r.is_ready(PEER));
     }
@@ -307,9 +293,8 @@ mod tests {
     fn binding_table_and_payload_limits_edge() {
         let now = Instant::now();
         let mut r = client();
-        assert!(!r.request("not-a-uuid", now));
         for i in 0..MAX_BINDINGS {
-            assert!(r.request(&Uuid::from_u128(100 + i as u128).to_string(), now));
+            assert!(r.request(PeerId::from_uuid(Uuid::from_u128(100 + i as u128)), now));
         }
         assert!(!r.request(PEER, now), "one past the table limit");
         let mut r = client();

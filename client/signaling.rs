@@ -282,12 +282,10 @@ impl Signaling {
         self.identity.peer_id
     }
 
-    /// Our session token as raw bytes (for relay frames); `None` before
-    /// the first registration.
-    pub fn token_bytes(&self) -> Option<[u8; 32]> {
-        SessionToken::parse(&self.token())
-            .ok()
-            .map(|t| *t.as_bytes())
+    /// Our session token (relay frames carry it); `None` before the first
+    /// registration.
+    pub fn session_token(&self) -> Option<SessionToken> {
+        SessionToken::parse(&self.token()).ok()
     }
 
     /// The server URL's host, for reaching its UDP port.

@@ -24,8 +24,8 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use p2pchat::PeerId;
 use p2pchat::datagram::{DatagramKind, classify};
+use p2pchat::{PeerId, SessionToken};
 use tokio::time::Instant;
 
 use super::api::{Command, ErrorCode, Event, Request, RequestId};
@@ -151,7 +151,7 @@ pub struct Core {
     orphaned: Vec<(PeerId, Action)>,
     relay: Option<RelayClient>,
     /// Our session token, for relay frames (`None` until registered).
-    relay_token: Option<[u8; 32]>,
+    relay_token: Option<SessionToken>,
     stun_server: Option<SocketAddr>,
     reflexive: Option<SocketAddr>,
     stun_refresh: Option<StunRefresh>,
@@ -209,7 +209,7 @@ impl Core {
     }
 
     /// Our session token changed (registration): relay frames carry it.
-    pub fn set_token(&mut self, token: Option<[u8; 32]>) {
+    pub fn set_token(&mut self, token: Option<SessionToken>) {
         self.relay_token = token;
     }
 

@@ -75,7 +75,7 @@ impl Io {
         let mut buf = vec![0u8; MAX_RECV_DATAGRAM_BYTES + 1];
         let transport = self.transport.clone();
         let events = self.events.clone();
-        self.core.set_token(self.signaling.token_bytes());
+        self.core.set_token(self.signaling.session_token());
         loop {
             self.execute().await;
             self.forward_ready();
@@ -93,7 +93,7 @@ impl Io {
                 },
                 Some(signal) = signals.recv() => {
                     if matches!(signal, SignalEvent::Registered(_)) {
-                        self.core.set_token(self.signaling.token_bytes());
+                        self.core.set_token(self.signaling.session_token());
                     }
                     self.core.on_signal(signal, Instant::now());
                 }

@@ -31,11 +31,10 @@ impl Core {
         let Some(relay) = self.relay.as_mut() else {
             return;
         };
-        let peer_of = |text: &str| PeerId::parse(text).ok();
         match relay.on_frame(bytes, now) {
             RelayInput::Ready(peer) => {
                 tracing::info!(%peer, "relay ready");
-                if let Some(session) = peer_of(&peer).and_then(|p| self.sessions.get_mut(&p)) {
+                if let Some(session) = self.sessions.get_mut(&peer) {
                     session.add_relay(relay_addr, now);
                 }
             }
@@ -44,7 +43,7 @@ impl Core {
             }
             RelayInput::Refused(peer, code) => {
                 tracing::warn!(%peer, code, "relay refused the binding");
-                if let Some(session) = peer_of(&peer).and_then(|p| self.sessions.get_mut(&p)) {
+                if let Some(session) = self.sessions.get_mut(&peer) {
                     session.drop_relay();
                 }
             }
@@ -52,7 +51,7 @@ impl Core {
                 // The relay vouches for the sender: only a datagram that
                 // claims to be from the peer it is bound to goes on.
                 match Datagram::decode(&payload) {
-                    Ok(dg) if Some(dg.from()) == peer_of(&peer) => {
+                    Ok(dg) if dg.from() == peer => {
                         self.on_chat(&dg, relay_addr, now);
                     }
                     Ok(_) => tracing::debug!(%peer, "relayed datagram with a foreign id dropped"),
@@ -76,7 +75,7 @@ impl Core {
     /// Our identity towards the relay (needs a token from the server).
     fn relay_credentials(&self) -> Option<Credentials> {
         Some(Credentials {
-            peer_id: *self.me.as_uuid(),
+            peer_id: self.me,
             token: self.relay_token?,
         })
     }
@@ -87,15 +86,14 @@ impl Core {
             tracing::info!(%peer, "no direct path yet and no relay available");
             return;
         };
-        let key = peer.to_string();
-        if relay.is_ready(&key) {
+        if relay.is_ready(peer) {
             let addr = relay.server();
             if let Some(session) = self.sessions.get_mut(&peer) {
                 session.add_relay(addr, now);
             }
             return;
         }
-        if relay.request(&key, now) {
+        if relay.request(peer, now) {
             tracing::info!(%peer, "asking the server to relay");
         }
         self.poll_relay(now);
@@ -124,7 +122,7 @@ impl Core {
             return;
         };
         let to = relay.server();
-        if let Some(bytes) = relay.release(&peer.to_string(), creds) {
+        if let Some(bytes) = relay.release(peer, creds) {
             self.outputs.push(Output::Send { to, bytes });
         }
     }

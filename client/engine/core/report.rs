@@ -51,7 +51,7 @@ impl Core {
         let relayed = self.relay.as_ref().filter(|r| r.server() == to);
         let bytes = match relayed {
             None => bytes,
-            Some(relay) => match relay.wrap(&peer.to_string(), &bytes) {
+            Some(relay) => match relay.wrap(peer, &bytes) {
                 Some(frame) => frame,
                 None => {
                     tracing::debug!(%peer, "relay not ready; datagram dropped");
