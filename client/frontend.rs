@@ -98,3 +98,23 @@ pub async fn drive(
     drop(commands);
     handle.join().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pending_commands_stop_input_at_the_limit_and_go_out_in_order() {
+        let mut pending = Pending::default();
+        for i in 0..MAX_PENDING_COMMANDS {
+            assert!(pending.has_room(), "room for command {i}");
+            pending.push(Command::Send(format!("line {i}")));
+        }
+        assert!(!pending.has_room(), "input stops at the limit");
+        let (tx, mut rx) = mpsc::channel(1);
+        pending.send_next(&tx).await;
+        assert!(pending.has_room(), "one handed over makes room");
+        let first = rx.recv().await.expect("a request");
+        assert_eq!(first.command, Command::Send("line 0".into()));
+    }
+}

@@ -15,7 +15,7 @@
 //! * [`signals`]: what the signaling server says (peer list changes,
 //!   connect requests) and rendezvous answers.
 
-mod paths;
+pub mod paths;
 mod report;
 mod signals;
 #[cfg(test)]

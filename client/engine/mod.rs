@@ -37,10 +37,12 @@ pub use self::api::{
     Command, DisconnectReason, ErrorCode, Event, Path, PeerSummary, Request, RequestId,
     SessionState, SessionStatus, Via,
 };
-pub use self::core::{MAX_QUEUED_EVENTS, MAX_SESSIONS};
+pub use self::core::paths::STUN_REFRESH_TIMEOUT;
+pub use self::core::{MAX_DEFERRED_CONNECTS, MAX_QUEUED_EVENTS, MAX_SESSIONS};
 pub use self::directory::{ResolveError, resolve};
-pub use self::io::UNREGISTER_TIMEOUT;
 use self::io::{AbortOnDrop, Io};
+pub use self::io::{FINAL_EVENTS_TIMEOUT, MAX_BACKGROUND_TASKS, UNREGISTER_TIMEOUT};
+pub use self::table::{MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL};
 use crate::session::SessionConfig;
 use crate::signaling::SignalingError;
 use crate::transport::{self, Transport};

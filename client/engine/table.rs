@@ -95,6 +95,23 @@ mod tests {
     }
 
     #[test]
+    fn the_graveyard_is_bounded_and_frees_expired_graves() {
+        let now = Instant::now();
+        let mut graves = Tombstones::default();
+        let buried: Vec<PeerId> = (0..MAX_TOMBSTONES).map(|_| PeerId::random()).collect();
+        for peer in &buried {
+            graves.bury(*peer, Some(1), now);
+        }
+        let late = PeerId::random();
+        graves.bury(late, Some(1), now);
+        assert!(!graves.is_buried(late, Some(1), now), "one past the limit");
+        assert!(buried.iter().all(|p| graves.is_buried(*p, Some(1), now)));
+        // Once the old graves expire there is room again.
+        graves.bury(late, Some(1), now + TOMBSTONE_TTL);
+        assert!(graves.is_buried(late, Some(1), now + TOMBSTONE_TTL));
+    }
+
+    #[test]
     fn the_reply_budget_refills_every_second() {
         let now = Instant::now();
         let mut budget = ReplyBudget::new(now);

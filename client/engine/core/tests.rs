@@ -275,3 +275,33 @@ fn strangers_get_a_disconnect_and_old_hellos_stay_buried() {
     core.on_datagram(&hello(CAROL, 6), addr(30003), now);
     assert!(core.sessions.contains_key(&id(CAROL)), "a new session");
 }
+
+#[test]
+fn connects_before_the_peer_list_are_held_up_to_the_limit() {
+    let now = Instant::now();
+    let mut core = core(now);
+    for i in 0..MAX_DEFERRED_CONNECTS {
+        core.on_request(Command::Connect(format!("peer{i}")).with_id(i as u64), now);
+    }
+    assert!(events(&mut core).is_empty(), "held, not answered");
+    let past = MAX_DEFERRED_CONNECTS as u64;
+    core.on_request(Command::Connect("one too many".into()).with_id(past), now);
+    assert!(matches!(
+        events(&mut core).as_slice(),
+        [Event::Error { id: Some(n), code: ErrorCode::UnknownPeer, .. }] if *n == past
+    ));
+    // The list arrives: every held connect is resolved (none of these
+    // names is online), in order, each answered under its own id.
+    core.on_signal(
+        SignalEvent::Snapshot(vec![info(ALICE, "alice", 30001)]),
+        now,
+    );
+    let answered: Vec<u64> = events(&mut core)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error { id: Some(n), .. } => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answered, (0..past).collect::<Vec<_>>());
+}
