@@ -1,46 +1,59 @@
-//! The signaling service: one in-memory [`registry`] behind a gRPC service
-//! ([`grpc`]) and a seed-compatible REST shim ([`rest`]), both served on one
-//! TCP listener ([`listener`]); plus a UDP port ([`udp`]) answering STUN
-//! ([`stun`]) and relaying between peers that cannot reach each other
-//! directly ([`relay`]).
+//! The signaling service. Layers, each in the module named after it, each
+//! using only the ones listed before it:
+//!
+//! * [`store`]: where peer records live: the async [`PeerStore`] trait
+//!   (records, tokens, leases, a revisioned change feed) and the embedded
+//!   in-memory [`MemoryStore`].
+//! * [`rendezvous`]: routing a connect request to the target's open inbox.
+//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, and
+//!   the shutdown signal.
+//! * [`api`]: the gRPC service and the seed-compatible REST shim over the
+//!   store, and the one place where refusals become `tonic::Status` and HTTP
+//!   codes.
+//! * [`udp`]: the UDP port: STUN answers and the relay, with relay
+//!   admission checked against the store.
+//! * [`config`]: the command line and the [`ServerConfig`] everything runs on.
 //!
 //! [`start`] runs it all in the current tokio runtime; the
 //! `signaling-server` binary is a thin wrapper around it.
 
+pub mod api;
 pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod listener;
-pub mod registry;
-pub mod relay;
-pub mod rest;
-pub mod shutdown;
-pub mod stun;
+pub mod net;
+pub mod rendezvous;
+pub mod store;
 pub mod udp;
-pub mod validate;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 pub use config::{ServerArgs, ServerConfig};
-pub use error::RegistryError;
-pub use registry::{PeerRegistry, RegistryConfig};
+pub use net::RemoteAddr;
+pub use rendezvous::Rendezvous;
+pub use store::{MemoryStore, PeerStore, StoreConfig, StoreError};
 
-/// The address of the client a request came from, put into every request's
-/// extensions by the listener. Both APIs record it as the peer's observed IP.
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub SocketAddr);
+use net::shutdown::Shutdown;
 
-/// A running server: its bound address and the means to stop it.
+/// A running server: its bound addresses and the means to stop it.
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
     udp_addr: Option<SocketAddr>,
-    registry: PeerRegistry,
+    store: Arc<dyn PeerStore>,
     shutdown: broadcast::Sender<()>,
-    task: JoinHandle<()>,
+    /// The accept loop; it ends once shutdown has drained the connections.
+    serve: JoinHandle<()>,
+    /// Every other long-lived task (UDP, health, rendezvous); each ends on
+    /// the shutdown signal.
+    tasks: JoinSet<()>,
+    /// Stops the embedded store's expiry task, when this server made it.
+    store_guard: Option<store::MemoryStoreGuard>,
+    /// How long the tasks get to end after the accept loop has.
+    grace: Duration,
 }
 
 impl RunningServer {
@@ -54,46 +67,80 @@ impl RunningServer {
         self.udp_addr
     }
 
-    /// The registry behind both APIs (for tests and embedding).
-    pub fn registry(&self) -> PeerRegistry {
-        self.registry.clone()
+    /// The store behind both APIs (for tests and embedding).
+    pub fn store(&self) -> Arc<dyn PeerStore> {
+        self.store.clone()
     }
 
     /// Stops accepting, ends every stream cleanly, lets in-flight requests
-    /// finish (up to the configured grace period) and returns.
+    /// finish (up to the configured grace period) and returns once every
+    /// task of the server has ended.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
-        if let Err(err) = self.task.await {
-            tracing::error!(%err, "server task failed");
-        }
+        self.finish().await;
     }
 
     /// Waits until the server stops by itself (it only does after
-    /// [`RunningServer::shutdown`] or a fatal error).
+    /// [`RunningServer::shutdown`], a [`shutdown_trigger`] or a fatal error).
+    ///
+    /// [`shutdown_trigger`]: RunningServer::shutdown_trigger
     pub async fn wait(self) {
-        if let Err(err) = self.task.await {
-            tracing::error!(%err, "server task failed");
-        }
+        self.finish().await;
     }
 
     /// A handle that triggers shutdown from elsewhere (e.g. a signal task).
     pub fn shutdown_trigger(&self) -> broadcast::Sender<()> {
         self.shutdown.clone()
     }
+
+    /// Waits for the accept loop, then for every other task (aborting those
+    /// still running after the grace period), then stops the store.
+    async fn finish(mut self) {
+        if let Err(err) = (&mut self.serve).await {
+            tracing::error!(%err, "server task failed");
+        }
+        // The accept loop may also have ended on its own: stop the rest.
+        let _ = self.shutdown.send(());
+        let tasks = &mut self.tasks;
+        let joined = tokio::time::timeout(self.grace, async {
+            while let Some(result) = tasks.join_next().await {
+                if let Err(err) = result {
+                    tracing::error!(%err, "server task failed");
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("server tasks still running after the grace period; aborting them");
+            self.tasks.shutdown().await;
+        }
+        if let Some(guard) = self.store_guard.take() {
+            guard.stop().await;
+        }
+    }
 }
 
 /// Binds `config.listen` (and `config.udp_listen`) and serves gRPC + REST
-/// (and STUN + relay) until shut down.
+/// (and STUN + relay) over the embedded in-memory store until shut down.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
-    let tcp = listener::bind(config.listen)?;
+    let (store, guard) = MemoryStore::new(config.store_config());
+    let mut running = start_with_store(config, Arc::new(store)).await?;
+    running.store_guard = Some(guard);
+    Ok(running)
+}
+
+/// Like [`start`], over a store the caller made (its `registry` settings are
+/// then the caller's business).
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn PeerStore>,
+) -> std::io::Result<RunningServer> {
+    let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
     let udp = match config.udp_listen {
-        Some(addr) => {
-            let socket = udp::bind(addr).map_err(|err| {
-                std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
-            })?;
-            Some(socket)
-        }
+        Some(addr) => Some(udp::bind(addr).map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
+        })?),
         None => None,
     };
     let udp_addr = match &udp {
@@ -101,47 +148,47 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         None => None,
     };
     let (shutdown_tx, _) = broadcast::channel(1);
-    let (registry, registry_guard) = PeerRegistry::new(config.registry_config());
-    let udp_port = udp_addr.map_or(0, |a| a.port());
-    let app = listener::app(&config, registry.clone(), shutdown_tx.clone(), udp_port).await?;
-    if let Some(socket) = udp {
-        let udp_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-        tokio::spawn(udp::run(
-            socket,
-            registry.clone(),
-            config.relay,
-            udp_shutdown,
-        ));
-        if let Some(addr) = udp_addr {
-            tracing::info!(%addr, "STUN + relay listening (UDP)");
-        }
+    let signal = || Shutdown::new(shutdown_tx.subscribe());
+    let rendezvous = Rendezvous::new(store.clone());
+    let limits = config.grpc_limits(udp_addr.map_or(0, |a| a.port()));
+    let app = api::app(
+        store.clone(),
+        rendezvous.clone(),
+        limits,
+        config.max_body_bytes,
+        shutdown_tx.clone(),
+    )
+    .await?;
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(rendezvous.run(signal()));
+    if let (Some(socket), Some(addr)) = (udp, udp_addr) {
+        tasks.spawn(udp::run(socket, store.clone(), config.relay, signal()));
+        tracing::info!(%addr, "STUN + relay listening (UDP)");
     }
-    let serve_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-    let limits = config.connection_limits();
     // Health flips to NOT_SERVING as soon as shutdown starts, so load
     // balancers and clients on open connections stop sending new work.
     let health = app.health.clone();
-    let mut health_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-    tokio::spawn(async move {
+    let mut health_shutdown = signal();
+    tasks.spawn(async move {
         health_shutdown.recv().await;
-        health
-            .set_not_serving::<p2pchat::proto::signaling_server::SignalingServer<grpc::SignalingService>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        api::set_not_serving(&health).await;
     });
-    let task = tokio::spawn(async move {
-        listener::serve(tcp, app.router, limits, serve_shutdown).await;
-        // Stops the expiry task; the registry itself lives on in handles.
-        drop(registry_guard);
-    });
+    let serve = tokio::spawn(net::listener::serve(
+        tcp,
+        app.router,
+        config.connection_limits(),
+        signal(),
+    ));
     tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
         udp_addr,
-        registry,
+        store,
         shutdown: shutdown_tx,
-        task,
+        serve,
+        tasks,
+        store_guard: None,
+        grace: config.shutdown_grace,
     })
 }

@@ -1,0 +1,1 @@
+//! Unit tests of the memory store through the PeerStore trait.
