@@ -261,3 +261,7 @@ impl Rendezvous {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "rendezvous_tests.rs"]
+mod tests;
