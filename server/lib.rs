@@ -17,6 +17,8 @@
 //! [`start`] runs it all in the current tokio runtime; the
 //! `signaling-server` binary is a thin wrapper around it.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod config;
 pub mod net;

@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod expiry;
+
 use super::feed::{Feed, Subscription};
 use super::{
     ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, LeftReason, ListQuery, Page,
@@ -111,7 +113,7 @@ impl MemoryStore {
             expiry_wake: Notify::new(),
         });
         let store = MemoryStore { shared };
-        let task = tokio::spawn(expire_task(store.clone()));
+        let task = tokio::spawn(expiry::run(store.clone()));
         let guard = MemoryStoreGuard {
             store: store.clone(),
             task: Some(task),
@@ -385,89 +387,6 @@ impl MemoryStore {
         self.state().shutdown = true;
         self.shared.expiry_wake.notify_one();
     }
-
-    /// Queues a lease deadline, waking the expiry task when it is the
-    /// earliest.
-    fn schedule_lease(&self, state: &mut State, deadline: Instant, peer: PeerId) {
-        let earliest = state.leases.first().map(|(d, _)| *d);
-        state.leases.insert((deadline, peer));
-        if earliest.is_none_or(|e| deadline < e) {
-            self.shared.expiry_wake.notify_one();
-        }
-    }
-
-    /// Expires due leases and purges due offline records. Returns the next
-    /// deadline, or `None` when shutting down.
-    fn expire_due(&self) -> Option<Option<Instant>> {
-        let now = Instant::now();
-        let mut guard = self.state();
-        let state = &mut *guard;
-        if state.shutdown {
-            return None;
-        }
-        while let Some(&(deadline, id)) = state.leases.first() {
-            if deadline > now {
-                break;
-            }
-            state.leases.pop_first();
-            let Some(entry) = state.peers.get_mut(&id) else {
-                continue;
-            };
-            if entry.holder.is_some() {
-                // An open inbox counts as alive.
-                entry.deadline = now + self.config().lease;
-                state.leases.insert((entry.deadline, id));
-                continue;
-            }
-            entry.deadline = now + self.config().offline_retention;
-            state.purges.insert((entry.deadline, id));
-            let mut info = (*entry.info).clone();
-            info.online = false;
-            info.inbox_open = false;
-            entry.info = Arc::new(info);
-            let info = entry.info.clone();
-            state.online -= 1;
-            let reason = ChangeKind::Left(LeftReason::LeaseExpired);
-            state.feed.publish(reason, info);
-        }
-        while let Some(&(deadline, id)) = state.purges.first() {
-            if deadline > now {
-                break;
-            }
-            state.purges.pop_first();
-            state.peers.remove(&id);
-        }
-        let next_lease = state.leases.first().map(|(d, _)| *d);
-        let next_purge = state.purges.first().map(|(d, _)| *d);
-        Some(match (next_lease, next_purge) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-    }
-}
-
-impl State {
-    /// Removes a record's pending deadline (its lease when online, its
-    /// purge when offline).
-    fn unschedule(&mut self, online: bool, deadline: Instant, peer: PeerId) {
-        if online {
-            self.leases.remove(&(deadline, peer));
-        } else {
-            self.purges.remove(&(deadline, peer));
-        }
-    }
-
-    /// Makes room for a new record by evicting the offline record closest
-    /// to its purge; refuses when every record is online.
-    fn evict_one(&mut self, limit: usize) -> Result<(), StoreError> {
-        match self.purges.pop_first() {
-            Some((_, evicted)) => {
-                self.peers.remove(&evicted);
-                Ok(())
-            }
-            None => Err(StoreError::Full { limit }),
-        }
-    }
 }
 
 /// The record a registration makes, keeping what `previous` says about the
@@ -510,21 +429,6 @@ fn subscribe(state: &State) -> Subscription {
             .collect(),
         changes: state.feed.subscribe(),
     }
-}
-
-async fn expire_task(store: MemoryStore) {
-    while let Some(next) = store.expire_due() {
-        match next {
-            Some(when) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(when) => {}
-                    _ = store.shared.expiry_wake.notified() => {}
-                }
-            }
-            None => store.shared.expiry_wake.notified().await,
-        }
-    }
-    tracing::debug!("store expiry task stopped");
 }
 
 /// The memory store answers at once: every future is already complete.
