@@ -87,33 +87,8 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, HttpError> {
         })]));
     };
     let mut errors = Vec::new();
-    let peer_id = match obj.get("peer_id") {
-        None | Some(Value::Null) => {
-            errors.push(field_error("missing", "peer_id", "Field required"));
-            String::new()
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            errors.push(field_error(
-                "string_type",
-                "peer_id",
-                "Input should be a valid string",
-            ));
-            String::new()
-        }
-    };
-    let username = match obj.get("username") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.push(field_error(
-                "string_type",
-                "username",
-                "Input should be a valid string",
-            ));
-            None
-        }
-    };
+    let peer_id = string_field(&obj, "peer_id", true, &mut errors).unwrap_or_default();
+    let username = string_field(&obj, "username", false, &mut errors);
     let port = match obj.get("port") {
         None | Some(Value::Null) => {
             errors.push(field_error("missing", "port", "Field required"));
@@ -129,18 +104,52 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, HttpError> {
             0
         }
     };
-    let token = match obj.get("token") {
-        None | Some(Value::Null) => None,
+    let token = string_field(&obj, "token", false, &mut errors);
+    let endpoints = endpoints_field(&obj, &mut errors);
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    Ok(RegisterBody {
+        peer_id,
+        username,
+        port,
+        token,
+        endpoints,
+    })
+}
+
+/// A string field of the body; a missing `required` one or a non-string
+/// adds its FastAPI-style error to `errors`.
+fn string_field(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    required: bool,
+    errors: &mut Vec<Value>,
+) -> Option<String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => {
+            if required {
+                errors.push(field_error("missing", field, "Field required"));
+            }
+            None
+        }
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
             errors.push(field_error(
                 "string_type",
-                "token",
+                field,
                 "Input should be a valid string",
             ));
             None
         }
-    };
+    }
+}
+
+/// The optional `endpoints` list: `{"ip": string, "port": integer}` objects.
+fn endpoints_field(
+    obj: &serde_json::Map<String, Value>,
+    errors: &mut Vec<Value>,
+) -> Vec<(String, i64)> {
     let mut endpoints = Vec::new();
     match obj.get("endpoints") {
         None | Some(Value::Null) => {}
@@ -165,16 +174,7 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, HttpError> {
             "Input should be a valid list",
         )),
     }
-    if !errors.is_empty() {
-        return Err(unprocessable(errors));
-    }
-    Ok(RegisterBody {
-        peer_id,
-        username,
-        port,
-        token,
-        endpoints,
-    })
+    endpoints
 }
 
 /// The token of a request: `Authorization: Bearer <token>` first, then the
