@@ -135,7 +135,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::register`].
-    pub fn register_now(&self, reg: Registration) -> Result<Registered, StoreError> {
+    fn register_now(&self, reg: Registration) -> Result<Registered, StoreError> {
         let max_endpoints = self.config().max_endpoints;
         if reg.endpoints.len() > max_endpoints {
             return Err(StoreError::InvalidArgument {
@@ -212,7 +212,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::refresh`].
-    pub fn refresh_now(&self, peer: &PeerId, token: &Credential) -> Result<Duration, StoreError> {
+    fn refresh_now(&self, peer: &PeerId, token: &Credential) -> Result<Duration, StoreError> {
         let mut guard = self.state();
         let state = &mut *guard;
         let entry = state.peers.get_mut(peer).ok_or(StoreError::NotFound)?;
@@ -231,7 +231,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::get`].
-    pub fn get_now(&self, peer: &PeerId) -> Result<Arc<PeerRecord>, StoreError> {
+    fn get_now(&self, peer: &PeerId) -> Result<Arc<PeerRecord>, StoreError> {
         self.state()
             .peers
             .get(peer)
@@ -240,7 +240,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::list`].
-    pub fn list_now(&self, query: ListQuery) -> Page {
+    fn list_now(&self, query: ListQuery) -> Page {
         use std::ops::Bound;
         let state = self.state();
         let lower = match query.after {
@@ -264,7 +264,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::counts`].
-    pub fn counts_now(&self) -> StoreCounts {
+    fn counts_now(&self) -> StoreCounts {
         let state = self.state();
         StoreCounts {
             total: state.peers.len(),
@@ -273,7 +273,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::verify`].
-    pub fn verify_now(
+    fn verify_now(
         &self,
         peer: &PeerId,
         token: &Credential,
@@ -287,7 +287,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::unregister`].
-    pub fn unregister_now(&self, peer: &PeerId, token: &Credential) -> Result<u64, StoreError> {
+    fn unregister_now(&self, peer: &PeerId, token: &Credential) -> Result<u64, StoreError> {
         let mut guard = self.state();
         let state = &mut *guard;
         let entry = state.peers.get(peer).ok_or(StoreError::NotFound)?;
@@ -310,7 +310,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::hold`].
-    pub fn hold_now(
+    fn hold_now(
         &self,
         peer: &PeerId,
         token: &Credential,
@@ -346,7 +346,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::release`].
-    pub fn release_now(&self, peer: &PeerId, holder: HoldId) {
+    fn release_now(&self, peer: &PeerId, holder: HoldId) {
         let mut guard = self.state();
         let state = &mut *guard;
         let Some(entry) = state.peers.get_mut(peer) else {
@@ -374,7 +374,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::watch`].
-    pub fn watch_now(&self, resume_from: Option<u64>) -> WatchStream {
+    fn watch_now(&self, resume_from: Option<u64>) -> WatchStream {
         let state = self.state();
         let sub = subscribe(&state);
         let store = self.clone();
