@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 pub use config::{ServerArgs, ServerConfig};
 pub use net::RemoteAddr;
@@ -39,6 +39,7 @@ pub use rendezvous::Rendezvous;
 pub use store::{MemoryStore, PeerStore, StoreConfig, StoreError};
 
 use net::shutdown::Shutdown;
+use net::tasks::Tasks;
 
 /// A running server: its bound addresses and the means to stop it.
 #[derive(Debug)]
@@ -49,9 +50,9 @@ pub struct RunningServer {
     shutdown: broadcast::Sender<()>,
     /// The accept loop; it ends once shutdown has drained the connections.
     serve: JoinHandle<()>,
-    /// Every other long-lived task (UDP, health, rendezvous); each ends on
-    /// the shutdown signal.
-    tasks: JoinSet<()>,
+    /// Every other task (UDP, health, rendezvous, each stream); each ends
+    /// on the shutdown signal.
+    tasks: Tasks,
     /// Stops the embedded store's expiry task, when this server made it.
     store_guard: Option<store::MemoryStoreGuard>,
     /// How long the tasks get to end after the accept loop has.
@@ -103,19 +104,7 @@ impl RunningServer {
         }
         // The accept loop may also have ended on its own: stop the rest.
         let _ = self.shutdown.send(());
-        let tasks = &mut self.tasks;
-        let joined = tokio::time::timeout(self.grace, async {
-            while let Some(result) = tasks.join_next().await {
-                if let Err(err) = result {
-                    tracing::error!(%err, "server task failed");
-                }
-            }
-        })
-        .await;
-        if joined.is_err() {
-            tracing::warn!("server tasks still running after the grace period; aborting them");
-            self.tasks.shutdown().await;
-        }
+        self.tasks.join(self.grace).await;
         if let Some(guard) = self.store_guard.take() {
             guard.stop().await;
         }
@@ -152,6 +141,7 @@ pub async fn start_with_store(
     let (shutdown_tx, _) = broadcast::channel(1);
     let signal = || Shutdown::new(shutdown_tx.subscribe());
     let rendezvous = Rendezvous::new(store.clone());
+    let tasks = Tasks::new();
     let limits = config.grpc_limits(udp_addr.map_or(0, |a| a.port()));
     let app = api::app(
         store.clone(),
@@ -159,10 +149,10 @@ pub async fn start_with_store(
         limits,
         config.max_body_bytes,
         shutdown_tx.clone(),
+        tasks.clone(),
     )
     .await?;
 
-    let mut tasks = JoinSet::new();
     tasks.spawn(rendezvous.run(signal()));
     if let (Some(socket), Some(addr)) = (udp, udp_addr) {
         tasks.spawn(udp::run(socket, store.clone(), config.relay, signal()));

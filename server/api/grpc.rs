@@ -15,6 +15,7 @@ use super::validate;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
 use crate::net::RemoteAddr;
 use crate::net::shutdown::Shutdown;
+use crate::net::tasks::Tasks;
 use crate::rendezvous::Rendezvous;
 use crate::store::{Credential, ListQuery, PeerStore, RegisteredVia, Registration};
 use p2pchat::proto;
@@ -55,16 +56,19 @@ pub struct SignalingService {
     limits: GrpcLimits,
     watch_permits: Arc<Semaphore>,
     shutdown: broadcast::Sender<()>,
+    /// Where the stream tasks are spawned, so shutdown waits for them.
+    tasks: Tasks,
 }
 
 impl SignalingService {
-    /// A service over `store` and `rendezvous` whose streams end when
-    /// `shutdown` fires.
+    /// A service over `store` and `rendezvous` whose stream tasks run in
+    /// `tasks` and end when `shutdown` fires.
     pub fn new(
         store: Arc<dyn PeerStore>,
         rendezvous: Rendezvous,
         limits: GrpcLimits,
         shutdown: broadcast::Sender<()>,
+        tasks: Tasks,
     ) -> Self {
         let watch_permits = Arc::new(Semaphore::new(limits.max_watchers));
         Self {
@@ -73,6 +77,7 @@ impl SignalingService {
             limits,
             watch_permits,
             shutdown,
+            tasks,
         }
     }
 }
@@ -223,7 +228,7 @@ impl proto::signaling_server::Signaling for SignalingService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = Shutdown::new(self.shutdown.subscribe());
         let budget = self.limits.peer_budget();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             run_watch(feed, tx, shutdown, budget).await;
             drop(permit);
         });
@@ -243,7 +248,8 @@ impl proto::signaling_server::Signaling for SignalingService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = Shutdown::new(self.shutdown.subscribe());
         tracing::debug!(peer_id = %peer_id, "inbox opened");
-        tokio::spawn(run_inbox(self.rendezvous.clone(), inbox, tx, shutdown));
+        self.tasks
+            .spawn(run_inbox(self.rendezvous.clone(), inbox, tx, shutdown));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

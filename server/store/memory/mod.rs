@@ -273,11 +273,7 @@ impl MemoryStore {
     }
 
     /// See [`PeerStore::verify`].
-    fn verify_now(
-        &self,
-        peer: &PeerId,
-        token: &Credential,
-    ) -> Result<Arc<PeerRecord>, StoreError> {
+    fn verify_now(&self, peer: &PeerId, token: &Credential) -> Result<Arc<PeerRecord>, StoreError> {
         let state = self.state();
         let entry = state.peers.get(peer).ok_or(StoreError::NotFound)?;
         if !token.matches(&entry.token) {
