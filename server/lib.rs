@@ -4,9 +4,9 @@
 //! * [`store`]: where peer records live: the async [`PeerStore`] trait
 //!   (records, tokens, leases, a revisioned change feed) and the embedded
 //!   in-memory [`MemoryStore`].
+//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, the
+//!   shutdown signal and the set of tracked tasks.
 //! * [`rendezvous`]: routing a connect request to the target's open inbox.
-//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, and
-//!   the shutdown signal.
 //! * [`api`]: the gRPC service and the seed-compatible REST shim over the
 //!   store, and the one place where refusals become `tonic::Status` and HTTP
 //!   codes.

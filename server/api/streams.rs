@@ -1,7 +1,8 @@
 //! The two server-streaming RPCs, each fed by one task per stream (the
 //! tonic route-guide shape: a task writes into a bounded channel, the
 //! response reads it): WatchPeers follows the store's change feed, an inbox
-//! forwards connect requests. A task ends when the client goes away (a send
+//! forwards connect requests. The tasks run in the server's tracked
+//! [`Tasks`](crate::net::tasks::Tasks). A task ends when the client goes away (a send
 //! fails), when its source ends, or when the server shuts down.
 
 use std::sync::Arc;
