@@ -95,9 +95,10 @@ pub enum Credential {
 }
 
 impl Credential {
-    /// Parses the hex text a client sent.
+    /// Parses the hex text a client sent, exactly as sent (any case, no
+    /// surrounding whitespace).
     pub fn parse(text: &str) -> Credential {
-        SessionToken::parse(text.trim()).map_or(Credential::Malformed, Credential::Token)
+        SessionToken::parse(text).map_or(Credential::Malformed, Credential::Token)
     }
 
     /// Whether this is `token`, compared in constant time.

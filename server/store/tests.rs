@@ -112,6 +112,12 @@ async fn verify_checks_the_token_after_the_peer() {
         store.verify(&id, &malformed).await.err(),
         Some(StoreError::PermissionDenied(TOKEN_MISMATCH))
     );
+    if let Credential::Token(t) = token {
+        let padded = Credential::parse(&format!("{} ", t.to_hex()));
+        assert_eq!(padded, Credential::Malformed, "tokens are taken as sent");
+        let upper = Credential::parse(&t.to_hex().to_uppercase());
+        assert!(store.verify(&id, &upper).await.is_ok(), "hex in any case");
+    }
     let stranger = PeerId::random();
     assert_eq!(
         store.verify(&stranger, &malformed).await.err(),
