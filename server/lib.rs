@@ -53,8 +53,6 @@ pub struct RunningServer {
     /// Every other task (UDP, health, rendezvous, each stream); each ends
     /// on the shutdown signal.
     tasks: Tasks,
-    /// Stops the embedded store's expiry task, when this server made it.
-    store_guard: Option<store::MemoryStoreGuard>,
     /// How long the tasks get to end after the accept loop has.
     grace: Duration,
 }
@@ -96,18 +94,16 @@ impl RunningServer {
         self.shutdown.clone()
     }
 
-    /// Waits for the accept loop, then for every other task (aborting those
-    /// still running after the grace period), then stops the store.
-    async fn finish(mut self) {
-        if let Err(err) = (&mut self.serve).await {
+    /// Waits for the accept loop (which stops the embedded store when it
+    /// ends), then for every other task, aborting those still running after
+    /// the grace period.
+    async fn finish(self) {
+        if let Err(err) = self.serve.await {
             tracing::error!(%err, "server task failed");
         }
         // The accept loop may also have ended on its own: stop the rest.
         let _ = self.shutdown.send(());
         self.tasks.join(self.grace).await;
-        if let Some(guard) = self.store_guard.take() {
-            guard.stop().await;
-        }
     }
 }
 
@@ -115,16 +111,25 @@ impl RunningServer {
 /// (and STUN + relay) over the embedded in-memory store until shut down.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     let (store, guard) = MemoryStore::new(config.store_config());
-    let mut running = start_with_store(config, Arc::new(store)).await?;
-    running.store_guard = Some(guard);
-    Ok(running)
+    launch(config, Arc::new(store), Some(guard)).await
 }
 
 /// Like [`start`], over a store the caller made (its `registry` settings are
-/// then the caller's business).
+/// then the caller's business, and so is stopping it).
 pub async fn start_with_store(
     config: ServerConfig,
     store: Arc<dyn PeerStore>,
+) -> std::io::Result<RunningServer> {
+    launch(config, store, None).await
+}
+
+/// Binds, spawns every task, and stops `store_guard`'s store once the
+/// accept loop has ended (as long as the server runs, its store does, even
+/// when the [`RunningServer`] handle is dropped).
+async fn launch(
+    config: ServerConfig,
+    store: Arc<dyn PeerStore>,
+    store_guard: Option<store::MemoryStoreGuard>,
 ) -> std::io::Result<RunningServer> {
     let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
@@ -166,12 +171,15 @@ pub async fn start_with_store(
         health_shutdown.recv().await;
         api::set_not_serving(&health).await;
     });
-    let serve = tokio::spawn(net::listener::serve(
-        tcp,
-        app.router,
-        config.connection_limits(),
-        signal(),
-    ));
+    let serve = tokio::spawn({
+        let serving = net::listener::serve(tcp, app.router, config.connection_limits(), signal());
+        async move {
+            serving.await;
+            if let Some(guard) = store_guard {
+                guard.stop().await;
+            }
+        }
+    });
     tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
@@ -180,7 +188,6 @@ pub async fn start_with_store(
         shutdown: shutdown_tx,
         serve,
         tasks,
-        store_guard: None,
         grace: config.shutdown_grace,
     })
 }
