@@ -304,19 +304,20 @@ impl Signaling for ConstantSignaling {
 
 /// Serves `router` through the project's own listener on 127.0.0.1:0.
 async fn serve_router(router: Router) -> (SocketAddr, broadcast::Sender<()>) {
-    let listener = server::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let listener =
+        server::net::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, _) = broadcast::channel(1);
-    let limits = server::listener::ConnectionLimits {
+    let limits = server::net::limits::ConnectionLimits {
         max_connections: 1000,
         max_streams_per_connection: 1000,
         shutdown_grace: Duration::from_secs(1),
     };
-    tokio::spawn(server::listener::serve(
+    tokio::spawn(server::net::listener::serve(
         listener,
         router,
         limits,
-        server::shutdown::Shutdown::new(tx.subscribe()),
+        server::net::shutdown::Shutdown::new(tx.subscribe()),
     ));
     (addr, tx)
 }

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::grpc::GrpcLimits;
-use super::listener::ConnectionLimits;
-use super::registry::RegistryConfig;
-use super::relay::RelayLimits;
+use crate::api::grpc::GrpcLimits;
+use crate::net::limits::ConnectionLimits;
+use crate::store::StoreConfig;
+use crate::udp::RelayLimits;
 
 /// Everything [`super::start`] needs. `Default` gives the documented defaults
 /// except `listen`, which defaults to `127.0.0.1:0` for embedding and tests.
@@ -19,8 +19,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Lease of a gRPC registration.
     pub lease: Duration,
-    /// Registry limits and timings (its `lease` is overwritten by `lease`).
-    pub registry: RegistryConfig,
+    /// The peer store's limits and timings (its `lease` is overwritten by
+    /// `lease`).
+    pub registry: StoreConfig,
     /// Most WatchPeers streams at once.
     pub max_watchers: usize,
     /// Largest REST request body, in bytes.
@@ -45,7 +46,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        let registry = RegistryConfig::default();
+        let registry = StoreConfig::default();
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             lease: registry.lease,
@@ -65,16 +66,19 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    pub(crate) fn grpc_limits(&self) -> GrpcLimits {
+    /// The gRPC service's limits; `udp_port` is the bound STUN + relay port
+    /// it announces (0: none).
+    pub(crate) fn grpc_limits(&self, udp_port: u16) -> GrpcLimits {
         GrpcLimits {
             max_watchers: self.max_watchers,
             default_page_size: self.default_page_size,
             max_page_size: self.max_page_size,
             max_message_bytes: self.max_message_bytes,
-            udp_port: 0,
+            udp_port,
         }
     }
 
+    /// The listener's limits.
     pub(crate) fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
             max_connections: self.max_connections,
@@ -83,8 +87,9 @@ impl ServerConfig {
         }
     }
 
-    pub(crate) fn registry_config(&self) -> RegistryConfig {
-        RegistryConfig {
+    /// The store's configuration, with the gRPC lease applied.
+    pub(crate) fn store_config(&self) -> StoreConfig {
+        StoreConfig {
             lease: self.lease,
             ..self.registry.clone()
         }
@@ -217,7 +222,7 @@ impl ServerArgs {
         ServerConfig {
             listen: self.listen,
             lease,
-            registry: RegistryConfig {
+            registry: StoreConfig {
                 lease,
                 rest_lease: Duration::from_secs(self.rest_lease_secs),
                 offline_retention: Duration::from_secs(self.offline_retention_secs),
@@ -225,7 +230,6 @@ impl ServerArgs {
                 max_endpoints: self.max_endpoints,
                 history_len: self.history_len,
                 watch_buffer: usize::try_from(self.watch_buffer).unwrap_or(usize::MAX),
-                ..defaults.registry
             },
             max_watchers: self.max_watchers,
             max_body_bytes: self.max_body_bytes,

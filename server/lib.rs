@@ -1,46 +1,60 @@
-//! The signaling service: one in-memory [`registry`] behind a gRPC service
-//! ([`grpc`]) and a seed-compatible REST shim ([`rest`]), both served on one
-//! TCP listener ([`listener`]); plus a UDP port ([`udp`]) answering STUN
-//! ([`stun`]) and relaying between peers that cannot reach each other
-//! directly ([`relay`]).
+//! The signaling service. Layers, each in the module named after it, each
+//! using only the ones listed before it:
+//!
+//! * [`store`]: where peer records live: the async [`PeerStore`] trait
+//!   (records, tokens, leases, a revisioned change feed) and the embedded
+//!   in-memory [`MemoryStore`].
+//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, the
+//!   shutdown signal and the set of tracked tasks.
+//! * [`rendezvous`]: routing a connect request to the target's open inbox.
+//! * [`api`]: the gRPC service and the seed-compatible REST shim over the
+//!   store, and the one place where refusals become `tonic::Status` and HTTP
+//!   codes.
+//! * [`udp`]: the UDP port: STUN answers and the relay, with relay
+//!   admission checked against the store.
+//! * [`config`]: the command line and the [`ServerConfig`] everything runs on.
 //!
 //! [`start`] runs it all in the current tokio runtime; the
 //! `signaling-server` binary is a thin wrapper around it.
 
+#![warn(missing_docs)]
+
+pub mod api;
 pub mod config;
-pub mod error;
-pub mod grpc;
-pub mod listener;
-pub mod registry;
-pub mod relay;
-pub mod rest;
-pub mod shutdown;
-pub mod stun;
+pub mod net;
+pub mod rendezvous;
+pub mod store;
 pub mod udp;
-pub mod validate;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 pub use config::{ServerArgs, ServerConfig};
-pub use error::RegistryError;
-pub use registry::{PeerRegistry, RegistryConfig};
+pub use net::RemoteAddr;
+pub use rendezvous::Rendezvous;
+pub use store::{MemoryStore, PeerStore, StoreConfig, StoreError};
 
-/// The address of the client a request came from, put into every request's
-/// extensions by the listener. Both APIs record it as the peer's observed IP.
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub SocketAddr);
+use net::shutdown::Shutdown;
+use net::tasks::Tasks;
 
-/// A running server: its bound address and the means to stop it.
+/// A running server: its bound addresses and the means to stop it.
 #[derive(Debug)]
 pub struct RunningServer {
     local_addr: SocketAddr,
     udp_addr: Option<SocketAddr>,
-    registry: PeerRegistry,
+    store: Arc<dyn PeerStore>,
     shutdown: broadcast::Sender<()>,
-    task: JoinHandle<()>,
+    /// The accept loop; it ends once shutdown has drained the connections.
+    serve: JoinHandle<()>,
+    /// Every other task (UDP, health, rendezvous, each stream); each ends
+    /// on the shutdown signal.
+    tasks: Tasks,
+    /// How long the tasks get to end after the accept loop has.
+    grace: Duration,
 }
 
 impl RunningServer {
@@ -54,46 +68,75 @@ impl RunningServer {
         self.udp_addr
     }
 
-    /// The registry behind both APIs (for tests and embedding).
-    pub fn registry(&self) -> PeerRegistry {
-        self.registry.clone()
+    /// The store behind both APIs (for tests and embedding).
+    pub fn store(&self) -> Arc<dyn PeerStore> {
+        self.store.clone()
     }
 
     /// Stops accepting, ends every stream cleanly, lets in-flight requests
-    /// finish (up to the configured grace period) and returns.
+    /// finish (up to the configured grace period) and returns once every
+    /// task of the server has ended.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
-        if let Err(err) = self.task.await {
-            tracing::error!(%err, "server task failed");
-        }
+        self.finish().await;
     }
 
     /// Waits until the server stops by itself (it only does after
-    /// [`RunningServer::shutdown`] or a fatal error).
+    /// [`RunningServer::shutdown`], a [`shutdown_trigger`] or a fatal error).
+    ///
+    /// [`shutdown_trigger`]: RunningServer::shutdown_trigger
     pub async fn wait(self) {
-        if let Err(err) = self.task.await {
-            tracing::error!(%err, "server task failed");
-        }
+        self.finish().await;
     }
 
     /// A handle that triggers shutdown from elsewhere (e.g. a signal task).
     pub fn shutdown_trigger(&self) -> broadcast::Sender<()> {
         self.shutdown.clone()
     }
+
+    /// Waits for the accept loop (which stops the embedded store when it
+    /// ends), then for every other task, aborting those still running after
+    /// the grace period.
+    async fn finish(self) {
+        if let Err(err) = self.serve.await {
+            tracing::error!(%err, "server task failed");
+        }
+        // The accept loop may also have ended on its own: stop the rest.
+        let _ = self.shutdown.send(());
+        self.tasks.join(self.grace).await;
+    }
 }
 
 /// Binds `config.listen` (and `config.udp_listen`) and serves gRPC + REST
-/// (and STUN + relay) until shut down.
+/// (and STUN + relay) over the embedded in-memory store until shut down.
 pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
-    let tcp = listener::bind(config.listen)?;
+    let (store, guard) = MemoryStore::new(config.store_config());
+    launch(config, Arc::new(store), Some(guard)).await
+}
+
+/// Like [`start`], over a store the caller made (its `registry` settings are
+/// then the caller's business, and so is stopping it).
+pub async fn start_with_store(
+    config: ServerConfig,
+    store: Arc<dyn PeerStore>,
+) -> std::io::Result<RunningServer> {
+    launch(config, store, None).await
+}
+
+/// Binds, spawns every task, and stops `store_guard`'s store once the
+/// accept loop has ended (as long as the server runs, its store does, even
+/// when the [`RunningServer`] handle is dropped).
+async fn launch(
+    config: ServerConfig,
+    store: Arc<dyn PeerStore>,
+    store_guard: Option<store::MemoryStoreGuard>,
+) -> std::io::Result<RunningServer> {
+    let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
     let udp = match config.udp_listen {
-        Some(addr) => {
-            let socket = udp::bind(addr).map_err(|err| {
-                std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
-            })?;
-            Some(socket)
-        }
+        Some(addr) => Some(udp::bind(addr).map_err(|err| {
+            std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
+        })?),
         None => None,
     };
     let udp_addr = match &udp {
@@ -101,47 +144,50 @@ pub async fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         None => None,
     };
     let (shutdown_tx, _) = broadcast::channel(1);
-    let (registry, registry_guard) = PeerRegistry::new(config.registry_config());
-    let udp_port = udp_addr.map_or(0, |a| a.port());
-    let app = listener::app(&config, registry.clone(), shutdown_tx.clone(), udp_port).await?;
-    if let Some(socket) = udp {
-        let udp_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-        tokio::spawn(udp::run(
-            socket,
-            registry.clone(),
-            config.relay,
-            udp_shutdown,
-        ));
-        if let Some(addr) = udp_addr {
-            tracing::info!(%addr, "STUN + relay listening (UDP)");
-        }
+    let signal = || Shutdown::new(shutdown_tx.subscribe());
+    let rendezvous = Rendezvous::new(store.clone());
+    let tasks = Tasks::new();
+    let limits = config.grpc_limits(udp_addr.map_or(0, |a| a.port()));
+    let app = api::app(
+        store.clone(),
+        rendezvous.clone(),
+        limits,
+        config.max_body_bytes,
+        shutdown_tx.clone(),
+        tasks.clone(),
+    )
+    .await?;
+
+    tasks.spawn(rendezvous.run(signal()));
+    if let (Some(socket), Some(addr)) = (udp, udp_addr) {
+        tasks.spawn(udp::run(socket, store.clone(), config.relay, signal()));
+        tracing::info!(%addr, "STUN + relay listening (UDP)");
     }
-    let serve_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-    let limits = config.connection_limits();
     // Health flips to NOT_SERVING as soon as shutdown starts, so load
     // balancers and clients on open connections stop sending new work.
     let health = app.health.clone();
-    let mut health_shutdown = shutdown::Shutdown::new(shutdown_tx.subscribe());
-    tokio::spawn(async move {
+    let mut health_shutdown = signal();
+    tasks.spawn(async move {
         health_shutdown.recv().await;
-        health
-            .set_not_serving::<p2pchat::proto::signaling_server::SignalingServer<grpc::SignalingService>>()
-            .await;
-        health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        api::set_not_serving(&health).await;
     });
-    let task = tokio::spawn(async move {
-        listener::serve(tcp, app.router, limits, serve_shutdown).await;
-        // Stops the expiry task; the registry itself lives on in handles.
-        drop(registry_guard);
+    let serve = tokio::spawn({
+        let serving = net::listener::serve(tcp, app.router, config.connection_limits(), signal());
+        async move {
+            serving.await;
+            if let Some(guard) = store_guard {
+                guard.stop().await;
+            }
+        }
     });
     tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
         udp_addr,
-        registry,
+        store,
         shutdown: shutdown_tx,
-        task,
+        serve,
+        tasks,
+        grace: config.shutdown_grace,
     })
 }

@@ -318,8 +318,9 @@ async fn unary_rpcs_and_error_codes() {
     assert!(reg_revision > 0);
     // The registry behind the service saw the same registration.
     let stored = server
-        .registry()
+        .store()
         .get(&alice_id.parse().unwrap())
+        .await
         .expect("registered peer is in the registry");
     assert_eq!(stored.username, "Alice");
 

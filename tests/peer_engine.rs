@@ -413,13 +413,13 @@ async fn chat_survives_server_restart_and_peers_re_register() {
     })
     .await;
     // Both are registered again: the new registry lists them.
-    let registry = server.registry();
+    let store = server.store();
     let a_id = a.id();
     let b_id = b.id();
     tokio::time::timeout(WAIT, async {
         loop {
-            let online = |id: &str| registry.get(&id.parse().unwrap()).is_ok_and(|p| p.online);
-            if online(&a_id.to_string()) && online(&b_id.to_string()) {
+            let online = async |id: p2pchat::PeerId| store.get(&id).await.is_ok_and(|p| p.online);
+            if online(a_id).await && online(b_id).await {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -200,11 +200,12 @@ async fn stun_answer_is_registered_as_our_public_address() {
         _ => unreachable!(),
     }
     // The server stores it as a server-reflexive endpoint.
-    let id = *a.id().as_uuid();
-    let peer = server.registry().get(&id).unwrap();
+    let peer = server.store().get(&a.id()).await.unwrap();
     assert!(
-        peer.endpoints.iter().any(|e| e.addr == local
-            && e.kind == p2pchat_server::registry::EndpointKind::ServerReflexive),
+        peer.endpoints
+            .iter()
+            .any(|e| e.addr == local
+                && e.kind == p2pchat_server::store::EndpointKind::ServerReflexive),
         "{:?}",
         peer.endpoints
     );
@@ -298,7 +299,7 @@ async fn without_relay_a_blocked_path_is_unreachable() {
         .await;
     assert!(matches!(err, Event::Error { .. }));
     assert_eq!(
-        server.registry().counts().online,
+        server.store().counts().await.unwrap().online,
         2,
         "both still registered"
     );

@@ -692,8 +692,9 @@ async fn slow_watcher_gets_a_fresh_snapshot_and_ends_consistent() {
         .into_inner();
     assert_eq!(resp.total_count, 2000);
     // The revision after the last registration is what the watcher must reach.
-    let target_revision = match server.registry().watch(None).start {
-        p2pchat_server::registry::WatchStart::Snapshot { revision, .. } => revision,
+    let mut current = server.store().watch(None).await.unwrap();
+    let target_revision = match tokio_stream::StreamExt::next(&mut current).await {
+        Some(p2pchat_server::store::WatchEvent::Snapshot { revision, .. }) => revision,
         other => panic!("{other:?}"),
     };
     let mut mid_snapshot = false;

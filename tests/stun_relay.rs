@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytecodec::{DecodeExt, EncodeExt};
 use p2pchat::proto::relay_frame::{MAX_RELAY_PAYLOAD, RefuseCode, RelayFrame};
 use p2pchat::proto::{RegisterRequest, UnregisterRequest};
-use p2pchat_server::relay::RelayLimits;
+use p2pchat_server::udp::RelayLimits;
 use p2pchat_server::{RunningServer, ServerConfig};
 use stun_codec::rfc5389::attributes::XorMappedAddress;
 use stun_codec::rfc5389::{Attribute, methods::BINDING};

@@ -3,17 +3,17 @@
 
 use std::net::IpAddr;
 
-use uuid::Uuid;
+use p2pchat::PeerId;
 
-use super::error::RegistryError;
+use super::errors::ApiError;
 
 /// Longest username accepted, in characters.
 pub const MAX_USERNAME_CHARS: usize = 64;
 
 /// Parses a peer id; it must be a UUID (any standard text form). Returned in
 /// its canonical form so every lookup uses one spelling.
-pub fn peer_id(field: &'static str, text: &str) -> Result<Uuid, RegistryError> {
-    Uuid::parse_str(text.trim()).map_err(|_| RegistryError::InvalidArgument {
+pub fn peer_id(field: &'static str, text: &str) -> Result<PeerId, ApiError> {
+    PeerId::parse(text).map_err(|_| ApiError::InvalidArgument {
         field,
         message: format!("{field} must be a UUID, got {:?}", truncate(text, 80)),
     })
@@ -21,13 +21,13 @@ pub fn peer_id(field: &'static str, text: &str) -> Result<Uuid, RegistryError> {
 
 /// Checks a username: empty means "use the default"; otherwise at most
 /// [`MAX_USERNAME_CHARS`] characters and no control characters.
-pub fn username(text: &str) -> Result<Option<String>, RegistryError> {
+pub fn username(text: &str) -> Result<Option<String>, ApiError> {
     if text.is_empty() {
         return Ok(None);
     }
     let chars = text.chars().count();
     if chars > MAX_USERNAME_CHARS {
-        return Err(RegistryError::InvalidArgument {
+        return Err(ApiError::InvalidArgument {
             field: "username",
             message: format!(
                 "username must be at most {MAX_USERNAME_CHARS} characters, got {chars}"
@@ -35,13 +35,13 @@ pub fn username(text: &str) -> Result<Option<String>, RegistryError> {
         });
     }
     if text.chars().any(char::is_control) {
-        return Err(RegistryError::InvalidArgument {
+        return Err(ApiError::InvalidArgument {
             field: "username",
             message: "username must not contain control characters".into(),
         });
     }
     if text.trim().is_empty() {
-        return Err(RegistryError::InvalidArgument {
+        return Err(ApiError::InvalidArgument {
             field: "username",
             message: "username must not be only whitespace".into(),
         });
@@ -50,10 +50,10 @@ pub fn username(text: &str) -> Result<Option<String>, RegistryError> {
 }
 
 /// Checks a UDP port: 1-65535.
-pub fn port(field: &'static str, value: i64) -> Result<u16, RegistryError> {
+pub fn port(field: &'static str, value: i64) -> Result<u16, ApiError> {
     match u16::try_from(value) {
         Ok(port) if port != 0 => Ok(port),
-        _ => Err(RegistryError::InvalidArgument {
+        _ => Err(ApiError::InvalidArgument {
             field,
             message: format!("{field} must be between 1 and 65535, got {value}"),
         }),
@@ -61,10 +61,10 @@ pub fn port(field: &'static str, value: i64) -> Result<u16, RegistryError> {
 }
 
 /// Parses an endpoint IP.
-pub fn ip(field: &'static str, text: &str) -> Result<IpAddr, RegistryError> {
+pub fn ip(field: &'static str, text: &str) -> Result<IpAddr, ApiError> {
     text.parse::<IpAddr>()
         .map(|ip| ip.to_canonical())
-        .map_err(|_| RegistryError::InvalidArgument {
+        .map_err(|_| ApiError::InvalidArgument {
             field,
             message: format!(
                 "{field} must be an IPv4 or IPv6 address, got {:?}",
@@ -72,14 +72,6 @@ pub fn ip(field: &'static str, text: &str) -> Result<IpAddr, RegistryError> {
             ),
         })
 }
-
-/// The default username: `user_` and the first 8 characters of the id.
-pub fn default_username(peer_id: &Uuid) -> String {
-    let id = peer_id.to_string();
-    format!("user_{}", &id[..8])
-}
-
-pub use p2pchat::SessionToken;
 
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
@@ -114,6 +106,6 @@ mod tests {
         assert!(peer_id("peer_id", "not-a-uuid").is_err());
         let id = peer_id("peer_id", "A1B2C3D4-5678-90AB-CDEF-1234567890AB").unwrap();
         assert_eq!(id.to_string(), "a1b2c3d4-5678-90ab-cdef-1234567890ab");
-        assert_eq!(default_username(&id), "user_a1b2c3d4");
+        assert_eq!(crate::store::default_username(&id), "user_a1b2c3d4");
     }
 }

@@ -1,32 +1,25 @@
 //! The one TCP listener: HTTP/1.1 (REST) and HTTP/2 (gRPC, h2c) side by side,
 //! with a connection limit, HTTP/2 keep-alive to notice vanished clients, and
-//! graceful shutdown.
+//! graceful shutdown. It serves whatever router it is given and knows nothing
+//! of the APIs behind it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::{Semaphore, broadcast};
-use tonic::service::Routes;
-use tonic_health::server::HealthReporter;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use super::RemoteAddr;
-use super::config::ServerConfig;
-use super::grpc::{GrpcLimits, SignalingService};
-use super::registry::PeerRegistry;
-use super::rest;
+use super::limits::ConnectionLimits;
 use super::shutdown::Shutdown;
-use p2pchat::proto;
-use p2pchat::proto::signaling_server::SignalingServer;
 
 /// HTTP/2 PING interval: a client that stops answering (its machine or NAT
 /// went away) is dropped after interval + timeout, so its streams end and
@@ -37,17 +30,6 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// memory a stalled watcher costs (hyper's default is 400 KiB); past it the
 /// watch task waits, falls behind, and is resynced with a snapshot.
 const H2_MAX_SEND_BUF: usize = 64 * 1024;
-
-/// Connection-level limits.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Most TCP connections at once.
-    pub max_connections: usize,
-    /// Most concurrent HTTP/2 streams per connection.
-    pub max_streams_per_connection: u32,
-    /// How long shutdown waits for in-flight requests.
-    pub shutdown_grace: Duration,
-}
 
 /// Binds a TCP listener with SO_REUSEADDR, so a restarted server can take
 /// the same port at once.
@@ -60,71 +42,6 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
-}
-
-/// The routes plus the health reporter, which flips to NOT_SERVING on
-/// shutdown.
-pub struct App {
-    /// gRPC and REST routes together.
-    pub router: Router,
-    /// The grpc.health.v1 reporter.
-    pub health: HealthReporter,
-}
-
-/// Builds the router: the Signaling service, grpc.health.v1, reflection
-/// (v1 and v1alpha) and the REST shim.
-/// `udp_port` is the bound STUN + relay port announced in Register
-/// responses (0: none).
-pub async fn app(
-    config: &ServerConfig,
-    registry: PeerRegistry,
-    shutdown: broadcast::Sender<()>,
-    udp_port: u16,
-) -> std::io::Result<App> {
-    let limits = GrpcLimits {
-        udp_port,
-        ..config.grpc_limits()
-    };
-    let signaling = SignalingServer::new(SignalingService::new(registry.clone(), limits, shutdown))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<SignalingServer<SignalingService>>()
-        .await;
-
-    let reflection_v1 = reflection_builder()
-        .build_v1()
-        .map_err(std::io::Error::other)?;
-    let reflection_v1alpha = reflection_builder()
-        .build_v1alpha()
-        .map_err(std::io::Error::other)?;
-
-    // Built from an empty router so tonic adds no fallback of its own: the
-    // REST shim's fallback answers unknown paths for both protocols.
-    let grpc = Routes::from(Router::new())
-        .add_service(signaling)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .into_axum_router();
-    let router = rest::router(registry)
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .merge(grpc);
-    Ok(App { router, health })
-}
-
-/// A reflection builder that knows every service on this port, both
-/// reflection versions included, so `grpcurl list` shows them all whichever
-/// version it speaks (grpcurl 1.8 speaks v1alpha).
-fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
-    tonic_reflection::server::Builder::configure()
-        .include_reflection_service(false)
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then stops

@@ -1,5 +1,5 @@
 //! The REST shim: the seed's FastAPI endpoints, with response shapes its
-//! clients understand, over the same [`PeerRegistry`] as the gRPC service.
+//! clients understand, over the same [`PeerStore`] as the gRPC service.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,16 +14,19 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::RemoteAddr;
-use super::error::RegistryError;
-use super::registry::{self, EndpointKind, PeerInfo, PeerRegistry, RegisteredVia, Registration};
+use super::errors::{self, ApiError, HttpError};
 use super::validate;
+use crate::net::RemoteAddr;
+use crate::store::{
+    self, Credential, EndpointKind, ListQuery, PeerRecord, PeerStore, RegisteredVia, Registration,
+};
+use p2pchat::PeerId;
 
 /// Name reported by `GET /`, as in the seed.
 pub const SERVICE_NAME: &str = "P2P Chat Signaling Server";
 
 /// The REST routes, ready to merge with the gRPC routes.
-pub fn router(registry: PeerRegistry) -> Router {
+pub fn router(store: Arc<dyn PeerStore>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/register", axum::routing::post(register))
@@ -32,36 +35,21 @@ pub fn router(registry: PeerRegistry) -> Router {
         .route("/status", get(status))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .with_state(Arc::new(registry))
+        .with_state(store)
 }
 
-type AppState = State<Arc<PeerRegistry>>;
+type AppState = State<Arc<dyn PeerStore>>;
 
-/// A REST error: status plus a FastAPI-style `{"detail": ...}` body.
-struct ApiError(StatusCode, Value);
-
-impl From<RegistryError> for ApiError {
-    fn from(err: RegistryError) -> Self {
-        ApiError(err.http_status(), err.http_body())
-    }
+fn detail(status: StatusCode, message: impl Into<String>) -> HttpError {
+    HttpError::detail(status, message)
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
-    }
-}
-
-fn detail(status: StatusCode, message: impl Into<String>) -> ApiError {
-    ApiError(status, json!({ "detail": message.into() }))
-}
-
-async fn root(State(registry): AppState) -> Json<Value> {
-    Json(json!({
+async fn root(State(store): AppState) -> Result<Json<Value>, HttpError> {
+    Ok(Json(json!({
         "service": SERVICE_NAME,
         "status": "running",
-        "peers_online": registry.counts().online,
-    }))
+        "peers_online": store.counts().await?.online,
+    })))
 }
 
 /// One FastAPI/pydantic-style validation error entry.
@@ -69,11 +57,8 @@ fn field_error(kind: &str, field: &str, msg: impl Into<String>) -> Value {
     json!({ "type": kind, "loc": ["body", field], "msg": msg.into() })
 }
 
-fn unprocessable(errors: Vec<Value>) -> ApiError {
-    ApiError(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        json!({ "detail": errors }),
-    )
+fn unprocessable(errors: Vec<Value>) -> HttpError {
+    HttpError::unprocessable(errors)
 }
 
 /// The fields of `POST /register`, checked one by one so every problem is
@@ -86,7 +71,7 @@ struct RegisterBody {
     endpoints: Vec<(String, i64)>,
 }
 
-fn parse_register_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
+fn parse_register_body(body: &[u8]) -> Result<RegisterBody, HttpError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         unprocessable(vec![json!({
             "type": "json_invalid",
@@ -102,33 +87,8 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
         })]));
     };
     let mut errors = Vec::new();
-    let peer_id = match obj.get("peer_id") {
-        None | Some(Value::Null) => {
-            errors.push(field_error("missing", "peer_id", "Field required"));
-            String::new()
-        }
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            errors.push(field_error(
-                "string_type",
-                "peer_id",
-                "Input should be a valid string",
-            ));
-            String::new()
-        }
-    };
-    let username = match obj.get("username") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => {
-            errors.push(field_error(
-                "string_type",
-                "username",
-                "Input should be a valid string",
-            ));
-            None
-        }
-    };
+    let peer_id = string_field(&obj, "peer_id", true, &mut errors).unwrap_or_default();
+    let username = string_field(&obj, "username", false, &mut errors);
     let port = match obj.get("port") {
         None | Some(Value::Null) => {
             errors.push(field_error("missing", "port", "Field required"));
@@ -144,18 +104,52 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
             0
         }
     };
-    let token = match obj.get("token") {
-        None | Some(Value::Null) => None,
+    let token = string_field(&obj, "token", false, &mut errors);
+    let endpoints = endpoints_field(&obj, &mut errors);
+    if !errors.is_empty() {
+        return Err(unprocessable(errors));
+    }
+    Ok(RegisterBody {
+        peer_id,
+        username,
+        port,
+        token,
+        endpoints,
+    })
+}
+
+/// A string field of the body; a missing `required` one or a non-string
+/// adds its FastAPI-style error to `errors`.
+fn string_field(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    required: bool,
+    errors: &mut Vec<Value>,
+) -> Option<String> {
+    match obj.get(field) {
+        None | Some(Value::Null) => {
+            if required {
+                errors.push(field_error("missing", field, "Field required"));
+            }
+            None
+        }
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
             errors.push(field_error(
                 "string_type",
-                "token",
+                field,
                 "Input should be a valid string",
             ));
             None
         }
-    };
+    }
+}
+
+/// The optional `endpoints` list: `{"ip": string, "port": integer}` objects.
+fn endpoints_field(
+    obj: &serde_json::Map<String, Value>,
+    errors: &mut Vec<Value>,
+) -> Vec<(String, i64)> {
     let mut endpoints = Vec::new();
     match obj.get("endpoints") {
         None | Some(Value::Null) => {}
@@ -180,16 +174,7 @@ fn parse_register_body(body: &[u8]) -> Result<RegisterBody, ApiError> {
             "Input should be a valid list",
         )),
     }
-    if !errors.is_empty() {
-        return Err(unprocessable(errors));
-    }
-    Ok(RegisterBody {
-        peer_id,
-        username,
-        port,
-        token,
-        endpoints,
-    })
+    endpoints
 }
 
 /// The token of a request: `Authorization: Bearer <token>` first, then the
@@ -202,7 +187,7 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
-fn body_rejection(rejection: BytesRejection) -> ApiError {
+fn body_rejection(rejection: BytesRejection) -> HttpError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         detail(
@@ -215,11 +200,11 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
 }
 
 async fn register(
-    State(registry): AppState,
+    State(store): AppState,
     Extension(RemoteAddr(remote)): Extension<RemoteAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>, HttpError> {
     let body = body.map_err(body_rejection)?;
     let fields = parse_register_body(&body)?;
     let peer_id = validate::peer_id("peer_id", &fields.peer_id)?;
@@ -227,7 +212,7 @@ async fn register(
     let udp_port = validate::port("port", fields.port)?;
     let mut endpoints = Vec::with_capacity(fields.endpoints.len());
     for (ip, port) in &fields.endpoints {
-        endpoints.push(registry::Endpoint {
+        endpoints.push(store::Endpoint {
             addr: SocketAddr::new(
                 validate::ip("endpoints.ip", ip)?,
                 validate::port("endpoints.port", *port)?,
@@ -236,38 +221,43 @@ async fn register(
         });
     }
     let observed_ip = remote.ip().to_canonical();
-    let registered = registry.register(Registration {
-        peer_id,
-        username,
-        udp_port,
-        endpoints,
-        token: bearer_token(&headers).or(fields.token),
-        observed_ip,
-        via: RegisteredVia::Rest,
-    })?;
+    let token = bearer_token(&headers).or(fields.token);
+    let registered = store
+        .register(Registration {
+            peer_id,
+            username,
+            udp_port,
+            endpoints,
+            token: token.as_deref().map(Credential::parse),
+            observed_ip,
+            via: RegisteredVia::Rest,
+        })
+        .await?;
     tracing::info!(peer_id = %peer_id, username = %registered.peer.username, "registered over REST");
     Ok(Json(json!({
         "status": "success",
         "message": "Peer registered successfully",
         "peer_id": peer_id.to_string(),
         "public_ip": observed_ip.to_string(),
-        "token": registered.token,
+        "token": registered.token.to_hex(),
         "lease_seconds": registered.lease.as_secs(),
     })))
 }
 
 /// Looks a peer up by a path id; ids that are not UUIDs cannot be registered,
 /// so they are simply not found (as on the seed's server).
-fn lookup(registry: &PeerRegistry, text: &str) -> Result<Arc<PeerInfo>, ApiError> {
-    let id = uuid::Uuid::parse_str(text).map_err(|_| ApiError::from(RegistryError::NotFound))?;
-    Ok(registry.get(&id)?)
+async fn lookup(store: &dyn PeerStore, text: &str) -> Result<Arc<PeerRecord>, HttpError> {
+    let id = uuid::Uuid::parse_str(text)
+        .map(PeerId::from)
+        .map_err(|_| HttpError::from(ApiError::NotFound))?;
+    Ok(store.get(&id).await?)
 }
 
 async fn get_peer(
-    State(registry): AppState,
+    State(store): AppState,
     Path(peer_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let peer = lookup(&registry, &peer_id)?;
+) -> Result<Json<Value>, HttpError> {
+    let peer = lookup(&*store, &peer_id).await?;
     if !peer.online {
         return Err(detail(StatusCode::NOT_FOUND, "Peer is offline"));
     }
@@ -285,19 +275,21 @@ struct TokenQuery {
 }
 
 async fn delete_peer(
-    State(registry): AppState,
+    State(store): AppState,
     Path(peer_id): Path<String>,
     headers: HeaderMap,
     Query(query): Query<TokenQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let peer = lookup(&registry, &peer_id)?;
+) -> Result<Json<Value>, HttpError> {
+    let peer = lookup(&*store, &peer_id).await?;
     let Some(token) = bearer_token(&headers).or(query.token) else {
         return Err(detail(
             StatusCode::FORBIDDEN,
             "session token required: send 'Authorization: Bearer <token>' from POST /register",
         ));
     };
-    registry.unregister(&peer.peer_id, &token)?;
+    store
+        .unregister(&peer.peer_id, &Credential::parse(&token))
+        .await?;
     tracing::info!(peer_id = %peer.peer_id, "unregistered over REST");
     Ok(Json(
         json!({ "status": "success", "message": "Peer unregistered" }),
@@ -308,7 +300,7 @@ async fn delete_peer(
 /// intermediate `Value`: listing 1,000 peers is this endpoint's hot path).
 #[derive(Serialize)]
 struct PeerEntry<'a> {
-    peer_id: uuid::Uuid,
+    peer_id: PeerId,
     username: &'a str,
     ip: std::net::IpAddr,
     port: u16,
@@ -322,10 +314,11 @@ struct PeerList<'a> {
     count: usize,
 }
 
-async fn list_peers(State(registry): AppState) -> Response {
-    let (peers, count) = registry.list(None, usize::MAX, false);
+async fn list_peers(State(store): AppState) -> Result<Response, HttpError> {
+    let page = store.list(all_peers(false)).await?;
     let body = PeerList {
-        peers: peers
+        peers: page
+            .peers
             .iter()
             .map(|p| PeerEntry {
                 peer_id: p.peer_id,
@@ -336,14 +329,23 @@ async fn list_peers(State(registry): AppState) -> Response {
                 last_seen: p.last_seen_unix(),
             })
             .collect(),
-        count,
+        count: page.total,
     };
-    Json(body).into_response()
+    Ok(Json(body).into_response())
+}
+
+/// A query for every record at once (the seed's endpoints do not page).
+fn all_peers(include_offline: bool) -> ListQuery {
+    ListQuery {
+        after: None,
+        limit: usize::MAX,
+        include_offline,
+    }
 }
 
 #[derive(Serialize)]
 struct StatusEntry<'a> {
-    peer_id: uuid::Uuid,
+    peer_id: PeerId,
     username: &'a str,
     online: bool,
 }
@@ -356,9 +358,9 @@ struct StatusBody<'a> {
     peer_list: Vec<StatusEntry<'a>>,
 }
 
-async fn status(State(registry): AppState) -> Response {
-    let (peers, _) = registry.list(None, usize::MAX, true);
-    let counts = registry.counts();
+async fn status(State(store): AppState) -> Result<Response, HttpError> {
+    let peers = store.list(all_peers(true)).await?.peers;
+    let counts = store.counts().await?;
     let body = StatusBody {
         status: "running",
         total_peers: counts.total,
@@ -372,10 +374,10 @@ async fn status(State(registry): AppState) -> Response {
             })
             .collect(),
     };
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed() -> HttpError {
     detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }
 
@@ -386,7 +388,7 @@ async fn not_found(headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if is_grpc {
-        tonic::Status::unimplemented("unknown gRPC method").into_http()
+        errors::unknown_grpc_method()
     } else {
         detail(StatusCode::NOT_FOUND, "Not Found").into_response()
     }

@@ -22,11 +22,6 @@ impl Shutdown {
         }
     }
 
-    /// True once the signal has been received.
-    pub fn is_shutdown(&self) -> bool {
-        self.is_shutdown
-    }
-
     /// Waits for the signal (returns at once if it already fired). A dropped
     /// sender counts as the signal.
     pub async fn recv(&mut self) {

@@ -2,25 +2,33 @@
 //! socket, demultiplexed by the first byte of each datagram (see
 //! [`p2pchat::datagram::classify`]).
 //!
-//! One task owns the socket and the relay table: it answers STUN, checks
-//! relay BIND/RELEASE tokens against the registry, forwards DATA, frees
-//! sessions of peers that leave the registry (its change feed) and sessions
+//! One task owns the socket and the relay table: it answers STUN
+//! ([`stun`]), admits relay BIND/RELEASE frames against the store
+//! ([`admission`]), forwards DATA through the table ([`relay`]), frees
+//! sessions of peers that leave the store (its change feed) and sessions
 //! that idle out, and stops on the server's shutdown signal.
+
+pub mod admission;
+pub mod relay;
+pub mod stun;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use p2pchat::{PeerId, SessionToken};
 use tokio::net::UdpSocket;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use tokio_stream::StreamExt;
 
-use super::registry::{ChangeKind, PeerRegistry};
-use super::relay::{Outgoing, RelayLimits, RelayTable};
-use super::shutdown::Shutdown;
-use super::stun;
+use crate::net::shutdown::Shutdown;
+use crate::store::{ChangeKind, PeerStore, WatchEvent, WatchStream};
 use p2pchat::datagram::{DatagramKind, classify};
 use p2pchat::proto::relay_frame::{MAX_FRAME_BYTES, RefuseCode, RelayFrame};
+use relay::{Outgoing, RelayTable};
+
+pub use relay::RelayLimits;
 
 /// How often idle relay sessions are looked for.
 const EXPIRY_TICK: Duration = Duration::from_secs(1);
@@ -36,12 +44,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// Serves STUN and the relay on `socket` until `shutdown` fires.
 pub async fn run(
     socket: UdpSocket,
-    registry: PeerRegistry,
+    store: Arc<dyn PeerStore>,
     limits: RelayLimits,
     mut shutdown: Shutdown,
 ) {
     let mut table = RelayTable::new(limits);
-    let mut changes = registry.watch(None).changes;
+    let mut departures = follow(&*store).await;
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One byte more than the largest frame, so an oversized one is seen.
@@ -50,7 +58,7 @@ pub async fn run(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
-                    for (to, bytes) in handle(&buf[..n], from, &registry, &mut table) {
+                    for (to, bytes) in handle(&buf[..n], from, &*store, &mut table).await {
                         if let Err(err) = socket.send_to(&bytes, to).await {
                             tracing::debug!(%to, %err, "UDP send failed");
                         }
@@ -60,28 +68,18 @@ pub async fn run(
                 // socket itself is fine.
                 Err(err) => tracing::debug!(%err, "UDP receive error"),
             },
-            change = changes.recv() => match change {
-                Ok(change) => {
-                    if matches!(change.kind, ChangeKind::Left(_)) {
-                        let freed = table.peer_left(change.peer.peer_id);
-                        if freed > 0 {
-                            tracing::debug!(peer = %change.peer.peer_id, freed, "relay sessions freed: peer left");
-                        }
-                    }
-                }
-                Err(RecvError::Lagged(_)) => {
-                    // Some departures were missed: check every session.
-                    let freed = table.retain_online(|p| registry.is_online(p));
-                    tracing::debug!(freed, "relay swept after a lagged change feed");
-                }
-                Err(RecvError::Closed) => {
-                    changes = registry.watch(None).changes;
-                }
+            event = next_event(&mut departures) => match event {
+                Some(event) => apply(&mut table, event),
+                // The feed ended; follow it again at the next tick.
+                None => departures = None,
             },
             _ = expiry.tick() => {
                 let freed = table.expire(Instant::now());
                 if freed > 0 {
                     tracing::debug!(freed, sessions = table.len(), "idle relay sessions freed");
+                }
+                if departures.is_none() {
+                    departures = follow(&*store).await;
                 }
             }
             _ = shutdown.recv() => break,
@@ -96,11 +94,51 @@ pub async fn run(
     );
 }
 
+/// Follows the store's change feed, or `None` when it cannot be watched now.
+async fn follow(store: &dyn PeerStore) -> Option<WatchStream> {
+    match store.watch(None).await {
+        Ok(feed) => Some(feed),
+        Err(err) => {
+            tracing::warn!(%err, "relay cannot follow the store; retrying");
+            None
+        }
+    }
+}
+
+/// The next event of the feed; never resolves while there is none.
+async fn next_event(feed: &mut Option<WatchStream>) -> Option<WatchEvent> {
+    match feed {
+        Some(feed) => feed.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Frees the relay sessions of peers that left.
+fn apply(table: &mut RelayTable, event: WatchEvent) {
+    match event {
+        WatchEvent::Change(change) => {
+            if matches!(change.kind, ChangeKind::Left(_)) {
+                let freed = table.peer_left(change.peer.peer_id);
+                if freed > 0 {
+                    tracing::debug!(peer = %change.peer.peer_id, freed, "relay sessions freed: peer left");
+                }
+            }
+        }
+        WatchEvent::Snapshot { peers, .. } => {
+            // A (re)start or a lagged feed: some departures may have been
+            // missed, so check every session against the online peers.
+            let freed =
+                table.retain_online(|p| peers.binary_search_by(|r| r.peer_id.cmp(p)).is_ok());
+            tracing::debug!(freed, "relay swept against a snapshot of the store");
+        }
+    }
+}
+
 /// What one datagram from `from` makes the server send.
-fn handle(
+async fn handle(
     bytes: &[u8],
     from: SocketAddr,
-    registry: &PeerRegistry,
+    store: &dyn PeerStore,
     table: &mut RelayTable,
 ) -> Vec<Outgoing> {
     match classify(bytes) {
@@ -111,7 +149,7 @@ fn handle(
                 Vec::new()
             }
         },
-        DatagramKind::Relay => relay(bytes, from, registry, table),
+        DatagramKind::Relay => relay(bytes, from, store, table).await,
         DatagramKind::Other => {
             tracing::trace!(%from, len = bytes.len(), "unknown UDP datagram dropped");
             Vec::new()
@@ -119,10 +157,10 @@ fn handle(
     }
 }
 
-fn relay(
+async fn relay(
     bytes: &[u8],
     from: SocketAddr,
-    registry: &PeerRegistry,
+    store: &dyn PeerStore,
     table: &mut RelayTable,
 ) -> Vec<Outgoing> {
     let frame = match RelayFrame::decode(bytes) {
@@ -132,7 +170,6 @@ fn relay(
             return Vec::new();
         }
     };
-    let now = Instant::now();
     let refuse = |target, code: RefuseCode| {
         vec![(
             from,
@@ -149,13 +186,12 @@ fn relay(
             token,
             target,
         } => {
-            if registry.verify_online(&peer_id, &token).is_err() {
-                return refuse(target, RefuseCode::Unauthorized);
+            let (peer, target_id) = (PeerId::from(peer_id), PeerId::from(target));
+            let token = SessionToken::from_bytes(token);
+            if let Err(code) = admission::admit_bind(store, &peer, token, &target_id).await {
+                return refuse(target, code);
             }
-            if !registry.is_online(&target) {
-                return refuse(target, RefuseCode::TargetOffline);
-            }
-            match table.bind(peer_id, target, from, now) {
+            match table.bind(peer, target_id, from, Instant::now()) {
                 Ok(out) => out,
                 Err(code) => refuse(target, code),
             }
@@ -166,13 +202,14 @@ fn relay(
             target,
         } => {
             // No reply either way: a RELEASE is fire-and-forget.
-            if registry.verify_online(&peer_id, &token).is_ok() {
-                table.release(peer_id, target);
+            let peer = PeerId::from(peer_id);
+            if admission::admit_release(store, &peer, SessionToken::from_bytes(token)).await {
+                table.release(peer, PeerId::from(target));
             }
             Vec::new()
         }
         RelayFrame::Data { channel, payload } => table
-            .data(channel, payload, from, now)
+            .data(channel, payload, from, Instant::now())
             .into_iter()
             .collect(),
         // Server-to-peer frames sent to the server: ignored.

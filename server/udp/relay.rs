@@ -1,7 +1,8 @@
 //! The relay's session table: which pairs of peers may exchange datagrams
 //! through the server, at which addresses, under which limits. Pure state
-//! (no socket, no registry): [`super::udp`] checks tokens against the
-//! registry, feeds frames in and sends what comes out.
+//! (no socket, no store): [`super::admission`] checks tokens against the
+//! store, the socket loop in [`super`] feeds frames in and sends what comes
+//! out.
 //!
 //! A session is the unordered pair {A, B}. Each side that BINDs (with its
 //! token, checked by the caller) gets a random channel id and has its source
@@ -14,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2pchat::PeerId;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -96,16 +98,16 @@ struct Side {
 #[derive(Debug)]
 struct Session {
     /// Side 0 is the peer with the smaller id.
-    peers: [Uuid; 2],
+    peers: [PeerId; 2],
     sides: [Option<Side>; 2],
     last_active: Instant,
     packets: Bucket,
     bytes: Bucket,
 }
 
-type PairKey = (Uuid, Uuid);
+type PairKey = (PeerId, PeerId);
 
-fn pair(a: Uuid, b: Uuid) -> (PairKey, usize) {
+fn pair(a: PeerId, b: PeerId) -> (PairKey, usize) {
     if a < b { ((a, b), 0) } else { ((b, a), 1) }
 }
 
@@ -115,7 +117,7 @@ pub struct RelayTable {
     limits: RelayLimits,
     sessions: HashMap<PairKey, Session>,
     channels: HashMap<u64, (PairKey, usize)>,
-    by_peer: HashMap<Uuid, HashSet<PairKey>>,
+    by_peer: HashMap<PeerId, HashSet<PairKey>>,
     stats: RelayStats,
 }
 
@@ -151,8 +153,8 @@ impl RelayTable {
     /// the other side when this BIND made the session ready.
     pub fn bind(
         &mut self,
-        peer: Uuid,
-        target: Uuid,
+        peer: PeerId,
+        target: PeerId,
         from: SocketAddr,
         now: Instant,
     ) -> Result<Vec<Outgoing>, RefuseCode> {
@@ -164,7 +166,7 @@ impl RelayTable {
             if self.sessions.len() >= self.limits.max_sessions {
                 return Err(RefuseCode::Full);
             }
-            let crowded = |p: &Uuid| {
+            let crowded = |p: &PeerId| {
                 self.by_peer
                     .get(p)
                     .is_some_and(|s| s.len() >= MAX_SESSIONS_PER_PEER)
@@ -208,7 +210,7 @@ impl RelayTable {
         out.push((
             from,
             RelayFrame::Bound {
-                target,
+                target: *target.as_uuid(),
                 channel,
                 ready,
             }
@@ -220,7 +222,7 @@ impl RelayTable {
             out.push((
                 other.addr,
                 RelayFrame::Bound {
-                    target: peer,
+                    target: *peer.as_uuid(),
                     channel: other.channel,
                     ready: true,
                 }
@@ -278,13 +280,13 @@ impl RelayTable {
 
     /// Frees the session between `peer` and `target` (RELEASE, token
     /// already verified). True if there was one.
-    pub fn release(&mut self, peer: Uuid, target: Uuid) -> bool {
+    pub fn release(&mut self, peer: PeerId, target: PeerId) -> bool {
         let (key, _) = pair(peer, target);
         self.remove(key)
     }
 
-    /// Frees every session of a peer that left the registry.
-    pub fn peer_left(&mut self, peer: Uuid) -> usize {
+    /// Frees every session of a peer that left the store.
+    pub fn peer_left(&mut self, peer: PeerId) -> usize {
         let keys: Vec<PairKey> = self
             .by_peer
             .get(&peer)
@@ -306,8 +308,8 @@ impl RelayTable {
     }
 
     /// Frees sessions for which `online` says a peer is gone (a sweep after
-    /// missed registry changes).
-    pub fn retain_online(&mut self, online: impl Fn(&Uuid) -> bool) -> usize {
+    /// missed store changes).
+    pub fn retain_online(&mut self, online: impl Fn(&PeerId) -> bool) -> usize {
         let gone: Vec<PairKey> = self
             .sessions
             .values()
@@ -348,169 +350,5 @@ impl RelayTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([203, 0, 113, 9], port))
-    }
-
-    fn bound(bytes: &[u8]) -> (Uuid, u64, bool) {
-        match RelayFrame::decode(bytes) {
-            Ok(RelayFrame::Bound {
-                target,
-                channel,
-                ready,
-            }) => (target, channel, ready),
-            other => panic!("not BOUND: {other:?}"),
-        }
-    }
-
-    fn ready_pair(table: &mut RelayTable, now: Instant) -> (Uuid, Uuid, u64, u64) {
-        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-        let first = table.bind(a, b, addr(1), now).expect("bind a");
-        assert_eq!(first.len(), 1);
-        let (target, ch_a, ready) = bound(&first[0].1);
-        assert_eq!((target, ready), (b, false));
-        let second = table.bind(b, a, addr(2), now).expect("bind b");
-        assert_eq!(second.len(), 2, "both sides hear it is ready");
-        let (_, ch_b, ready_b) = bound(&second[0].1);
-        assert!(ready_b);
-        assert_eq!(second[1].0, addr(1));
-        assert_eq!(bound(&second[1].1), (b, ch_a, true));
-        (a, b, ch_a, ch_b)
-    }
-
-    #[test]
-    fn forwards_between_bound_sides_only() {
-        let now = Instant::now();
-        let mut t = RelayTable::new(RelayLimits::default());
-        let (_, _, ch_a, ch_b) = ready_pair(&mut t, now);
-        let (to, bytes) = t.data(ch_a, b"hi", addr(1), now).expect("forwarded");
-        assert_eq!(to, addr(2));
-        assert_eq!(
-            RelayFrame::decode(&bytes),
-            Ok(RelayFrame::Data {
-                channel: ch_b,
-                payload: b"hi"
-            })
-        );
-        assert!(
-            t.data(ch_a, b"hi", addr(3), now).is_none(),
-            "foreign source"
-        );
-        assert!(
-            t.data(ch_a ^ 1, b"hi", addr(1), now).is_none(),
-            "unknown channel"
-        );
-        assert!(t.data(ch_b, b"back", addr(2), now).is_some());
-        assert_eq!(t.stats().forwarded, 2);
-        assert_eq!(t.stats().dropped_unroutable, 2);
-    }
-
-    #[test]
-    fn rebinding_moves_a_side_and_keeps_its_channel() {
-        let now = Instant::now();
-        let mut t = RelayTable::new(RelayLimits::default());
-        let (a, b, ch_a, _) = ready_pair(&mut t, now);
-        let again = t.bind(a, b, addr(7), now).expect("rebind");
-        assert_eq!(again.len(), 1);
-        assert_eq!(bound(&again[0].1), (b, ch_a, true));
-        assert!(t.data(ch_a, b"x", addr(1), now).is_none(), "old address");
-        assert!(t.data(ch_a, b"x", addr(7), now).is_some(), "new address");
-    }
-
-    #[test]
-    fn session_limits_at_the_edge() {
-        let now = Instant::now();
-        let limits = RelayLimits {
-            max_sessions: 2,
-            ..RelayLimits::default()
-        };
-        let mut t = RelayTable::new(limits);
-        ready_pair(&mut t, now);
-        ready_pair(&mut t, now);
-        assert_eq!(t.len(), 2);
-        let refused = t.bind(Uuid::new_v4(), Uuid::new_v4(), addr(5), now);
-        assert_eq!(refused, Err(RefuseCode::Full));
-        let me = Uuid::new_v4();
-        assert_eq!(t.bind(me, me, addr(5), now), Err(RefuseCode::TargetOffline));
-
-        let mut t = RelayTable::new(RelayLimits::default());
-        let busy = Uuid::new_v4();
-        for i in 0..MAX_SESSIONS_PER_PEER {
-            t.bind(busy, Uuid::new_v4(), addr(i as u16), now)
-                .expect("within the per-peer limit");
-        }
-        assert_eq!(
-            t.bind(busy, Uuid::new_v4(), addr(999), now),
-            Err(RefuseCode::Full)
-        );
-    }
-
-    #[test]
-    fn payload_and_rate_limits_at_the_edge() {
-        let now = Instant::now();
-        let limits = RelayLimits {
-            rate_pps: 10,
-            rate_bytes: 1_000_000,
-            ..RelayLimits::default()
-        };
-        let mut t = RelayTable::new(limits);
-        let (_, _, ch_a, _) = ready_pair(&mut t, now);
-        let max = vec![0u8; MAX_RELAY_PAYLOAD];
-        assert!(t.data(ch_a, &max, addr(1), now).is_some());
-        let over = vec![0u8; MAX_RELAY_PAYLOAD + 1];
-        assert!(t.data(ch_a, &over, addr(1), now).is_none());
-        // 10 per second: 9 more pass now, the 11th is dropped.
-        let passed = (0..20)
-            .filter(|_| t.data(ch_a, b"x", addr(1), now).is_some())
-            .count();
-        assert_eq!(passed, 9);
-        assert_eq!(t.stats().dropped_rate, 11);
-        // Half a second later, five more.
-        let later = now + Duration::from_millis(500);
-        let passed = (0..20)
-            .filter(|_| t.data(ch_a, b"x", addr(1), later).is_some())
-            .count();
-        assert_eq!(passed, 5);
-
-        let limits = RelayLimits {
-            rate_pps: 1_000,
-            rate_bytes: 100,
-            ..RelayLimits::default()
-        };
-        let mut t = RelayTable::new(limits);
-        let (_, _, ch_a, _) = ready_pair(&mut t, now);
-        assert!(t.data(ch_a, &[0u8; 100], addr(1), now).is_some());
-        assert!(t.data(ch_a, &[0u8; 1], addr(1), now).is_none());
-    }
-
-    #[test]
-    fn sessions_are_freed_by_release_departure_idleness_and_sweeps() {
-        let now = Instant::now();
-        let limits = RelayLimits {
-            idle: Duration::from_secs(5),
-            ..RelayLimits::default()
-        };
-        let mut t = RelayTable::new(limits);
-        let (a, b, ch_a, _) = ready_pair(&mut t, now);
-        assert!(t.release(b, a));
-        assert!(t.data(ch_a, b"x", addr(1), now).is_none());
-        assert!(t.is_empty());
-
-        let (a, _, _, _) = ready_pair(&mut t, now);
-        ready_pair(&mut t, now);
-        assert_eq!(t.peer_left(a), 1);
-        assert_eq!(t.len(), 1);
-
-        assert_eq!(t.expire(now + Duration::from_secs(4)), 0);
-        assert_eq!(t.expire(now + Duration::from_secs(5)), 1);
-        assert!(t.is_empty());
-
-        let (a, _, _, _) = ready_pair(&mut t, now);
-        assert_eq!(t.retain_online(|p| *p != a), 1);
-        assert!(t.is_empty());
-        assert!(t.channels.is_empty() && t.by_peer.is_empty());
-    }
-}
+#[path = "relay_tests.rs"]
+mod tests;

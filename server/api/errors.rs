@@ -1,0 +1,193 @@
+//! How refusals read on the wire, in one place: every [`ApiError`] (input
+//! validation, store and rendezvous refusals, API limits) maps to a
+//! `tonic::Status` for gRPC and to an HTTP status plus a FastAPI-style body
+//! for the REST shim. Nothing below the API layer knows either protocol.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::rendezvous::RendezvousError;
+use crate::store::StoreError;
+
+/// Everything either API can refuse, with the messages clients have always
+/// seen.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// A field failed validation.
+    #[error("{message}")]
+    InvalidArgument {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The peer the request is about is unknown.
+    #[error("Peer not found")]
+    NotFound,
+    /// The caller's own registration has expired.
+    #[error("Peer is offline; register again")]
+    PeerOffline,
+    /// The peer to connect to is unknown.
+    #[error("Target peer not found")]
+    TargetNotFound,
+    /// The peer to connect to is offline.
+    #[error("Target peer is offline")]
+    TargetOffline,
+    /// The caller does not own the peer_id.
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    /// The store holds as many peers as it may.
+    #[error("registry is full: at most {limit} peers may be registered")]
+    RegistryFull {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Too many WatchPeers streams are open.
+    #[error("too many watchers: at most {limit} WatchPeers streams may be open")]
+    TooManyWatchers {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The server is shutting down.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// The store's backend failed; the request may be retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::InvalidArgument { field, message } => {
+                ApiError::InvalidArgument { field, message }
+            }
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::PeerOffline => ApiError::PeerOffline,
+            StoreError::PermissionDenied(why) => ApiError::PermissionDenied(why),
+            StoreError::Full { limit } => ApiError::RegistryFull { limit },
+            StoreError::ShuttingDown => ApiError::ShuttingDown,
+            other @ StoreError::Unavailable(_) => ApiError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<RendezvousError> for ApiError {
+    fn from(err: RendezvousError) -> Self {
+        match err {
+            RendezvousError::Store(err) => err.into(),
+            RendezvousError::SelfConnect => ApiError::InvalidArgument {
+                field: "target_peer_id",
+                message: err.to_string(),
+            },
+            RendezvousError::TargetNotFound => ApiError::TargetNotFound,
+            RendezvousError::TargetOffline => ApiError::TargetOffline,
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl From<RendezvousError> for tonic::Status {
+    fn from(err: RendezvousError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(err: ApiError) -> Self {
+        let message = err.to_string();
+        match err {
+            ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            ApiError::NotFound | ApiError::TargetNotFound => tonic::Status::not_found(message),
+            ApiError::PeerOffline | ApiError::TargetOffline => {
+                tonic::Status::failed_precondition(message)
+            }
+            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            ApiError::RegistryFull { .. } | ApiError::TooManyWatchers { .. } => {
+                tonic::Status::resource_exhausted(message)
+            }
+            ApiError::ShuttingDown | ApiError::Unavailable(_) => {
+                tonic::Status::unavailable(message)
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status the REST shim answers with.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidArgument { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound | ApiError::TargetNotFound => StatusCode::NOT_FOUND,
+            ApiError::PeerOffline | ApiError::TargetOffline => StatusCode::NOT_FOUND,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::RegistryFull { .. }
+            | ApiError::TooManyWatchers { .. }
+            | ApiError::ShuttingDown
+            | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The FastAPI-style `{"detail": ...}` body. Validation errors use
+    /// FastAPI's list form with `loc`, `msg` and `type`.
+    pub fn http_body(&self) -> Value {
+        match self {
+            ApiError::InvalidArgument { field, message } => json!({
+                "detail": [{"type": "value_error", "loc": ["body", field], "msg": message}]
+            }),
+            other => json!({ "detail": other.to_string() }),
+        }
+    }
+}
+
+/// A REST error response: a status plus a FastAPI-style `{"detail": ...}`
+/// body.
+#[derive(Debug)]
+pub struct HttpError(pub StatusCode, pub Value);
+
+impl HttpError {
+    /// An error with a plain-text detail.
+    pub fn detail(status: StatusCode, message: impl Into<String>) -> HttpError {
+        HttpError(status, json!({ "detail": message.into() }))
+    }
+
+    /// A 422 listing FastAPI/pydantic-style validation errors.
+    pub fn unprocessable(errors: Vec<Value>) -> HttpError {
+        HttpError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "detail": errors }),
+        )
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(err: ApiError) -> Self {
+        HttpError(err.http_status(), err.http_body())
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(err: StoreError) -> Self {
+        ApiError::from(err).into()
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+/// The answer to a gRPC call of a method this server does not have
+/// (UNIMPLEMENTED), for the router's shared fallback.
+pub fn unknown_grpc_method() -> Response {
+    tonic::Status::unimplemented("unknown gRPC method").into_http()
+}
