@@ -181,19 +181,34 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
         .context("cannot start the peer")?;
     tracing::info!(peer_id = %handle.started().peer_id, addr = %handle.started().local_addr, "peer started");
 
+    // A signal asks the engine to quit, as /quit does, while a front end
+    // runs; the task is aborted when the front end ends, so it never
+    // outlives the engine it talks to (on any path out, also on error).
     let commands = handle.commands();
-    tokio::spawn(async move {
+    let forward_signals = tokio::spawn(async move {
         signals.recv().await;
         let _ = commands.send(Command::Quit.into()).await;
     });
     if let Some(target) = args.connect {
         handle.command(Command::Connect(target)).await;
     }
+    let result = run_front_end(handle, events, full_screen, args.json).await;
+    forward_signals.abort();
+    result
+}
+
+/// Runs the chosen front end until the engine stops.
+async fn run_front_end(
+    handle: engine::EngineHandle,
+    events: mpsc::Receiver<engine::Event>,
+    full_screen: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     if full_screen {
         tui::run(handle, events)
             .await
             .context("the full-screen UI failed (try --plain)")?;
-    } else if args.json {
+    } else if json {
         let mut ui = JsonUi::new(std::io::stdout());
         frontend::drive(handle, events, spawn_stdin_reader(), &mut ui).await;
     } else {

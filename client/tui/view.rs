@@ -3,18 +3,21 @@
 //! `TestBackend`); all text in the state is already sanitised.
 //!
 //! The chat pane wraps its lines itself (word wrap, continuation rows
-//! indented past the timestamp) and only as far back as the rows on screen,
-//! so drawing costs the same however long the history is.
+//! indented past the timestamp; the wrapping is in `wrap.rs`) and only as
+//! far back as the rows on screen, so drawing costs the same however long
+//! the history is.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
-use unicode_segmentation::UnicodeSegmentation;
-use unicode_width::UnicodeWidthStr;
 
 use super::state::{App, ChatEntry, Delivery, EntryKind, PeerState, short_id};
+
+mod wrap;
+
+pub use wrap::wrap;
 
 /// Narrowest terminal that gets the peer list beside the chat; narrower
 /// ones stack it above.
@@ -220,115 +223,6 @@ fn entry_spans(app: &App, entry: &ChatEntry) -> Vec<(String, Style)> {
         }
     }
     spans
-}
-
-/// Word-wraps styled text to `width` columns. Rows after the first are
-/// indented by `indent` (when that leaves room); a word longer than a row
-/// is split. Zero-width graphemes are dropped, as the buffer would.
-pub fn wrap(spans: &[(String, Style)], width: u16, indent: u16) -> Vec<Line<'static>> {
-    let width = usize::from(width);
-    if width == 0 {
-        return Vec::new();
-    }
-    let indent = if width >= usize::from(indent) + 10 {
-        usize::from(indent)
-    } else {
-        0
-    };
-    // Words and the spaces between them, as (grapheme, width, style).
-    let mut tokens: Vec<Vec<(&str, usize, Style)>> = Vec::new();
-    let mut last_is_space = None;
-    for (text, style) in spans {
-        for g in text.graphemes(true) {
-            let w = g.width();
-            if w == 0 {
-                continue;
-            }
-            let space = g == " ";
-            if last_is_space != Some(space) {
-                tokens.push(Vec::new());
-                last_is_space = Some(space);
-            }
-            if let Some(token) = tokens.last_mut() {
-                token.push((g, w, *style));
-            }
-        }
-    }
-    let mut rows: Vec<Vec<(&str, usize, Style)>> = vec![Vec::new()];
-    let mut used = 0;
-    let room = |rows: &Vec<Vec<_>>| {
-        if rows.len() == 1 {
-            width
-        } else {
-            width - indent
-        }
-    };
-    for token in tokens {
-        let token_width: usize = token.iter().map(|t| t.1).sum();
-        let is_space = token.first().is_some_and(|t| t.0 == " ");
-        if used + token_width <= room(&rows) {
-            used += token_width;
-            if let Some(row) = rows.last_mut() {
-                row.extend(token);
-            }
-            continue;
-        }
-        if is_space {
-            // A break here: the spaces go.
-            new_row(&mut rows);
-            used = 0;
-            continue;
-        }
-        if token_width <= width - indent && used > 0 {
-            new_row(&mut rows);
-            used = 0;
-        }
-        for cell in token {
-            if used + cell.1 > room(&rows) && used > 0 {
-                new_row(&mut rows);
-                used = 0;
-            }
-            used += cell.1;
-            if let Some(row) = rows.last_mut() {
-                row.push(cell);
-            }
-        }
-    }
-    rows.into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let mut line: Vec<Span<'static>> = Vec::new();
-            if i > 0 && indent > 0 {
-                line.push(Span::raw(" ".repeat(indent)));
-            }
-            let mut text = String::new();
-            let mut style = None;
-            for (g, _, s) in row {
-                if style.is_some_and(|st| st != s) {
-                    line.push(Span::styled(
-                        std::mem::take(&mut text),
-                        style.unwrap_or_default(),
-                    ));
-                }
-                style = Some(s);
-                text.push_str(g);
-            }
-            if !text.is_empty() {
-                line.push(Span::styled(text, style.unwrap_or_default()));
-            }
-            Line::from(line)
-        })
-        .collect()
-}
-
-/// Ends the current row (dropping its trailing spaces) and starts one.
-fn new_row(rows: &mut Vec<Vec<(&str, usize, Style)>>) {
-    if let Some(row) = rows.last_mut() {
-        while row.last().is_some_and(|cell| cell.0 == " ") {
-            row.pop();
-        }
-    }
-    rows.push(Vec::new());
 }
 
 fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {

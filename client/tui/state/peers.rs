@@ -1,16 +1,52 @@
 //! The peer list of the UI state: rows from the engine's list and
 //! changes, kept while a session lasts, sorted, with a selection that
-//! survives changes; and what `/status` reports.
+//! survives changes.
 
 use std::collections::HashMap;
 
 use p2pchat::PeerId;
 
-use super::{App, PeerRow, SessionView, short_id};
-use crate::engine::{PeerSummary, RequestId, SessionState, SessionStatus, Via};
-use crate::text::{sanitize_display, server_state, session_details};
+use super::{App, MAX_NAMES_LISTED, short_id};
+use crate::engine::{PeerSummary, RequestId, Via};
+use crate::text::sanitize_display;
 
-use super::MAX_NAMES_LISTED;
+/// One row of the peer list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    /// Full peer id.
+    pub id: PeerId,
+    /// Username, sanitised.
+    pub name: String,
+    /// Whether the server lists it as online.
+    pub online: bool,
+    /// Registered over REST (a seed-style peer).
+    pub seed: bool,
+}
+
+/// How a peer stands, as the peer list shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// A session is up.
+    Connected,
+    /// A session is probing.
+    Connecting,
+    /// Online, no session.
+    Online,
+    /// Not listed by the server (kept while a session exists).
+    Offline,
+}
+
+impl PeerState {
+    /// The word shown in the peer list.
+    pub fn label(self) -> &'static str {
+        match self {
+            PeerState::Connected => "connected",
+            PeerState::Connecting => "connecting",
+            PeerState::Online => "online",
+            PeerState::Offline => "offline",
+        }
+    }
+}
 
 impl App {
     pub(super) fn move_selection(&mut self, by: isize) {
@@ -24,6 +60,14 @@ impl App {
             Some(i) => (i + 1).min(last),
         };
         self.selected = Some(self.peers[next].id);
+    }
+
+    /// A peer went offline: its row stays only while a session lasts.
+    pub(super) fn on_peer_left(&mut self, id: PeerId) {
+        if let Some(row) = self.peers.iter_mut().find(|p| p.id == id) {
+            row.online = false;
+        }
+        self.prune_peer(id);
     }
 
     pub(super) fn replace_peers(&mut self, request: Option<RequestId>, list: &[PeerSummary]) {
@@ -147,46 +191,6 @@ impl App {
         }
         let i = old_index.unwrap_or(0).min(self.peers.len() - 1);
         self.selected = Some(self.peers[i].id);
-    }
-
-    pub(super) fn apply_status(&mut self, server_connected: bool, sessions: &[SessionStatus]) {
-        self.server_connected = server_connected;
-        let old = std::mem::take(&mut self.sessions);
-        self.active = None;
-        let mut text = format!("signaling server: {}", server_state(server_connected));
-        if sessions.is_empty() {
-            text.push_str("; no sessions");
-        }
-        for st in sessions {
-            let name = self.name_of(st.peer_id, &st.username);
-            let connected = st.state == SessionState::Connected;
-            let view = SessionView {
-                name: name.clone(),
-                path: if connected {
-                    Some(st.path.map_or_else(|| "?".to_owned(), |p| p.to_string()))
-                } else {
-                    None
-                },
-                attempt: old.get(&st.peer_id).map_or(0, |v| v.attempt),
-                rtt_ms: st.rtt_ms,
-                reliable: st.reliable,
-            };
-            if st.active {
-                self.active = Some(st.peer_id);
-            }
-            self.sessions.insert(st.peer_id, view);
-            self.upsert_peer(st.peer_id, &st.username, false, None);
-            text.push_str(&format!(
-                "; {}{} ({})",
-                if st.active { "active: " } else { "" },
-                name,
-                session_details(st)
-            ));
-        }
-        for id in old.keys() {
-            self.prune_peer(*id);
-        }
-        self.system(&text);
     }
 
     /// The best name we have for `id`: the `username` given, else the

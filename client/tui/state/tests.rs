@@ -1,6 +1,8 @@
 //! The UI state driven by hand: events in, keys in, no terminal.
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
 use super::*;
-use crate::engine::{ErrorCode, Path, PeerSummary, Via};
+use crate::engine::{Command, DisconnectReason, ErrorCode, Event, Path, PeerSummary, Request, Via};
 
 /// A peer id from a short hex tag ("bbbb").
 fn id(tag: &str) -> PeerId {

@@ -8,18 +8,31 @@
 //! server goes away it keeps retrying, re-registers and resumes the watch,
 //! reporting everything as [`SignalEvent`]s. The chat itself never waits on
 //! the server.
+//!
+//! This file holds the [`Signaling`] handle, registration and the retry
+//! loop; the rest lives in files named after their concern:
+//! * `peer.rs`: [`RemotePeer`], converted from the proto at this edge;
+//! * `inbox.rs`: the inbox stream and RequestConnect (rendezvous);
+//! * `watch.rs`: the WatchPeers stream, its snapshots, changes and resume.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
+use p2pchat::proto;
 use p2pchat::proto::signaling_client::SignalingClient;
-use p2pchat::proto::{self, inbox_message, watch_peers_response};
 use p2pchat::{PeerId, SessionToken};
+
+mod inbox;
+mod peer;
+mod watch;
+
+pub use peer::RemotePeer;
+use watch::PeerWatch;
 
 /// Registration attempts at start-up before giving up.
 pub const REGISTER_ATTEMPTS: u32 = 3;
@@ -89,69 +102,6 @@ pub fn brief(err: &SignalingError) -> String {
         other => other.to_string(),
     };
     text.replace(['\n', '\r'], " ")
-}
-
-/// What the server knows about another peer, converted from the proto.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemotePeer {
-    /// The peer's id.
-    pub peer_id: PeerId,
-    /// Its display name (raw; sanitize before showing).
-    pub username: String,
-    /// Every address worth probing, in the order the server gave them.
-    pub endpoints: Vec<SocketAddr>,
-    /// Whether it holds an inbox (gets connect requests at once).
-    pub inbox_open: bool,
-    /// Whether it registered over the REST shim (a seed-style peer).
-    pub via_rest: bool,
-    /// The endpoints that are addresses of the peer's own interfaces
-    /// (kind LOCAL): reaching one of these means a LAN path.
-    pub local_endpoints: Vec<SocketAddr>,
-}
-
-impl RemotePeer {
-    /// The peer the server describes; `None` when its id is not a UUID
-    /// (the peer id is parsed once, here at the edge).
-    fn from_proto(p: &proto::Peer) -> Option<RemotePeer> {
-        let Ok(peer_id) = PeerId::parse(&p.peer_id) else {
-            tracing::warn!(peer = %p.peer_id, "the server sent a peer id that is not a UUID");
-            return None;
-        };
-        let parse = |e: &proto::Endpoint| {
-            let ip: IpAddr = e.ip.parse().ok()?;
-            let port = u16::try_from(e.port).ok().filter(|p| *p != 0)?;
-            Some(SocketAddr::new(ip, port))
-        };
-        let mut endpoints: Vec<SocketAddr> = p.endpoints.iter().filter_map(parse).collect();
-        let local_endpoints = p
-            .endpoints
-            .iter()
-            .filter(|e| {
-                matches!(
-                    proto::EndpointKind::try_from(e.kind),
-                    Ok(proto::EndpointKind::Local | proto::EndpointKind::Unspecified)
-                )
-            })
-            .filter_map(parse)
-            .collect();
-        // The seed's rule, in case the server sent no endpoint list.
-        if let (Ok(ip), Ok(port)) = (p.observed_ip.parse::<IpAddr>(), u16::try_from(p.udp_port))
-            && port != 0
-        {
-            let observed = SocketAddr::new(ip, port);
-            if !endpoints.contains(&observed) {
-                endpoints.push(observed);
-            }
-        }
-        Some(RemotePeer {
-            peer_id,
-            username: p.username.clone(),
-            endpoints,
-            inbox_open: p.inbox_open,
-            via_rest: p.registered_via == proto::RegisteredVia::Rest as i32,
-            local_endpoints,
-        })
-    }
 }
 
 /// The result of a successful registration.
@@ -372,30 +322,6 @@ impl Signaling {
         })
     }
 
-    /// Asks the server to set up a rendezvous with `target`. Returns the
-    /// target as the server knows it and whether it was notified.
-    pub async fn request_connect(
-        &self,
-        target: PeerId,
-    ) -> Result<(RemotePeer, bool), SignalingError> {
-        let request = proto::RequestConnectRequest {
-            peer_id: self.identity.peer_id.to_string(),
-            session_token: self.token(),
-            target_peer_id: target.to_string(),
-        };
-        let mut client = self.client.clone();
-        let response = tokio::time::timeout(RPC_TIMEOUT, client.request_connect(request))
-            .await
-            .map_err(|_| SignalingError::Timeout)??
-            .into_inner();
-        let target = response
-            .target
-            .as_ref()
-            .and_then(RemotePeer::from_proto)
-            .ok_or_else(|| tonic::Status::internal("response without a valid target"))?;
-        Ok((target, response.target_notified))
-    }
-
     /// Removes our registration (clean exit). Best effort, bounded in time.
     pub async fn unregister(&self) -> Result<(), SignalingError> {
         let request = proto::UnregisterRequest {
@@ -415,13 +341,13 @@ impl Signaling {
         self,
         lease: Duration,
         events: mpsc::Sender<SignalEvent>,
-        mut stop: watch::Receiver<bool>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let mut resume_from = 0u64;
+        let mut watch = PeerWatch::default();
         let mut lease = lease;
         loop {
             let outcome = tokio::select! {
-                r = self.serve(lease, &mut resume_from, &events) => r,
+                r = self.serve(lease, &mut watch, &events) => r,
                 _ = stop.wait_for(|s| *s) => return,
             };
             if events.is_closed() {
@@ -460,87 +386,38 @@ impl Signaling {
     }
 
     /// One connected period: inbox + watch + lease refresh. Returns when any
-    /// of them fails or ends.
+    /// of them fails or ends, or when `events` closes.
     async fn serve(
         &self,
         lease: Duration,
-        resume_from: &mut u64,
+        watch: &mut PeerWatch,
         events: &mpsc::Sender<SignalEvent>,
     ) -> Result<(), SignalingError> {
-        let mut client = self.client.clone();
-        let mut inbox = client
-            .open_inbox(proto::OpenInboxRequest {
-                peer_id: self.identity.peer_id.to_string(),
-                session_token: self.token(),
-            })
-            .await?
-            .into_inner();
-        let mut watch = client
-            .watch_peers(proto::WatchPeersRequest {
-                resume_from_revision: *resume_from,
-            })
-            .await?
-            .into_inner();
+        let mut inbox = self.open_inbox().await?;
+        let mut peers = watch.open(&self.client).await?;
         // The inbox keeps the lease alive; refreshing anyway at a third of
         // the lease also notices a half-dead connection early.
         let mut refresh = tokio::time::interval(lease / 3);
         refresh.tick().await;
-        let mut chunks: Vec<RemotePeer> = Vec::new();
         loop {
-            tokio::select! {
+            let event = tokio::select! {
                 msg = inbox.message() => match msg? {
                     None => return Ok(()),
-                    Some(m) => match m.message {
-                        Some(inbox_message::Message::ConnectRequested(req)) => {
-                            let Some(from) = req.from.as_ref().and_then(RemotePeer::from_proto) else {
-                                continue;
-                            };
-                            let event = SignalEvent::ConnectRequested { from };
-                            if events.send(event).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        Some(inbox_message::Message::Opened(_)) | None => {}
-                    },
+                    Some(m) => inbox::inbox_event(m),
                 },
-                msg = watch.message() => match msg? {
+                msg = peers.message() => match msg? {
                     None => return Ok(()),
-                    Some(m) => {
-                        let event = match m.update {
-                            Some(watch_peers_response::Update::Snapshot(s)) => {
-                                if s.first_chunk {
-                                    chunks.clear();
-                                }
-                                let room = MAX_DIRECTORY_PEERS.saturating_sub(chunks.len());
-                                chunks.extend(s.peers.iter().filter_map(RemotePeer::from_proto).take(room));
-                                *resume_from = s.revision;
-                                if !s.last_chunk {
-                                    continue;
-                                }
-                                SignalEvent::Snapshot(std::mem::take(&mut chunks))
-                            }
-                            Some(watch_peers_response::Update::Change(c)) => {
-                                *resume_from = c.revision;
-                                let Some(peer) = c.peer.as_ref().and_then(RemotePeer::from_proto) else {
-                                    continue;
-                                };
-                                match proto::PeerChangeKind::try_from(c.kind) {
-                                    Ok(proto::PeerChangeKind::Joined) => SignalEvent::Joined(peer),
-                                    Ok(proto::PeerChangeKind::Updated) => SignalEvent::Updated(peer),
-                                    Ok(proto::PeerChangeKind::Left) => SignalEvent::Left(peer),
-                                    _ => continue,
-                                }
-                            }
-                            None => continue,
-                        };
-                        if events.send(event).await.is_err() {
-                            return Ok(());
-                        }
-                    }
+                    Some(m) => watch.apply(m),
                 },
                 _ = refresh.tick() => {
                     self.register_once().await?;
+                    None
                 }
+            };
+            if let Some(event) = event
+                && events.send(event).await.is_err()
+            {
+                return Ok(());
             }
         }
     }
@@ -549,52 +426,6 @@ impl Signaling {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn endpoint(ip: &str, port: u32, kind: proto::EndpointKind) -> proto::Endpoint {
-        proto::Endpoint {
-            ip: ip.into(),
-            port,
-            kind: kind as i32,
-        }
-    }
-
-    #[test]
-    fn peer_info_from_proto() {
-        let p = proto::Peer {
-            peer_id: "0000beef-0000-4000-8000-000000000001".into(),
-            username: "bob".into(),
-            observed_ip: "203.0.113.7".into(),
-            udp_port: 4000,
-            endpoints: vec![
-                endpoint("10.0.0.2", 4000, proto::EndpointKind::Local),
-                endpoint("not an ip", 1, proto::EndpointKind::Local),
-                endpoint("10.0.0.3", 0, proto::EndpointKind::Local),
-                endpoint("10.0.0.4", 70000, proto::EndpointKind::Local),
-                endpoint("198.51.100.1", 5000, proto::EndpointKind::ServerReflexive),
-            ],
-            registered_via: proto::RegisteredVia::Rest as i32,
-            ..Default::default()
-        };
-        let info = RemotePeer::from_proto(&p).unwrap();
-        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        // Invalid entries skipped; the observed address appended when the
-        // server did not list it.
-        assert_eq!(
-            info.endpoints,
-            vec![
-                addr("10.0.0.2:4000"),
-                addr("198.51.100.1:5000"),
-                addr("203.0.113.7:4000")
-            ]
-        );
-        assert_eq!(info.local_endpoints, vec![addr("10.0.0.2:4000")]);
-        assert!(info.via_rest);
-        let bad = proto::Peer {
-            peer_id: "id".into(),
-            ..p
-        };
-        assert_eq!(RemotePeer::from_proto(&bad), None, "not a UUID");
-    }
 
     #[test]
     fn brief_errors_are_one_line() {
