@@ -109,7 +109,9 @@ impl PartialEq<&str> for PeerId {
 
 impl Serialize for PeerId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        // Straight from a stack buffer: peer lists serialize thousands.
+        let mut buf = Uuid::encode_buffer();
+        serializer.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
     }
 }
 
