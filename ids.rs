@@ -95,18 +95,6 @@ impl fmt::Debug for PeerId {
     }
 }
 
-impl PartialEq<str> for PeerId {
-    fn eq(&self, other: &str) -> bool {
-        PeerId::parse(other).is_ok_and(|id| id == *self)
-    }
-}
-
-impl PartialEq<&str> for PeerId {
-    fn eq(&self, other: &&str) -> bool {
-        self == *other
-    }
-}
-
 impl Serialize for PeerId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // Straight from a stack buffer: peer lists serialize thousands.
@@ -226,7 +214,6 @@ mod tests {
         let id = PeerId::parse("1B4E28BA-2FA1-11D2-883F-0016D3CCA427").unwrap();
         assert_eq!(id.to_string(), "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
         assert_eq!(id.short(), "1b4e28ba");
-        assert_eq!(id, "1b4e28ba-2fa1-11d2-883f-0016d3cca427");
         assert_eq!(PeerId::parse("not-a-uuid"), Err(IdError::NotUuid));
         assert_eq!(PeerId::parse(""), Err(IdError::NotUuid));
         let json = serde_json::to_string(&id).unwrap();
