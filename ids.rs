@@ -51,6 +51,14 @@ impl PeerId {
         self.0.as_bytes()
     }
 
+    /// Whether the id claims to be derived from a public key (UUID version
+    /// 8, see [`crate::keys::PublicKey::peer_id`]). Such an id only ever
+    /// speaks authenticated: a plaintext datagram claiming one is forged or
+    /// downgraded.
+    pub fn is_key_derived(&self) -> bool {
+        self.0.get_version_num() == 8
+    }
+
     /// The first 8 characters, for short display (`1b4e28ba...`).
     pub fn short(&self) -> String {
         self.to_string()[..8].to_owned()

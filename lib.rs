@@ -6,12 +6,15 @@
 //!   (STUN, relay frame, chat).
 //! * [`ids`] holds the identifiers both sides parse once, at the edge:
 //!   [`ids::PeerId`] and [`ids::SessionToken`].
+//! * [`keys`] makes ids self-certifying: an id is derived from its owner's
+//!   Ed25519 key ([`keys::PublicKey`]), and registering proves the key.
 //!
 //! The server is the `p2pchat-server` crate (`server/`), the peer the
 //! `p2pchat-client` crate (`client/`); neither links the other.
 
 pub mod datagram;
 pub mod ids;
+pub mod keys;
 
 pub mod proto {
     //! The contract: generated code for the `p2pchat.signaling.v1` gRPC
@@ -32,3 +35,4 @@ pub mod proto {
 }
 
 pub use ids::{PeerId, SessionToken};
+pub use keys::PublicKey;
