@@ -24,6 +24,7 @@
 pub mod console;
 pub mod engine;
 pub mod frontend;
+pub mod identity;
 pub mod input;
 pub mod json_ui;
 pub mod relay;
