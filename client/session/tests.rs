@@ -27,6 +27,7 @@ fn hello_from_a(session: Option<u64>) -> Datagram {
         announce: Announce {
             extensions: None,
             session,
+            handshake: None,
         },
         username: None,
     }
@@ -777,6 +778,7 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
         announce: Announce {
             extensions: Some(crate::wire::our_extensions()),
             session: None,
+            handshake: None,
         },
     }
     .into();

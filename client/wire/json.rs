@@ -34,6 +34,8 @@ pub(super) struct Out<'a> {
     pub session: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<String>,
 }
 
 impl<'a> Out<'a> {
@@ -51,6 +53,7 @@ impl<'a> Out<'a> {
             nonce: None,
             session: None,
             username: None,
+            noise: None,
         }
     }
 }
@@ -79,4 +82,6 @@ pub(super) struct In {
     pub session: Option<u64>,
     #[serde(default)]
     pub username: Option<String>,
+    #[serde(default)]
+    pub noise: Option<String>,
 }

@@ -16,6 +16,8 @@
 mod extensions;
 mod json;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use p2pchat::PeerId;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -30,6 +32,10 @@ pub const MAX_SEND_DATAGRAM_BYTES: usize = 1200;
 /// seed peer that sends a longer line in one datagram is still understood;
 /// anything larger is dropped as oversized.
 pub const MAX_RECV_DATAGRAM_BYTES: usize = 8192;
+
+/// Largest handshake message a `noise` field may carry (decoded); the
+/// largest our handshake writes is well under this.
+pub const MAX_HANDSHAKE_BYTES: usize = 512;
 
 /// The datagram types. `ack` is our extension; the rest are the seed's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +94,10 @@ pub struct Announce {
     /// from a peer we are in session with means it started over (its
     /// message ids restart at 1), so we must too.
     pub session: Option<u64>,
+    /// A Noise handshake message riding in this `hello` or `pong` (the
+    /// `noise` field, base64 on the wire), at most [`MAX_HANDSHAKE_BYTES`].
+    /// The seed ignores the field; our peers open encrypted sessions with it.
+    pub handshake: Option<Vec<u8>>,
 }
 
 impl Announce {
@@ -96,6 +106,15 @@ impl Announce {
         Announce {
             extensions: Some(our_extensions()),
             session: Some(session),
+            handshake: None,
+        }
+    }
+
+    /// [`Announce::ours`] carrying a handshake message.
+    pub fn with_handshake(session: u64, handshake: Option<Vec<u8>>) -> Announce {
+        Announce {
+            handshake,
+            ..Announce::ours(session)
         }
     }
 }
@@ -278,6 +297,15 @@ impl Datagram {
         }
     }
 
+    /// The handshake message a `hello` or `pong` carries, if any.
+    pub fn handshake(&self) -> Option<&[u8]> {
+        match self {
+            Datagram::Hello(d) => d.announce.handshake.as_deref(),
+            Datagram::Pong(d) => d.announce.handshake.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The sender's session id, on `hello`, `ping` and `pong`.
     pub fn session_id(&self) -> Option<u64> {
         self.announce().and_then(|a| a.session)
@@ -306,6 +334,7 @@ impl Datagram {
         if let Some(a) = self.announce() {
             out.extensions = a.extensions.as_deref();
             out.session = a.session;
+            out.noise = a.handshake.as_deref().map(|h| BASE64.encode(h));
         }
         match self {
             Datagram::Hello(d) => out.username = d.username.as_deref(),
@@ -346,10 +375,22 @@ impl Datagram {
         if let Some(list) = raw.extensions.as_mut() {
             list.truncate(MAX_EXTENSIONS);
         }
-        Ok(Datagram::from_json(raw))
+        let handshake = match raw.noise.take() {
+            None => None,
+            // Base64 of MAX_HANDSHAKE_BYTES, checked before decoding.
+            Some(text) if text.len() > MAX_HANDSHAKE_BYTES.div_ceil(3) * 4 => {
+                return Err(DecodeError::Invalid("'noise' too long"));
+            }
+            Some(text) => match BASE64.decode(text) {
+                Ok(bytes) if matches!(raw.kind, Kind::Hello | Kind::Pong) => Some(bytes),
+                Ok(_) => None,
+                Err(_) => return Err(DecodeError::Invalid("'noise' is not base64")),
+            },
+        };
+        Ok(Datagram::from_json(raw, handshake))
     }
 
-    fn from_json(raw: json::In) -> Datagram {
+    fn from_json(raw: json::In, handshake: Option<Vec<u8>>) -> Datagram {
         let header = Header {
             from: raw.from,
             timestamp: raw.timestamp,
@@ -357,6 +398,7 @@ impl Datagram {
         let announce = Announce {
             extensions: raw.extensions,
             session: raw.session,
+            handshake,
         };
         match raw.kind {
             Kind::Hello => Datagram::Hello(Hello {

@@ -164,6 +164,7 @@ fn extension_list_is_truncated_at_the_limit() {
             announce: Announce {
                 extensions,
                 session: None,
+                handshake: None,
             },
             username: None,
         }

@@ -150,7 +150,7 @@ async fn handle(
             }
         },
         DatagramKind::Relay => relay(bytes, from, store, table).await,
-        DatagramKind::Other => {
+        DatagramKind::Sealed | DatagramKind::Other => {
             tracing::trace!(%from, len = bytes.len(), "unknown UDP datagram dropped");
             Vec::new()
         }
