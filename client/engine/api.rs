@@ -31,6 +31,9 @@ pub enum Command {
     Leave,
     /// Report server and session state (an [`Event::Status`]).
     Status,
+    /// Accept a peer's new key: forget the key pinned for this username
+    /// (the next connect pins the one it presents).
+    Trust(String),
     /// Disconnect everyone, unregister and stop.
     Quit,
 }
@@ -139,6 +142,9 @@ words! {
         Unreachable => "unreachable",
         /// The peer started a new session; `connected` follows.
         Reset => "reset",
+        /// The handshake failed, or the peer's key was refused (e.g. it
+        /// changed since we pinned it).
+        HandshakeFailed => "handshake_failed",
     }
 }
 
@@ -151,6 +157,7 @@ impl From<CloseReason> for DisconnectReason {
             CloseReason::Left => DisconnectReason::Left,
             CloseReason::Unreachable => DisconnectReason::Unreachable,
             CloseReason::Reset => DisconnectReason::Reset,
+            CloseReason::HandshakeFailed => DisconnectReason::HandshakeFailed,
         }
     }
 }
@@ -172,6 +179,9 @@ words! {
         InvalidCommand => "invalid_command",
         /// Already in `MAX_SESSIONS` sessions.
         SessionLimit => "session_limit",
+        /// We refuse to talk to the peer: its key is wrong or changed, or
+        /// it does not encrypt and `--require-encryption` is set.
+        Refused => "refused",
     }
 }
 
@@ -217,6 +227,11 @@ pub struct SessionStatus {
     pub reliable: bool,
     /// Lines sent and not yet acknowledged.
     pub pending: usize,
+    /// Whether the session is end-to-end encrypted.
+    pub encrypted: bool,
+    /// The safety number of both keys, once the handshake proved the
+    /// peer's key.
+    pub safety_number: Option<String>,
 }
 
 /// Everything a front end shows. Serialized as one JSON object per event
@@ -298,6 +313,12 @@ pub enum Event {
         incoming: bool,
         /// Hello rounds we sent before it came up.
         probe_rounds: u32,
+        /// Whether the session is end-to-end encrypted (false: a seed
+        /// peer's plaintext; mark every line of it unencrypted).
+        encrypted: bool,
+        /// The 60-digit safety number of both keys (compare it with the
+        /// peer's out of band), for an encrypted session.
+        safety_number: Option<String>,
     },
     /// A session moved to another path (e.g. relayed -> direct); nothing
     /// is lost or repeated.
@@ -320,6 +341,9 @@ pub enum Event {
         /// When the sender sent it: its `timestamp`, Unix seconds by the
         /// sender's clock.
         sent_at: f64,
+        /// Whether it came end-to-end encrypted (false: a seed peer's
+        /// plaintext, which anyone on the path can read or forge).
+        encrypted: bool,
     },
     /// A line of ours went out (not yet acknowledged).
     Sent {

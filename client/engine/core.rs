@@ -15,14 +15,17 @@
 //! * [`signals`]: what the signaling server says (peer list changes,
 //!   connect requests) and rendezvous answers.
 
+mod incoming;
 pub mod paths;
 mod report;
 mod signals;
 #[cfg(test)]
 mod tests;
+mod trust;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use p2pchat::datagram::{DatagramKind, classify};
 use p2pchat::{PeerId, SessionToken};
@@ -32,10 +35,13 @@ use super::api::{Command, ErrorCode, Event, Request, RequestId};
 use super::directory::Directory;
 use super::focus::Focus;
 use super::table::{ReplyBudget, Tombstones};
+use crate::identity::{Identity, KnownPeers};
 use crate::relay::RelayClient;
 use crate::session::{Action, Phase, SendError, Session, SessionConfig};
 use crate::signaling::RemotePeer;
-use crate::wire::{Datagram, Kind};
+use crate::wire::Datagram;
+use incoming::PendingHandshake;
+pub use incoming::{MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER, PENDING_HANDSHAKE_TIMEOUT};
 use paths::StunRefresh;
 
 /// Most sessions at once: further hellos, connect requests and connects
@@ -119,8 +125,12 @@ pub enum Output {
 /// Who we are and what the core starts with.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// Our peer id.
-    pub me: PeerId,
+    /// Our long-term key; our peer id is derived from it.
+    pub identity: Arc<Identity>,
+    /// Refuse seed-protocol (unencrypted) peers.
+    pub require_encryption: bool,
+    /// Trust-on-first-use pins.
+    pub known_peers: KnownPeers,
     /// Our username as the server stored it.
     pub username: String,
     /// Session timings.
@@ -137,9 +147,17 @@ pub struct CoreConfig {
 #[derive(Debug)]
 pub struct Core {
     me: PeerId,
+    identity: Arc<Identity>,
+    require_encryption: bool,
     username: String,
     session_config: SessionConfig,
     sessions: HashMap<PeerId, Session>,
+    /// Handshakes we answered, waiting for the initiator's proof.
+    pending: Vec<PendingHandshake>,
+    /// Trust-on-first-use pins.
+    known_peers: KnownPeers,
+    /// Sessions whose key was refused, closed after the report.
+    refused: Vec<PeerId>,
     directory: Directory,
     focus: Focus,
     server_up: bool,
@@ -164,12 +182,18 @@ pub struct Core {
 impl Core {
     /// A core with no sessions and an empty directory.
     pub fn new(config: CoreConfig, now: Instant) -> Core {
+        let me = config.identity.peer_id();
         Core {
-            me: config.me,
+            me,
+            identity: config.identity,
+            require_encryption: config.require_encryption,
             username: config.username,
             session_config: config.session,
             sessions: HashMap::new(),
-            directory: Directory::new(config.me),
+            pending: Vec::new(),
+            known_peers: config.known_peers,
+            refused: Vec::new(),
+            directory: Directory::new(me),
             focus: Focus::default(),
             server_up: true,
             deferred: Vec::new(),
@@ -228,6 +252,7 @@ impl Core {
         for session in self.sessions.values_mut() {
             session.poll_timers(now);
         }
+        self.expire_pending(now);
         self.poll_relay(now);
         if self
             .stun_refresh
@@ -254,115 +279,13 @@ impl Core {
                 self.on_relay_frame(bytes, from, now);
             }
             DatagramKind::Stun => self.on_stun(bytes, from),
+            DatagramKind::Sealed => self.on_sealed(bytes, from, now),
             _ => match Datagram::decode(bytes) {
                 Ok(dg) => self.on_chat(&dg, from, now),
                 Err(err) => tracing::debug!(%from, %err, "dropping datagram"),
             },
         }
         self.flush(now);
-    }
-
-    /// A chat datagram (direct, or relayed on behalf of its sender).
-    fn on_chat(&mut self, dg: &Datagram, from: SocketAddr, now: Instant) {
-        let peer = dg.from();
-        if peer == self.me {
-            tracing::debug!(%from, "dropping datagram claiming our own id");
-            return;
-        }
-        if let Some(session) = self.sessions.get_mut(&peer) {
-            if dg.kind() == Kind::Message && self.events.len() >= MAX_QUEUED_EVENTS {
-                // Left unacknowledged for retransmission (MAX_QUEUED_EVENTS).
-                if session.reliable() {
-                    tracing::debug!(%peer, "front end behind; chat line left for retransmission");
-                } else {
-                    tracing::warn!(%peer, "front end behind; a seed-protocol line is lost");
-                }
-                return;
-            }
-            if !session.is_superseded_by(dg, from) {
-                session.handle_datagram(dg, from, now);
-                return;
-            }
-            // The peer started over: end the old session (reporting its
-            // pending lines) and accept the hello as a new one below.
-            tracing::info!(%peer, "peer started a new session");
-            session.reset();
-            let actions = session.take_actions();
-            self.orphaned.extend(actions.into_iter().map(|a| (peer, a)));
-            self.sessions.remove(&peer);
-        }
-        self.on_stranger(dg, from, now);
-    }
-
-    /// A datagram from a peer we have no session with.
-    fn on_stranger(&mut self, dg: &Datagram, from: SocketAddr, now: Instant) {
-        let peer = dg.from();
-        if dg.kind() != Kind::Hello {
-            tracing::debug!(%from, kind = ?dg.kind(), "dropping datagram from a stranger");
-            // A peer that still thinks it has a session with us: tell it
-            // to close now rather than after its keep-alive gives up.
-            if matches!(dg.kind(), Kind::Message | Kind::Ping) {
-                self.answer_stranger(peer, from, now);
-            }
-            return;
-        }
-        if self.tombstones.is_buried(peer, dg.session_id(), now) {
-            // A probe of the session we just closed, crossing our
-            // disconnect: not a new session.
-            tracing::debug!(%from, %peer, "hello of a closed session ignored");
-            self.answer_stranger(peer, from, now);
-            return;
-        }
-        if !self.may_open_session() {
-            tracing::debug!(%from, "session limit reached; hello ignored");
-            return;
-        }
-        tracing::info!(%from, %peer, "incoming hello");
-        let mut session = Session::accept(
-            self.session_config.clone(),
-            self.me,
-            &self.username,
-            dg,
-            from,
-            now,
-        );
-        if self.relay.as_ref().is_some_and(|r| r.server() == from) {
-            session.add_relay(from, now);
-        }
-        self.sessions.insert(peer, session);
-    }
-
-    /// The one rule for whether another session may start (a hello, a
-    /// connect request, a connect or its rendezvous): at most
-    /// [`MAX_SESSIONS`].
-    fn may_open_session(&self) -> bool {
-        self.sessions.len() < MAX_SESSIONS
-    }
-
-    /// The one constructor of the sessions we start (after a rendezvous or
-    /// a connect request); callers checked [`Core::may_open_session`].
-    fn open_outgoing(&mut self, peer: &RemotePeer, now: Instant) {
-        let session = Session::connect(
-            self.session_config.clone(),
-            self.me,
-            &self.username,
-            peer.peer_id,
-            peer.endpoints.clone(),
-            now,
-        );
-        self.sessions.insert(peer.peer_id, session);
-    }
-
-    /// Queues a `disconnect` to a peer we have no session with, within the
-    /// reply budget.
-    fn answer_stranger(&mut self, peer: PeerId, to: SocketAddr, now: Instant) {
-        if !self.stranger_replies.take(now) {
-            return;
-        }
-        match Datagram::disconnect(self.me).encode() {
-            Ok(bytes) => self.send(peer, to, bytes),
-            Err(err) => tracing::error!(%err, "cannot encode disconnect"),
-        }
     }
 
     /// A request from the front end (`Quit` is the loop's business).
@@ -399,6 +322,7 @@ impl Core {
                     }
                 }
             }
+            Command::Trust(name) => self.trust(id, &name),
             Command::Quit => {}
         }
         self.flush(now);

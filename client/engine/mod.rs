@@ -43,6 +43,7 @@ pub use self::directory::{ResolveError, resolve};
 use self::io::{AbortOnDrop, Io};
 pub use self::io::{FINAL_EVENTS_TIMEOUT, MAX_BACKGROUND_TASKS, UNREGISTER_TIMEOUT};
 pub use self::table::{MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL};
+use crate::identity::Identity;
 use crate::session::SessionConfig;
 use crate::signaling::SignalingError;
 use crate::transport::{self, Transport};
@@ -65,8 +66,10 @@ pub struct EngineConfig {
     pub server: String,
     /// Requested username; empty lets the server pick one.
     pub username: String,
-    /// Our peer id (a fresh UUID per run).
-    pub peer_id: PeerId,
+    /// Our long-term key; our peer id is derived from it.
+    pub identity: Arc<Identity>,
+    /// Refuse peers that do not encrypt (seed-protocol peers).
+    pub require_encryption: bool,
     /// Address for the chat socket (`0.0.0.0:0`: any interface, any port).
     pub bind: SocketAddr,
     /// Session timings.
@@ -82,12 +85,13 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// A config with a fresh peer id and default timings.
+    /// A config with a fresh (ephemeral) key and default timings.
     pub fn new(server: impl Into<String>, username: impl Into<String>) -> EngineConfig {
         EngineConfig {
             server: server.into(),
             username: username.into(),
-            peer_id: PeerId::random(),
+            identity: Arc::new(Identity::generate()),
+            require_encryption: false,
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             session: SessionConfig::default(),
             stun: None,
@@ -190,7 +194,7 @@ pub async fn start_with(
     })?;
     let boot = bootstrap::bootstrap(
         &config.server,
-        config.peer_id,
+        config.identity.peer_id(),
         &config.username,
         config.stun.as_deref(),
         transport.as_ref(),
@@ -202,7 +206,7 @@ pub async fn start_with(
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Started {
-        peer_id: config.peer_id,
+        peer_id: config.identity.peer_id(),
         username: boot.registration.username.clone(),
         local_addr,
     };
@@ -215,7 +219,8 @@ pub async fn start_with(
     ));
     let core = self::core::Core::new(
         self::core::CoreConfig {
-            me: config.peer_id,
+            identity: config.identity.clone(),
+            require_encryption: config.require_encryption,
             username: boot.registration.username,
             session: config.session,
             relay: boot.server_udp.filter(|_| config.relay),

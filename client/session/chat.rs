@@ -18,6 +18,7 @@ impl Session {
     /// `Undeliverable`). Towards a seed peer the line is sent at once, split
     /// into several plain messages if it does not fit one datagram.
     pub fn send_line(&mut self, text: &str, now: Instant) -> Result<u64, SendError> {
+        self.clock = now;
         if self.phase != Phase::Connected {
             return Err(SendError::NotConnected);
         }

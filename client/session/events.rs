@@ -24,6 +24,8 @@ pub enum CloseReason {
     /// The peer started a new session with us (a hello with a new session
     /// id), e.g. after it lost ours; a fresh session replaces this one.
     Reset,
+    /// The Noise handshake could not complete with the peer's key.
+    HandshakeFailed,
 }
 
 impl CloseReason {
@@ -36,6 +38,7 @@ impl CloseReason {
             CloseReason::Left => "left",
             CloseReason::Unreachable => "unreachable",
             CloseReason::Reset => "reset",
+            CloseReason::HandshakeFailed => "handshake_failed",
         }
     }
 }
@@ -59,6 +62,9 @@ pub enum SessionEvent {
         reliable: bool,
         /// Round trip of the probe that connected us, when we probed.
         rtt: Option<Duration>,
+        /// Whether the session is end-to-end encrypted (false: a seed peer's
+        /// plaintext).
+        encrypted: bool,
     },
     /// A chat line arrived (raw text: sanitize before showing it).
     Message {

@@ -30,6 +30,7 @@ mod liveness;
 mod path;
 mod receive;
 mod reliable;
+mod secure;
 mod timers;
 
 use std::net::SocketAddr;
@@ -38,9 +39,9 @@ use std::time::Duration;
 use p2pchat::PeerId;
 use tokio::time::Instant;
 
-use crate::wire::{Announce, Datagram, Extension, Header, Hello, Negotiated};
+use crate::wire::{Datagram, Extension, Negotiated};
 
-pub use channel::{Channel, ChannelError, Plaintext};
+pub use channel::{Channel, ChannelError, MAX_SEALED_PLAINTEXT_BYTES, Plaintext, SealedChannel};
 pub use events::{Action, CloseReason, SendError, SessionEvent};
 pub use fragment::{
     MAX_FRAGMENT_BODY_BYTES, MAX_FRAGMENTS_PER_LINE, MAX_LINE_BYTES, split_for_datagrams,
@@ -50,11 +51,13 @@ pub use path::{
     MAX_CANDIDATES, MAX_VALIDATED_PATHS, PathKind, UPGRADE_PROBE_MAX, UPGRADE_PROBE_MIN,
 };
 pub use reliable::{MAX_BACKOFF_DOUBLINGS, MAX_QUEUED_FRAGMENTS, StreamId, WINDOW};
+pub use secure::{Protection, Role, SecurityInfo};
 
 use fragment::{Outstanding, Reassembler};
 use liveness::Liveness;
 use path::Path;
 use reliable::{RecvStream, SendStream};
+use secure::Security;
 
 /// IP TTL of "priming" probes. Linux NAT (conntrack) gives an outgoing
 /// packet a new public port when an unanswered packet *from* its
@@ -136,6 +139,10 @@ pub struct Session {
     reassembly: Reassembler,
     /// Typed datagrams to bytes (and back).
     channel: Box<dyn Channel>,
+    /// Plaintext (seed) or Noise, and the handshake's progress.
+    security: Security,
+    /// The `now` of the latest input (the channel's rekey clock).
+    clock: Instant,
     actions: Vec<Action>,
 }
 
@@ -146,6 +153,7 @@ impl Session {
         local_name: &str,
         remote_id: PeerId,
         candidates: Vec<SocketAddr>,
+        protection: Protection,
         now: Instant,
     ) -> Session {
         Session {
@@ -165,38 +173,65 @@ impl Session {
             recv: RecvStream::new(StreamId::CHAT),
             reassembly: Reassembler::default(),
             channel: Box::new(Plaintext),
+            security: Security::new(protection),
+            clock: now,
             actions: Vec::new(),
             config,
         }
     }
 
     /// Starts connecting to `remote_id`: probes every candidate address at
-    /// once, right away (the first round is in the returned actions).
+    /// once, right away (the first round is in the returned actions). With
+    /// [`Role::Initiate`] the probes carry the first handshake message.
     pub fn connect(
         config: SessionConfig,
         local_id: PeerId,
         local_name: &str,
         remote_id: PeerId,
         candidates: Vec<SocketAddr>,
+        protection: Protection,
         now: Instant,
     ) -> Session {
-        let mut s = Session::blank(config, local_id, local_name, remote_id, candidates, now);
+        let initiate = match &protection {
+            Protection::Noise {
+                role: Role::Initiate(key),
+                ..
+            } => Some(*key),
+            _ => None,
+        };
+        let mut s = Session::blank(
+            config, local_id, local_name, remote_id, candidates, protection, now,
+        );
+        if let Some(key) = initiate {
+            s.start_handshake(key);
+        }
         s.emit(SessionEvent::Probing { attempt: 1 });
         s.poll_timers(now);
         s
     }
 
     /// Accepts a session opened by a remote `hello` that arrived from `addr`
-    /// (seed style: no rendezvous needed). Answers it and is connected.
+    /// (no rendezvous needed). A plaintext session answers it and is
+    /// connected; a Noise session answers its handshake and connects once
+    /// the initiator proves it holds the keys.
     pub fn accept(
         config: SessionConfig,
         local_id: PeerId,
         local_name: &str,
         hello: &Datagram,
         addr: SocketAddr,
+        protection: Protection,
         now: Instant,
     ) -> Session {
-        let mut s = Session::blank(config, local_id, local_name, hello.from(), vec![addr], now);
+        let mut s = Session::blank(
+            config,
+            local_id,
+            local_name,
+            hello.from(),
+            vec![addr],
+            protection,
+            now,
+        );
         s.handle_datagram(hello, addr, now);
         s
     }
@@ -209,7 +244,8 @@ impl Session {
     /// Only a hello from the session's own address counts: anyone can claim
     /// a peer id, and a stranger elsewhere must not be able to end a session.
     pub fn is_superseded_by(&self, hello: &Datagram, addr: SocketAddr) -> bool {
-        matches!(hello, Datagram::Hello(_))
+        !self.is_encrypted()
+            && matches!(hello, Datagram::Hello(_))
             && hello.from() == self.remote_id
             && self.path.addr() == Some(addr)
             && matches!((self.remote_session, hello.session_id()), (Some(old), Some(new)) if old != new)
@@ -230,6 +266,7 @@ impl Session {
     /// a candidate like any other, ranked last; probing gets a fresh
     /// attempt window so the relay has time to answer.
     pub fn add_relay(&mut self, relay: SocketAddr, now: Instant) {
+        self.clock = now;
         self.path.add_relay(relay, now);
     }
 
@@ -244,6 +281,7 @@ impl Session {
     /// went stale, e.g. its NAT mapping changed): probe every candidate for
     /// one attempt window so both NATs open towards the new addresses.
     pub fn reprobe(&mut self, now: Instant) {
+        self.clock = now;
         if self.phase == Phase::Connected {
             self.path.recover(now, self.config.attempt_duration);
             self.poll_timers(now);
@@ -253,6 +291,16 @@ impl Session {
     /// Ends the session from our side: tells the peer, reports pending lines
     /// as undeliverable.
     pub fn close(&mut self) {
+        self.end(CloseReason::Local);
+    }
+
+    /// Ends the session because we refuse the peer's key (it differs from
+    /// the one pinned for its name).
+    pub fn refuse(&mut self) {
+        self.end(CloseReason::HandshakeFailed);
+    }
+
+    fn end(&mut self, reason: CloseReason) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -263,7 +311,7 @@ impl Session {
         for addr in targets {
             self.send(&Datagram::disconnect(self.local_id), addr);
         }
-        self.finish(CloseReason::Local);
+        self.finish(reason);
     }
 
     /// The signaling server reported the peer LEFT: it is gone for good.
@@ -271,19 +319,33 @@ impl Session {
         self.finish(CloseReason::Left);
     }
 
-    /// Bytes for this session from `addr`, opened by its channel (the
-    /// engine demultiplexes by the decoded `from` and calls
-    /// [`Session::handle_datagram`] instead while the channel is plaintext).
+    /// A sealed datagram for this session from `addr` (the engine routes
+    /// them by [`Session::local_index`]). Only what authenticates with the
+    /// session's keys gets past the channel; then it counts as a trusted
+    /// datagram of this peer on whatever path it came.
     pub fn handle_bytes(&mut self, bytes: &[u8], addr: SocketAddr, now: Instant) {
-        match self.channel.open(bytes) {
-            Ok(dg) => self.handle_datagram(&dg, addr, now),
-            Err(err) => tracing::debug!(%addr, %err, "dropping datagram"),
+        self.clock = now;
+        if self.phase == Phase::Closed || !self.is_encrypted() {
+            return;
+        }
+        match self.channel.open(bytes, now) {
+            Ok(dg) if dg.from() == self.remote_id => {
+                self.authenticated();
+                self.process(&dg, addr, now, true);
+            }
+            Ok(dg) => tracing::debug!(%addr, from = %dg.from(), "sealed datagram names another sender"),
+            Err(err) => tracing::debug!(%addr, %err, "dropping sealed datagram"),
         }
     }
 
     /// The kind of path `addr` is for this session.
     pub fn path_of(&self, addr: SocketAddr) -> PathKind {
         self.path.kind_of(addr)
+    }
+
+    /// The remote peer's id.
+    pub fn remote_id(&self) -> PeerId {
+        self.remote_id
     }
 
     /// The session id the remote announced, if any.
@@ -349,23 +411,20 @@ impl Session {
         self.emit(SessionEvent::Closed { reason });
     }
 
-    fn hello(&self) -> Datagram {
-        Hello {
-            header: Header::now(self.local_id),
-            announce: Announce::ours(self.local_session),
-            username: Some(self.local_name.clone()),
-        }
-        .into()
-    }
-
+    /// A probe: a hello (carrying our first handshake message while we
+    /// initiate).
     fn send_hello(&mut self, addr: SocketAddr) {
-        let hello = self.hello();
-        self.send(&hello, addr);
+        let hello = self.probe_hello();
+        if self.probes_in_plaintext() {
+            self.send_plain(&hello, addr);
+        } else {
+            self.send(&hello, addr);
+        }
     }
 
     /// A hello with a low TTL (see [`PRIME_TTL`]).
     fn prime_hello(&mut self, to: SocketAddr) {
-        match self.channel.seal(&self.hello()) {
+        match self.channel.seal(&self.probe_hello(), self.clock) {
             Ok(bytes) => self.actions.push(Action::Prime { to, bytes }),
             Err(err) => tracing::error!(%err, "cannot encode datagram"),
         }
@@ -373,7 +432,7 @@ impl Session {
 
     /// Seals `dg` and sends it to `to`; false if it could not be sealed.
     fn send(&mut self, dg: &Datagram, to: SocketAddr) -> bool {
-        match self.channel.seal(dg) {
+        match self.channel.seal(dg, self.clock) {
             Ok(bytes) => {
                 self.actions.push(Action::Send { to, bytes });
                 true
@@ -382,6 +441,15 @@ impl Session {
                 tracing::error!(%err, "cannot encode datagram");
                 false
             }
+        }
+    }
+
+    /// Sends `dg` as plaintext JSON whatever the channel (handshake
+    /// messages, which carry their own protection).
+    fn send_plain(&mut self, dg: &Datagram, to: SocketAddr) {
+        match dg.encode() {
+            Ok(bytes) => self.actions.push(Action::Send { to, bytes }),
+            Err(err) => tracing::error!(%err, "cannot encode datagram"),
         }
     }
 

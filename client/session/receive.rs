@@ -9,9 +9,31 @@ use super::{CloseReason, Phase, Session, SessionEvent};
 use crate::wire::{Announce, Datagram, Header, Pong};
 
 impl Session {
-    /// Handles one decoded datagram from `addr` whose `from` is this
-    /// session's remote peer.
+    /// Handles one plaintext datagram from `addr` whose `from` is this
+    /// session's remote peer. A Noise session looks only at the handshake
+    /// in it (see `secure.rs`); a plaintext (seed) session takes it as the
+    /// seed does, though once connected only from the session's address.
     pub fn handle_datagram(&mut self, dg: &Datagram, addr: SocketAddr, now: Instant) {
+        self.clock = now;
+        if self.is_encrypted() {
+            self.handle_handshake(dg, addr, now);
+            return;
+        }
+        if self.phase == Phase::Connected
+            && self.path.addr().is_some_and(|current| current != addr)
+            && !self.reliable()
+        {
+            // A seed peer has no path probing: anything from elsewhere
+            // claiming its id is a stranger's.
+            tracing::debug!(%addr, kind = ?dg.kind(), "plaintext datagram from another address dropped");
+            return;
+        }
+        self.process(dg, addr, now, false);
+    }
+
+    /// One datagram of this peer: plaintext of a seed session, or opened
+    /// by the session's keys (`trusted`).
+    pub(super) fn process(&mut self, dg: &Datagram, addr: SocketAddr, now: Instant, trusted: bool) {
         if self.phase == Phase::Closed || dg.from() != self.remote_id {
             return;
         }
@@ -22,7 +44,7 @@ impl Session {
             return;
         }
         if self.phase == Phase::Probing {
-            let handshake = matches!(dg, Datagram::Hello(_) | Datagram::Pong(_));
+            let handshake = trusted || matches!(dg, Datagram::Hello(_) | Datagram::Pong(_));
             if !self.path.accepts_while_connecting(addr, handshake) {
                 tracing::debug!(%addr, kind = ?dg.kind(), "dropping non-handshake datagram from unprobed address");
                 return;
@@ -126,11 +148,13 @@ impl Session {
         let reliable = self.reliable();
         let rtt = self.liveness.srtt();
         let path = self.path_of(addr);
+        let encrypted = self.is_encrypted();
         self.emit(SessionEvent::Connected {
             addr,
             path,
             reliable,
             rtt,
+            encrypted,
         });
     }
 

@@ -8,6 +8,10 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::wire::{Announce, Datagram, Header, Kind, MAX_SEND_DATAGRAM_BYTES, Message, Part, Pong};
+use p2pchat::datagram::{DatagramKind, classify};
+use std::sync::Arc;
+
+mod secure;
 
 /// A message from `from` with the given stream id and part.
 fn message(from: PeerId, body: &str, id: Option<u64>, part: Option<Part>) -> Datagram {
@@ -115,6 +119,11 @@ struct Net {
     /// Datagrams A put on the wire (before loss).
     a_sent: usize,
     a_primed: usize,
+    /// A's and B's keys when the session is encrypted (their ids are then
+    /// the keys' ids).
+    noise: Option<(Arc<crate::identity::Identity>, Arc<crate::identity::Identity>)>,
+    /// Every datagram either side put on the wire (for capture checks).
+    captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }
 
 impl Net {
@@ -134,17 +143,60 @@ impl Net {
             b_seed: false,
             a_sent: 0,
             a_primed: 0,
+            noise: None,
+            captured: Vec::new(),
+        }
+    }
+
+    /// A net whose sessions are end-to-end encrypted (IK: A has B's key).
+    fn encrypted(link: Link, seed: u64) -> Net {
+        let mut net = Net::new(link, seed);
+        net.noise = Some((
+            Arc::new(crate::identity::Identity::generate()),
+            Arc::new(crate::identity::Identity::generate()),
+        ));
+        net
+    }
+
+    fn a_id(&self) -> PeerId {
+        self.noise.as_ref().map_or(A_ID, |(a, _)| a.peer_id())
+    }
+
+    fn b_id(&self) -> PeerId {
+        self.noise.as_ref().map_or(B_ID, |(_, b)| b.peer_id())
+    }
+
+    fn protection(&self, a_side: bool, role: Role) -> Protection {
+        match &self.noise {
+            None => Protection::Plaintext,
+            Some((a, b)) => Protection::Noise {
+                identity: if a_side { a.clone() } else { b.clone() },
+                index: if a_side { 0xa } else { 0xb },
+                role,
+            },
         }
     }
 
     fn connect_a(&mut self) {
-        let s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], self.now);
+        let key = self.noise.as_ref().map(|(_, b)| b.public_key());
+        let protection = self.protection(true, Role::Initiate(key));
+        let (a_id, b_id) = (self.a_id(), self.b_id());
+        let s = Session::connect(
+            fast(),
+            a_id,
+            "alice",
+            b_id,
+            vec![b_addr()],
+            protection,
+            self.now,
+        );
         self.a = Some(s);
         self.collect();
     }
 
     fn put(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         assert!(bytes.len() <= MAX_SEND_DATAGRAM_BYTES);
+        self.captured.push((from, to, bytes.clone()));
         if self.rng.chance(self.link.drop_pct) {
             return;
         }
@@ -200,6 +252,16 @@ impl Net {
     }
 
     fn deliver(&mut self, to: SocketAddr, from: SocketAddr, bytes: &[u8]) {
+        if classify(bytes) == DatagramKind::Sealed {
+            let now = self.now;
+            match (to == a_addr(), self.a.as_mut(), self.b.as_mut()) {
+                (true, Some(a), _) => a.handle_bytes(bytes, from, now),
+                (false, _, Some(b)) if self.b_alive => b.handle_bytes(bytes, from, now),
+                _ => {}
+            }
+            self.collect();
+            return;
+        }
         let dg = Datagram::decode(bytes).unwrap();
         if to == a_addr() {
             if let Some(a) = self.a.as_mut() {
@@ -226,7 +288,17 @@ impl Net {
             match self.b.as_mut() {
                 Some(b) => b.handle_datagram(&dg, from, self.now),
                 None if dg.kind() == Kind::Hello => {
-                    self.b = Some(Session::accept(fast(), B_ID, "bob", &dg, from, self.now));
+                    let protection = self.protection(false, Role::Respond);
+                    let b_id = self.b_id();
+                    self.b = Some(Session::accept(
+                        fast(),
+                        b_id,
+                        "bob",
+                        &dg,
+                        from,
+                        protection,
+                        self.now,
+                    ));
                 }
                 None => {}
             }
@@ -573,7 +645,15 @@ fn accepts_seed_hello_and_plain_messages() {
         format!(r#"{{"type":"hello","from":"{B_ID}","timestamp":1.0,"body":""}}"#).as_bytes(),
     )
     .unwrap();
-    let mut s = Session::accept(fast(), A_ID, "alice", &hello, b_addr(), now);
+    let mut s = Session::accept(
+        fast(),
+        A_ID,
+        "alice",
+        &hello,
+        b_addr(),
+        Protection::Plaintext,
+        now,
+    );
     assert_eq!(s.phase(), Phase::Connected);
     assert!(!s.reliable());
     let actions = s.take_actions();
@@ -693,7 +773,15 @@ fn candidate_list_is_capped() {
         .chain(0..3) // repeats are dropped first
         .map(|i| SocketAddr::from(([127, 0, 0, 1], 2000 + i)))
         .collect();
-    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, many, now);
+    let mut s = Session::connect(
+        fast(),
+        A_ID,
+        "alice",
+        B_ID,
+        many,
+        Protection::Plaintext,
+        now,
+    );
     assert_eq!(s.candidates().len(), MAX_CANDIDATES);
     let probes = s
         .take_actions()
@@ -721,7 +809,15 @@ fn probing_side_that_hears_a_ping_first_still_negotiates() {
     assert_eq!(to, b_addr());
     let hello = Datagram::decode(&bytes).unwrap();
     let now = net.now;
-    net.b = Some(Session::accept(fast(), B_ID, "bob", &hello, from, now));
+    net.b = Some(Session::accept(
+        fast(),
+        B_ID,
+        "bob",
+        &hello,
+        from,
+        Protection::Plaintext,
+        now,
+    ));
     let answer = net.b().take_actions();
     assert!(answer.iter().any(|a| matches!(a, Action::Send { .. })));
     net.wire.clear();
@@ -765,7 +861,15 @@ fn only_a_new_hello_from_the_session_address_supersedes_it() {
 fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
     let now = Instant::now();
     let elsewhere: SocketAddr = "127.0.0.1:4444".parse().unwrap();
-    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], now);
+    let mut s = Session::connect(
+        fast(),
+        A_ID,
+        "alice",
+        B_ID,
+        vec![b_addr()],
+        Protection::Plaintext,
+        now,
+    );
     s.take_actions();
     let msg: Datagram = Message::plain(B_ID, "sneaky").into();
     s.handle_datagram(&msg, elsewhere, now);
@@ -790,7 +894,15 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
 #[test]
 fn bytes_come_in_through_the_channel() {
     let now = Instant::now();
-    let mut s = Session::connect(fast(), A_ID, "alice", B_ID, vec![b_addr()], now);
+    let mut s = Session::connect(
+        fast(),
+        A_ID,
+        "alice",
+        B_ID,
+        vec![b_addr()],
+        Protection::Plaintext,
+        now,
+    );
     s.take_actions();
     s.handle_bytes(b"not a datagram", b_addr(), now);
     assert!(s.take_actions().is_empty());

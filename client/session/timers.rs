@@ -12,6 +12,7 @@ impl Session {
     /// Runs every timer that is due at `now`: probes, attempts, keep-alive,
     /// retransmissions.
     pub fn poll_timers(&mut self, now: Instant) {
+        self.clock = now;
         match self.phase {
             Phase::Closed => {}
             Phase::Probing => {

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use p2pchat::datagram::{DatagramKind, classify};
 use p2pchat::PeerId;
 use tokio::time::Instant;
 
@@ -46,6 +47,10 @@ impl Core {
                 if let Some(session) = self.sessions.get_mut(&peer) {
                     session.drop_relay();
                 }
+            }
+            RelayInput::Data(_, payload) if classify(&payload) == DatagramKind::Sealed => {
+                // Sealed: the keys say who sent it, not the relay.
+                self.on_sealed(&payload, relay_addr, now);
             }
             RelayInput::Data(peer, payload) => {
                 // The relay vouches for the sender: only a datagram that

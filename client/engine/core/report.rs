@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::{Core, Output, Task};
 use crate::engine::api::{ErrorCode, Event, Path, RequestId, SessionState, SessionStatus};
+use crate::identity::SafetyNumber;
 use crate::session::{Action, CloseReason, Phase, SessionEvent};
 
 impl Core {
@@ -17,6 +18,19 @@ impl Core {
     pub(super) fn flush(&mut self, now: Instant) {
         let mut actions = std::mem::take(&mut self.orphaned);
         let mut closed = Vec::new();
+        // Pending handshakes only ever send (their answer): no events.
+        for pending in &mut self.pending {
+            let id = pending.session.remote_id();
+            actions.extend(
+                pending
+                    .session
+                    .take_actions()
+                    .into_iter()
+                    .filter(|a| !matches!(a, Action::Event(_)))
+                    .map(|a| (id, a)),
+            );
+        }
+        self.pending.retain(|p| p.session.phase() != Phase::Closed);
         for (id, session) in self.sessions.iter_mut() {
             actions.extend(session.take_actions().into_iter().map(|a| (*id, a)));
             if session.phase() == Phase::Closed {
@@ -44,6 +58,7 @@ impl Core {
                 self.emit(Event::Focus { peer_id: change });
             }
         }
+        self.close_refused(now);
     }
 
     /// Queues a datagram for `peer`, through the relay when `to` is it.
@@ -84,6 +99,9 @@ impl Core {
                 }
             }
             SessionEvent::Connected { .. } => {
+                if !self.check_pin(id) {
+                    return;
+                }
                 if let Some(event) = self.connected_event(id) {
                     self.emit(event);
                 }
@@ -97,6 +115,7 @@ impl Core {
                 username,
                 text,
                 sent_at,
+                encrypted: self.sessions.get(&id).is_some_and(|s| s.is_encrypted()),
             },
             SessionEvent::Delivered { line } => Event::Delivered { to: id, line },
             SessionEvent::Undeliverable { line } => Event::Undeliverable { to: id, line },
@@ -163,7 +182,15 @@ impl Core {
             reliable: session.reliable(),
             incoming: self.focus.is_incoming(id),
             probe_rounds: session.probe_rounds(),
+            encrypted: session.is_encrypted(),
+            safety_number: self.safety_number(session),
         })
+    }
+
+    /// Our and the peer's key as a safety number, once its key is proven.
+    fn safety_number(&self, session: &crate::session::Session) -> Option<String> {
+        let theirs = session.security().remote_key?;
+        Some(SafetyNumber::new(&self.identity.public_key(), &theirs).to_string())
     }
 
     pub(super) fn status(&self, id: Option<RequestId>) -> Event {
@@ -184,6 +211,8 @@ impl Core {
                 rtt_ms: s.rtt().map(millis),
                 reliable: s.reliable(),
                 pending: s.pending_lines(),
+                encrypted: s.is_encrypted(),
+                safety_number: self.safety_number(s),
             })
             .collect();
         sessions.sort_by_key(|s| s.peer_id);
