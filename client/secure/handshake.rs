@@ -1,0 +1,522 @@
+//! The Noise handshake: IK when the initiator knows the responder's key
+//! (from the registry), XX otherwise; both with X25519, ChaCha20-Poly1305
+//! and BLAKE2s, via `snow`.
+//!
+//! Wire form: one tag byte, then the Noise message. msg1 carries the
+//! pattern (`1` IK, `2` XX); msg2 is `0x11` / `0x12`, msg3 (XX) `0x22`, so a
+//! message of another stage or pattern fails before Noise sees it.
+//!
+//! Every payload Noise encrypts is [`PAYLOAD_LEN`] bytes: the sender's
+//! Ed25519 key (32), its [`LocalParams`] (session u64 BE, index u32 BE) and
+//! a timestamp (unix ms, u64 BE). XX msg1 travels in the clear and so
+//! carries an empty payload. Each side checks that the presented Ed25519
+//! key maps to the Noise static key the peer proved it holds
+//! ([`PublicKey::to_x25519`]) and owns the id the [`Prologue`] names for
+//! the peer's role. The responder refuses an IK msg1 whose timestamp is
+//! more than [`MAX_CLOCK_SKEW`] off; within it, a replayed msg1 still gets
+//! an answer nobody but the real initiator can read, so callers should also
+//! drop a msg1 whose (key, session) they already answered.
+
+use std::time::Duration;
+
+use p2pchat::{PeerId, PublicKey};
+use snow::HandshakeState;
+use tokio::time::Instant;
+use zeroize::Zeroize;
+
+use super::error::HandshakeError;
+use super::transport::Transport;
+use crate::identity::Identity;
+
+/// Version of this handshake and envelope; bound into the prologue.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// How far an IK msg1 timestamp may be from the responder's clock.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
+/// The largest handshake message accepted (ours are at most 149 bytes).
+pub const MAX_HANDSHAKE_MESSAGE: usize = 400;
+/// Length of a handshake payload: key 32 | session 8 | index 4 | time 8.
+pub const PAYLOAD_LEN: usize = 32 + 8 + 4 + 8;
+
+const IK_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
+const XX_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
+const PROLOGUE_DOMAIN: &[u8] = b"p2pchat noise v1\0";
+const MSG1_IK: u8 = 0x01;
+const MSG1_XX: u8 = 0x02;
+const MSG2_IK: u8 = 0x11;
+const MSG2_XX: u8 = 0x12;
+const MSG3_XX: u8 = 0x22;
+
+/// What both sides bind into the Noise prologue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prologue<'a> {
+    /// Who sends msg1.
+    pub initiator: PeerId,
+    /// Who answers it.
+    pub responder: PeerId,
+    /// The negotiated extensions, in the order both sides agreed on.
+    pub extensions: &'a [String],
+}
+
+impl Prologue<'_> {
+    /// `"p2pchat noise v1\0"` | version | initiator 16 | responder 16 |
+    /// u16 BE count | each extension as u16 BE length + bytes. A count or
+    /// length past `u16::MAX` is cut there (the encoding stays unambiguous).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(PROLOGUE_DOMAIN.len() + 35 + self.extensions.len() * 16);
+        out.extend_from_slice(PROLOGUE_DOMAIN);
+        out.push(PROTOCOL_VERSION);
+        out.extend_from_slice(self.initiator.as_bytes());
+        out.extend_from_slice(self.responder.as_bytes());
+        let count = u16::try_from(self.extensions.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&count.to_be_bytes());
+        for ext in self.extensions.iter().take(usize::from(count)) {
+            let len = u16::try_from(ext.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&ext.as_bytes()[..usize::from(len)]);
+        }
+        out
+    }
+}
+
+/// Our side's values carried (encrypted) inside handshake messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalParams {
+    /// The session this handshake is for.
+    pub session: u64,
+    /// The receiver index the peer puts on datagrams to us.
+    pub index: u32,
+}
+
+/// The Noise pattern of a handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern {
+    /// Two messages; the initiator knew the responder's key.
+    IK,
+    /// Three messages; keys learnt in the handshake.
+    XX,
+}
+
+/// The result of a finished handshake.
+#[derive(Debug)]
+pub struct Established {
+    /// The peer's authenticated key (it owns the prologue's id).
+    pub remote_key: PublicKey,
+    /// The peer's parameters.
+    pub remote: LocalParams,
+    /// The Noise handshake hash (channel binding).
+    pub handshake_hash: [u8; 32],
+    /// The keys, ready to seal and open.
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Initiator: msg1 sent, waiting for msg2.
+    AwaitMsg2,
+    /// XX responder: msg2 sent, waiting for msg3.
+    AwaitMsg3,
+    Finished,
+    Aborted,
+}
+
+/// A started handshake (either role). Opaque; `Debug` shows no keys.
+pub struct Handshake {
+    noise: HandshakeState,
+    pattern: Pattern,
+    stage: Stage,
+    local: LocalParams,
+    /// The key we present (our identity's).
+    presented: PublicKey,
+    /// Our msg3 timestamp (the initiator's clock at `initiate`).
+    now_unix_ms: u64,
+    /// Who the peer must be, from the prologue.
+    expected_remote: PeerId,
+    remote_key: Option<PublicKey>,
+    remote_params: Option<LocalParams>,
+}
+
+impl std::fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handshake")
+            .field("pattern", &self.pattern)
+            .field("initiator", &self.noise.is_initiator())
+            .field("stage", &self.stage)
+            .field("expected_remote", &self.expected_remote)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Payload {
+    key: PublicKey,
+    params: LocalParams,
+    timestamp_ms: u64,
+}
+
+impl Payload {
+    fn encode(&self) -> [u8; PAYLOAD_LEN] {
+        let mut out = [0u8; PAYLOAD_LEN];
+        out[..32].copy_from_slice(self.key.as_bytes());
+        out[32..40].copy_from_slice(&self.params.session.to_be_bytes());
+        out[40..44].copy_from_slice(&self.params.index.to_be_bytes());
+        out[44..].copy_from_slice(&self.timestamp_ms.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Payload, HandshakeError> {
+        let bytes: &[u8; PAYLOAD_LEN] = bytes.try_into().map_err(|_| HandshakeError::Malformed)?;
+        let (key, rest) = bytes.split_at(32);
+        let (session, rest) = rest.split_at(8);
+        let (index, time) = rest.split_at(4);
+        Ok(Payload {
+            key: PublicKey::from_bytes(key).map_err(|_| HandshakeError::Malformed)?,
+            params: LocalParams {
+                session: u64::from_be_bytes(
+                    session.try_into().map_err(|_| HandshakeError::Malformed)?,
+                ),
+                index: u32::from_be_bytes(index.try_into().map_err(|_| HandshakeError::Malformed)?),
+            },
+            timestamp_ms: u64::from_be_bytes(
+                time.try_into().map_err(|_| HandshakeError::Malformed)?,
+            ),
+        })
+    }
+}
+
+fn build(
+    identity: &Identity,
+    pattern: Pattern,
+    remote: Option<&[u8; 32]>,
+    prologue: &[u8],
+    initiator: bool,
+) -> Result<HandshakeState, HandshakeError> {
+    let name = match pattern {
+        Pattern::IK => IK_PARAMS,
+        Pattern::XX => XX_PARAMS,
+    };
+    let params = name.parse().map_err(|_| HandshakeError::Internal)?;
+    let private = identity.noise_private_key();
+    let internal = |_| HandshakeError::Internal;
+    let mut builder = snow::Builder::new(params)
+        .local_private_key(&private[..])
+        .map_err(internal)?
+        .prologue(prologue)
+        .map_err(internal)?;
+    if let Some(key) = remote {
+        builder = builder.remote_public_key(key).map_err(internal)?;
+    }
+    if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    }
+    .map_err(internal)
+}
+
+/// Writes one Noise message behind `tag`.
+fn write(noise: &mut HandshakeState, tag: u8, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+    let len = noise
+        .write_message(payload, &mut buf[1..])
+        .map_err(|_| HandshakeError::Internal)?;
+    buf[0] = tag;
+    Ok(buf[..=len].to_vec())
+}
+
+/// Checks size and tag, then reads the Noise message into a payload buffer
+/// (Noise leaves its state unchanged when it refuses).
+fn read(noise: &mut HandshakeState, tag: u8, msg: &[u8]) -> Result<Vec<u8>, HandshakeError> {
+    if msg.len() > MAX_HANDSHAKE_MESSAGE {
+        return Err(HandshakeError::TooLarge);
+    }
+    match msg.split_first() {
+        None => Err(HandshakeError::Malformed),
+        Some((&t, _)) if t != tag => Err(
+            if [MSG1_IK, MSG1_XX, MSG2_IK, MSG2_XX, MSG3_XX].contains(&t) {
+                HandshakeError::UnexpectedMessage
+            } else {
+                HandshakeError::Malformed
+            },
+        ),
+        Some((_, body)) => {
+            let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
+            let len = noise
+                .read_message(body, &mut buf)
+                .map_err(HandshakeError::from_noise_read)?;
+            Ok(buf[..len].to_vec())
+        }
+    }
+}
+
+/// The peer's payload must present the key behind its Noise static and own
+/// the id the prologue names.
+fn verify(
+    noise: &HandshakeState,
+    payload: &Payload,
+    expected: PeerId,
+) -> Result<(), HandshakeError> {
+    let static_key = noise.get_remote_static().ok_or(HandshakeError::Internal)?;
+    if static_key != payload.key.to_x25519().as_slice() {
+        return Err(HandshakeError::KeyMismatch);
+    }
+    if !payload.key.owns(&expected) {
+        return Err(HandshakeError::WrongPeer);
+    }
+    Ok(())
+}
+
+impl Handshake {
+    /// Initiator: IK when `remote` is Some (its key from the registry), XX
+    /// otherwise. Returns the first message (msg1) bytes.
+    pub fn initiate(
+        identity: &Identity,
+        remote: Option<&PublicKey>,
+        prologue: &Prologue,
+        local: LocalParams,
+        now_unix_ms: u64,
+    ) -> Result<(Handshake, Vec<u8>), HandshakeError> {
+        if !identity.public_key().owns(&prologue.initiator) {
+            return Err(HandshakeError::NotOurId);
+        }
+        if remote.is_some_and(|key| !key.owns(&prologue.responder)) {
+            return Err(HandshakeError::WrongPeer);
+        }
+        Self::initiate_presenting(
+            identity,
+            identity.public_key(),
+            remote,
+            prologue,
+            local,
+            now_unix_ms,
+        )
+    }
+
+    /// `initiate` without the local checks, presenting any key (tests
+    /// play a lying initiator with it).
+    pub(super) fn initiate_presenting(
+        identity: &Identity,
+        presented: PublicKey,
+        remote: Option<&PublicKey>,
+        prologue: &Prologue,
+        local: LocalParams,
+        now_unix_ms: u64,
+    ) -> Result<(Handshake, Vec<u8>), HandshakeError> {
+        let pattern = if remote.is_some() {
+            Pattern::IK
+        } else {
+            Pattern::XX
+        };
+        let remote_x = remote.map(PublicKey::to_x25519);
+        let mut noise = build(
+            identity,
+            pattern,
+            remote_x.as_ref(),
+            &prologue.to_bytes(),
+            true,
+        )?;
+        let payload = Payload {
+            key: presented,
+            params: local,
+            timestamp_ms: now_unix_ms,
+        };
+        let msg1 = match pattern {
+            Pattern::IK => write(&mut noise, MSG1_IK, &payload.encode())?,
+            Pattern::XX => write(&mut noise, MSG1_XX, &[])?,
+        };
+        let handshake = Handshake {
+            noise,
+            pattern,
+            stage: Stage::AwaitMsg2,
+            local,
+            presented,
+            now_unix_ms,
+            expected_remote: prologue.responder,
+            remote_key: None,
+            remote_params: None,
+        };
+        Ok((handshake, msg1))
+    }
+
+    /// Responder: reads msg1 (pattern from its first byte) and returns msg2
+    /// bytes. Refuses an IK msg1 whose timestamp is more than
+    /// [`MAX_CLOCK_SKEW`] from `now_unix_ms`.
+    pub fn respond(
+        identity: &Identity,
+        prologue: &Prologue,
+        msg1: &[u8],
+        local: LocalParams,
+        now_unix_ms: u64,
+    ) -> Result<(Handshake, Vec<u8>), HandshakeError> {
+        if !identity.public_key().owns(&prologue.responder) {
+            return Err(HandshakeError::NotOurId);
+        }
+        Self::respond_presenting(
+            identity,
+            identity.public_key(),
+            prologue,
+            msg1,
+            local,
+            now_unix_ms,
+        )
+    }
+
+    /// `respond` without the local check, presenting any key (tests).
+    pub(super) fn respond_presenting(
+        identity: &Identity,
+        presented: PublicKey,
+        prologue: &Prologue,
+        msg1: &[u8],
+        local: LocalParams,
+        now_unix_ms: u64,
+    ) -> Result<(Handshake, Vec<u8>), HandshakeError> {
+        if msg1.len() > MAX_HANDSHAKE_MESSAGE {
+            return Err(HandshakeError::TooLarge);
+        }
+        let (tag, pattern) = match msg1.first() {
+            Some(&MSG1_IK) => (MSG1_IK, Pattern::IK),
+            Some(&MSG1_XX) => (MSG1_XX, Pattern::XX),
+            Some(&(MSG2_IK | MSG2_XX | MSG3_XX)) => return Err(HandshakeError::UnexpectedMessage),
+            _ => return Err(HandshakeError::Malformed),
+        };
+        let mut noise = build(identity, pattern, None, &prologue.to_bytes(), false)?;
+        let received = read(&mut noise, tag, msg1)?;
+        let mut handshake = Handshake {
+            noise,
+            pattern,
+            stage: Stage::AwaitMsg3,
+            local,
+            presented,
+            now_unix_ms,
+            expected_remote: prologue.initiator,
+            remote_key: None,
+            remote_params: None,
+        };
+        let ours = Payload {
+            key: presented,
+            params: local,
+            timestamp_ms: now_unix_ms,
+        }
+        .encode();
+        match pattern {
+            Pattern::IK => {
+                let theirs = Payload::decode(&received)?;
+                verify(&handshake.noise, &theirs, prologue.initiator)?;
+                let skew = theirs.timestamp_ms.abs_diff(now_unix_ms);
+                if u128::from(skew) > MAX_CLOCK_SKEW.as_millis() {
+                    return Err(HandshakeError::ClockSkew);
+                }
+                handshake.accept(&theirs);
+                let msg2 = write(&mut handshake.noise, MSG2_IK, &ours)?;
+                handshake.stage = Stage::Finished;
+                Ok((handshake, msg2))
+            }
+            Pattern::XX => {
+                if !received.is_empty() {
+                    return Err(HandshakeError::Malformed);
+                }
+                let msg2 = write(&mut handshake.noise, MSG2_XX, &ours)?;
+                Ok((handshake, msg2))
+            }
+        }
+    }
+
+    /// Initiator reads msg2 (returns Some(msg3) for XX, None for IK);
+    /// responder reads msg3 (XX only; returns None).
+    pub fn read(&mut self, msg: &[u8]) -> Result<Option<Vec<u8>>, HandshakeError> {
+        let tag = match (self.stage, self.pattern) {
+            (Stage::AwaitMsg2, Pattern::IK) => MSG2_IK,
+            (Stage::AwaitMsg2, Pattern::XX) => MSG2_XX,
+            (Stage::AwaitMsg3, _) => MSG3_XX,
+            (Stage::Finished, _) => return Err(HandshakeError::UnexpectedMessage),
+            (Stage::Aborted, _) => return Err(HandshakeError::Aborted),
+        };
+        let received = read(&mut self.noise, tag, msg)?;
+        // Noise accepted the message and moved on: any failure now is final.
+        match self.finish_read(&received) {
+            Ok(reply) => Ok(reply),
+            Err(err) => {
+                self.stage = Stage::Aborted;
+                Err(err)
+            }
+        }
+    }
+
+    fn finish_read(&mut self, received: &[u8]) -> Result<Option<Vec<u8>>, HandshakeError> {
+        let theirs = Payload::decode(received)?;
+        verify(&self.noise, &theirs, self.expected_remote)?;
+        self.accept(&theirs);
+        let reply = if self.stage == Stage::AwaitMsg2 && self.pattern == Pattern::XX {
+            let ours = Payload {
+                key: self.presented,
+                params: self.local,
+                timestamp_ms: self.now_unix_ms,
+            };
+            Some(write(&mut self.noise, MSG3_XX, &ours.encode())?)
+        } else {
+            None
+        };
+        self.stage = Stage::Finished;
+        Ok(reply)
+    }
+
+    fn accept(&mut self, theirs: &Payload) {
+        self.remote_key = Some(theirs.key);
+        self.remote_params = Some(theirs.params);
+    }
+
+    /// True once this side has all keys (IK: initiator after msg2,
+    /// responder right after writing msg2; XX: initiator after writing
+    /// msg3, responder after reading it).
+    pub fn is_finished(&self) -> bool {
+        self.stage == Stage::Finished
+    }
+
+    /// The pattern.
+    pub fn pattern(&self) -> Pattern {
+        self.pattern
+    }
+
+    /// Whether we sent msg1.
+    pub fn is_initiator(&self) -> bool {
+        self.noise.is_initiator()
+    }
+
+    /// The authenticated remote key, once known.
+    pub fn remote_key(&self) -> Option<PublicKey> {
+        self.remote_key
+    }
+
+    /// The remote's parameters, once received.
+    pub fn remote_params(&self) -> Option<LocalParams> {
+        self.remote_params
+    }
+
+    /// Consumes a finished handshake; `now` starts the first key epoch.
+    pub fn into_established(mut self, now: Instant) -> Result<Established, HandshakeError> {
+        if self.stage != Stage::Finished || !self.noise.is_handshake_finished() {
+            return Err(HandshakeError::NotFinished);
+        }
+        let (remote_key, remote) = self
+            .remote_key
+            .zip(self.remote_params)
+            .ok_or(HandshakeError::Internal)?;
+        let handshake_hash: [u8; 32] = self
+            .noise
+            .get_handshake_hash()
+            .try_into()
+            .map_err(|_| HandshakeError::Internal)?;
+        let (mut i2r, mut r2i) = self.noise.dangerously_get_raw_split();
+        let transport = if self.noise.is_initiator() {
+            Transport::new(&i2r, &r2i, self.local.index, remote.index, now)
+        } else {
+            Transport::new(&r2i, &i2r, self.local.index, remote.index, now)
+        };
+        i2r.zeroize();
+        r2i.zeroize();
+        Ok(Established {
+            remote_key,
+            remote,
+            handshake_hash,
+            transport,
+        })
+    }
+}
