@@ -25,67 +25,17 @@ use tokio::time::Instant;
 use zeroize::Zeroize;
 
 use super::error::HandshakeError;
+pub use super::messages::{LocalParams, PAYLOAD_LEN, PROTOCOL_VERSION, Prologue};
+use super::messages::{
+    MSG1_IK, MSG1_XX, MSG2_IK, MSG2_XX, MSG3_XX, Payload, build, read, verify, write,
+};
 use super::transport::Transport;
 use crate::identity::Identity;
 
-/// Version of this handshake and envelope; bound into the prologue.
-pub const PROTOCOL_VERSION: u8 = 1;
 /// How far an IK msg1 timestamp may be from the responder's clock.
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(120);
 /// The largest handshake message accepted (ours are at most 149 bytes).
 pub const MAX_HANDSHAKE_MESSAGE: usize = 400;
-/// Length of a handshake payload: key 32 | session 8 | index 4 | time 8.
-pub const PAYLOAD_LEN: usize = 32 + 8 + 4 + 8;
-
-const IK_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
-const XX_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
-const PROLOGUE_DOMAIN: &[u8] = b"p2pchat noise v1\0";
-const MSG1_IK: u8 = 0x01;
-const MSG1_XX: u8 = 0x02;
-const MSG2_IK: u8 = 0x11;
-const MSG2_XX: u8 = 0x12;
-const MSG3_XX: u8 = 0x22;
-
-/// What both sides bind into the Noise prologue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prologue<'a> {
-    /// Who sends msg1.
-    pub initiator: PeerId,
-    /// Who answers it.
-    pub responder: PeerId,
-    /// The negotiated extensions, in the order both sides agreed on.
-    pub extensions: &'a [String],
-}
-
-impl Prologue<'_> {
-    /// `"p2pchat noise v1\0"` | version | initiator 16 | responder 16 |
-    /// u16 BE count | each extension as u16 BE length + bytes. A count or
-    /// length past `u16::MAX` is cut there (the encoding stays unambiguous).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(PROLOGUE_DOMAIN.len() + 35 + self.extensions.len() * 16);
-        out.extend_from_slice(PROLOGUE_DOMAIN);
-        out.push(PROTOCOL_VERSION);
-        out.extend_from_slice(self.initiator.as_bytes());
-        out.extend_from_slice(self.responder.as_bytes());
-        let count = u16::try_from(self.extensions.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&count.to_be_bytes());
-        for ext in self.extensions.iter().take(usize::from(count)) {
-            let len = u16::try_from(ext.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&ext.as_bytes()[..usize::from(len)]);
-        }
-        out
-    }
-}
-
-/// Our side's values carried (encrypted) inside handshake messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalParams {
-    /// The session this handshake is for.
-    pub session: u64,
-    /// The receiver index the peer puts on datagrams to us.
-    pub index: u32,
-}
 
 /// The Noise pattern of a handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,124 +94,6 @@ impl std::fmt::Debug for Handshake {
             .field("expected_remote", &self.expected_remote)
             .finish_non_exhaustive()
     }
-}
-
-struct Payload {
-    key: PublicKey,
-    params: LocalParams,
-    timestamp_ms: u64,
-}
-
-impl Payload {
-    fn encode(&self) -> [u8; PAYLOAD_LEN] {
-        let mut out = [0u8; PAYLOAD_LEN];
-        out[..32].copy_from_slice(self.key.as_bytes());
-        out[32..40].copy_from_slice(&self.params.session.to_be_bytes());
-        out[40..44].copy_from_slice(&self.params.index.to_be_bytes());
-        out[44..].copy_from_slice(&self.timestamp_ms.to_be_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Payload, HandshakeError> {
-        let bytes: &[u8; PAYLOAD_LEN] = bytes.try_into().map_err(|_| HandshakeError::Malformed)?;
-        let (key, rest) = bytes.split_at(32);
-        let (session, rest) = rest.split_at(8);
-        let (index, time) = rest.split_at(4);
-        Ok(Payload {
-            key: PublicKey::from_bytes(key).map_err(|_| HandshakeError::Malformed)?,
-            params: LocalParams {
-                session: u64::from_be_bytes(
-                    session.try_into().map_err(|_| HandshakeError::Malformed)?,
-                ),
-                index: u32::from_be_bytes(index.try_into().map_err(|_| HandshakeError::Malformed)?),
-            },
-            timestamp_ms: u64::from_be_bytes(
-                time.try_into().map_err(|_| HandshakeError::Malformed)?,
-            ),
-        })
-    }
-}
-
-fn build(
-    identity: &Identity,
-    pattern: Pattern,
-    remote: Option<&[u8; 32]>,
-    prologue: &[u8],
-    initiator: bool,
-) -> Result<HandshakeState, HandshakeError> {
-    let name = match pattern {
-        Pattern::IK => IK_PARAMS,
-        Pattern::XX => XX_PARAMS,
-    };
-    let params = name.parse().map_err(|_| HandshakeError::Internal)?;
-    let private = identity.noise_private_key();
-    let internal = |_| HandshakeError::Internal;
-    let mut builder = snow::Builder::new(params)
-        .local_private_key(&private[..])
-        .map_err(internal)?
-        .prologue(prologue)
-        .map_err(internal)?;
-    if let Some(key) = remote {
-        builder = builder.remote_public_key(key).map_err(internal)?;
-    }
-    if initiator {
-        builder.build_initiator()
-    } else {
-        builder.build_responder()
-    }
-    .map_err(internal)
-}
-
-/// Writes one Noise message behind `tag`.
-fn write(noise: &mut HandshakeState, tag: u8, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
-    let len = noise
-        .write_message(payload, &mut buf[1..])
-        .map_err(|_| HandshakeError::Internal)?;
-    buf[0] = tag;
-    Ok(buf[..=len].to_vec())
-}
-
-/// Checks size and tag, then reads the Noise message into a payload buffer
-/// (Noise leaves its state unchanged when it refuses).
-fn read(noise: &mut HandshakeState, tag: u8, msg: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    if msg.len() > MAX_HANDSHAKE_MESSAGE {
-        return Err(HandshakeError::TooLarge);
-    }
-    match msg.split_first() {
-        None => Err(HandshakeError::Malformed),
-        Some((&t, _)) if t != tag => Err(
-            if [MSG1_IK, MSG1_XX, MSG2_IK, MSG2_XX, MSG3_XX].contains(&t) {
-                HandshakeError::UnexpectedMessage
-            } else {
-                HandshakeError::Malformed
-            },
-        ),
-        Some((_, body)) => {
-            let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
-            let len = noise
-                .read_message(body, &mut buf)
-                .map_err(HandshakeError::from_noise_read)?;
-            Ok(buf[..len].to_vec())
-        }
-    }
-}
-
-/// The peer's payload must present the key behind its Noise static and own
-/// the id the prologue names.
-fn verify(
-    noise: &HandshakeState,
-    payload: &Payload,
-    expected: PeerId,
-) -> Result<(), HandshakeError> {
-    let static_key = noise.get_remote_static().ok_or(HandshakeError::Internal)?;
-    if static_key != payload.key.to_x25519().as_slice() {
-        return Err(HandshakeError::KeyMismatch);
-    }
-    if !payload.key.owns(&expected) {
-        return Err(HandshakeError::WrongPeer);
-    }
-    Ok(())
 }
 
 impl Handshake {

@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod handshake;
+mod messages;
 pub mod replay;
 pub mod transport;
 
