@@ -17,6 +17,12 @@ pub(super) fn params(session: u64, index: u32) -> LocalParams {
     LocalParams { session, index }
 }
 
+/// Two identities, the same in every run.
+pub(super) fn fixed_pair() -> (Identity, Identity) {
+    let key = |seed| Identity::from_signing_key(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+    (key(1), key(2))
+}
+
 /// Runs a full handshake between `a` (initiator) and `b`; IK when `ik`.
 pub(super) fn pair(
     a: &Identity,
