@@ -320,3 +320,41 @@ impl Transport {
         self.current.epoch
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chacha20poly1305::aead::Aead;
+
+    /// Our `REKEY` is Noise's: after snow rekeys its own copy of the same
+    /// key, both encrypt alike.
+    #[test]
+    fn rekey_matches_snow() {
+        let params: snow::params::NoiseParams =
+            "Noise_NN_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
+        let mut i = snow::Builder::new(params.clone())
+            .build_initiator()
+            .unwrap();
+        let mut r = snow::Builder::new(params).build_responder().unwrap();
+        let (mut buf, mut out) = ([0u8; 200], [0u8; 200]);
+        let n = i.write_message(&[], &mut buf).unwrap();
+        r.read_message(&buf[..n], &mut out).unwrap();
+        let n = r.write_message(&[], &mut buf).unwrap();
+        i.read_message(&buf[..n], &mut out).unwrap();
+        let (k1, _) = i.dangerously_get_raw_split();
+        let mut snow_side = i.into_stateless_transport_mode().unwrap();
+
+        let mut ours = ChaCha20Poly1305::new(Key::from_slice(&k1));
+        for round in 0..3u64 {
+            snow_side.rekey_outgoing();
+            ours = rekey(&ours).unwrap();
+            let n = snow_side
+                .write_message(round * 7, b"payload", &mut buf)
+                .unwrap();
+            let mine = ours
+                .encrypt(&nonce(round * 7), b"payload".as_slice())
+                .unwrap();
+            assert_eq!(buf[..n], mine[..]);
+        }
+    }
+}
