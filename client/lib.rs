@@ -7,6 +7,7 @@
 //!   (candidates, probing, selection), liveness (keep-alive, RTT), reliable
 //!   numbered streams, fragmentation, and the channel seam between them and
 //!   the wire (plaintext today; where encryption slots in).
+//! * [`secure`]: the sans-IO Noise layer (handshake, sealed datagrams).
 //! * [`relay`]: the peer's relay bindings (pure: BIND schedule, wrapping).
 //! * [`stun`]: the STUN client (Binding requests and answers).
 //! * [`transport`]: the UDP socket edge, behind a trait tests can wrap.
@@ -28,6 +29,7 @@ pub mod identity;
 pub mod input;
 pub mod json_ui;
 pub mod relay;
+pub mod secure;
 pub mod session;
 pub mod signaling;
 pub mod stun;
