@@ -31,3 +31,10 @@ pub use transport::{
     ENVELOPE_OVERHEAD, ENVELOPE_VERSION, MAGIC, MAX_PLAINTEXT, PREVIOUS_EPOCH_GRACE,
     REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME, Transport, receiver_index,
 };
+
+/// Whether `msg` is a first handshake message (of either pattern), by its
+/// tag byte alone: the engine routes a first message to a new handshake and
+/// anything else to the one in progress.
+pub fn is_first_message(msg: &[u8]) -> bool {
+    matches!(msg.first(), Some(&messages::MSG1_IK | &messages::MSG1_XX))
+}
