@@ -79,11 +79,7 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 /// Opens `path` for reading and checks, on the opened file (no race with a
 /// rename), that it is a regular file of at most `max` bytes with none of
 /// the `forbidden` permission bits.
-pub(crate) fn open_checked(
-    path: &Path,
-    forbidden: u32,
-    max: u64,
-) -> Result<File, IdentityError> {
+pub(crate) fn open_checked(path: &Path, forbidden: u32, max: u64) -> Result<File, IdentityError> {
     let file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => IdentityError::NotFound {
             path: path.to_path_buf(),

@@ -66,7 +66,7 @@ pub enum IdentityError {
 
     /// The key file does not hold an Ed25519 PKCS#8 PEM private key.
     #[error(
-        "the identity key {} is not a valid Ed25519 private key ({reason}); it was left \
+        "the identity key {} is not a valid Ed25519 private key: {reason}; it was left \
          untouched: restore it from a backup, or move it away to start over with a new \
          identity (peers who knew you will see a new key)",
         path.display()
@@ -133,7 +133,9 @@ pub enum IdentityError {
     /// A pin whose key does not derive its peer id (a caller's mistake:
     /// such a peer is refused before it could be pinned), or an id already
     /// pinned to another key (two keys deriving one id: a forged collision).
-    #[error("cannot pin peer {peer_id}: its key does not derive that id, or the id is pinned to another key")]
+    #[error(
+        "cannot pin peer {peer_id}: its key does not derive that id, or the id is pinned to another key"
+    )]
     KeyDoesNotOwnId {
         /// The id.
         peer_id: p2pchat::PeerId,
@@ -151,9 +153,7 @@ pub enum IdentityError {
     /// The username is already pinned to another key: the caller must
     /// [`forget`](crate::identity::known_peers::KnownPeers::forget) the old
     /// pin first (the user's `/trust`).
-    #[error(
-        "{username:?} is pinned to another key; accept the new key explicitly (/trust) first"
-    )]
+    #[error("{username:?} is pinned to another key; accept the new key explicitly (/trust) first")]
     NameAlreadyPinned {
         /// The username.
         username: String,

@@ -132,7 +132,7 @@ fn decode(path: &Path, bytes: &[u8]) -> Result<Identity, IdentityError> {
     }
     if !text.contains("-----BEGIN PRIVATE KEY-----") {
         return Err(corrupt(
-            "no \"-----BEGIN PRIVATE KEY-----\" block (PKCS#8 PEM expected)".to_owned(),
+            "no \"-----BEGIN PRIVATE KEY-----\" line, PKCS#8 PEM expected".to_owned(),
         ));
     }
     let signing = SigningKey::from_pkcs8_pem(text.trim())
@@ -181,7 +181,10 @@ mod tests {
             );
         }
         assert!(matches!(p(None, None), Err(IdentityError::NoDataDir)));
-        assert!(matches!(p(Some("rel"), Some("")), Err(IdentityError::NoDataDir)));
+        assert!(matches!(
+            p(Some("rel"), Some("")),
+            Err(IdentityError::NoDataDir)
+        ));
         let msg = p(None, None).unwrap_err().to_string();
         assert!(msg.contains("--identity PATH"), "{msg}");
     }
@@ -249,7 +252,10 @@ mod tests {
                 "{err:?}"
             );
             let msg = err.to_string();
-            assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
+            assert!(
+                msg.contains(&format!("chmod 600 {}", path.display())),
+                "{msg}"
+            );
             assert_eq!(fs::read(&path).unwrap(), bytes);
             assert_eq!(mode(&path), bad, "the mode is the user's to fix");
         }

@@ -60,9 +60,7 @@ pub struct SafetyNumber {
 impl SafetyNumber {
     /// The number both `ours` and `theirs` see for their conversation.
     pub fn new(ours: &PublicKey, theirs: &PublicKey) -> SafetyNumber {
-        let (a, b) = (fingerprint(ours), fingerprint(theirs));
-        let digits = if a <= b { a + &b } else { b + &a };
-        SafetyNumber { digits }
+        combine(fingerprint(ours), fingerprint(theirs))
     }
 
     /// The 60 digits, without spaces.
@@ -91,16 +89,23 @@ impl fmt::Debug for SafetyNumber {
     }
 }
 
+/// The number of two fingerprints: the smaller first.
+fn combine(a: String, b: String) -> SafetyNumber {
+    let digits = if a <= b { a + &b } else { b + &a };
+    SafetyNumber { digits }
+}
+
 /// One key's 30 digits.
 fn fingerprint(key: &PublicKey) -> String {
-    let mut hash: Vec<u8> = Vec::new();
-    for _ in 0..ITERATIONS {
-        hash = Sha512::new()
-            .chain_update(VERSION)
-            .chain_update(key.as_bytes())
-            .chain_update(&hash)
-            .finalize()
-            .to_vec();
+    let mut hash = [0u8; 64];
+    for i in 0..ITERATIONS {
+        let mut hasher = Sha512::new();
+        hasher.update(VERSION);
+        hasher.update(key.as_bytes());
+        if i > 0 {
+            hasher.update(hash);
+        }
+        hash.copy_from_slice(&hasher.finalize());
     }
     let mut digits = String::with_capacity(HALF_DIGITS);
     for chunk in hash[..30].chunks(5) {
@@ -136,16 +141,20 @@ mod tests {
 
     #[test]
     fn a_changed_key_changes_the_number() {
-        let (a, b, c) = (key(1), key(2), key(3));
-        let ab = SafetyNumber::new(&a, &b);
-        assert_ne!(ab, SafetyNumber::new(&a, &c));
-        assert_ne!(ab, SafetyNumber::new(&c, &b));
+        // (Hashing is slow unoptimised: each fingerprint is computed once.)
+        let (a, c) = (key(1), key(3));
+        let (fa, fb, fc) = (fingerprint(&a), fingerprint(&key(2)), fingerprint(&c));
+        assert_eq!(fa.len(), 30);
+        let ab = combine(fa.clone(), fb.clone());
+        let ac = SafetyNumber::new(&a, &c);
+        assert_eq!(ac, combine(fc.clone(), fa.clone()));
+        assert_ne!(ab, ac);
+        assert_ne!(ab, combine(fc.clone(), fb.clone()));
         // Each key contributes one half: the one both numbers share.
-        let (fa, fb, fc) = (fingerprint(&a), fingerprint(&b), fingerprint(&c));
         assert!(ab.digits().contains(&fa) && ab.digits().contains(&fb));
         assert!(!ab.digits().contains(&fc));
         // Talking to oneself is well defined too.
-        assert_eq!(SafetyNumber::new(&a, &a).digits(), fa.clone() + &fa);
+        assert_eq!(combine(fa.clone(), fa.clone()).digits(), fa.clone() + &fa);
     }
 
     #[test]
@@ -154,8 +163,14 @@ mod tests {
         // versions and machines. Cross-checked against an independent
         // implementation of the construction above (Python's hashlib).
         let (a, b) = (key(1), key(2));
-        assert_eq!(a.to_base64(), "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=");
-        assert_eq!(b.to_base64(), "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=");
+        assert_eq!(
+            a.to_base64(),
+            "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w="
+        );
+        assert_eq!(
+            b.to_base64(),
+            "gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="
+        );
         let number = SafetyNumber::new(&a, &b);
         assert_eq!(
             number.to_string(),

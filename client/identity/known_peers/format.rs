@@ -39,7 +39,10 @@ pub(super) fn parse_line(text: &str) -> Result<PinnedPeer, String> {
         .parse::<u64>()
         .map_err(|_| format!("{first_seen:?} is not a unix time"))?;
     let username = unescape(name)?;
-    if username.as_ref().is_some_and(|n| n.len() > MAX_PINNED_USERNAME_BYTES) {
+    if username
+        .as_ref()
+        .is_some_and(|n| n.len() > MAX_PINNED_USERNAME_BYTES)
+    {
         return Err(format!(
             "the username is longer than {MAX_PINNED_USERNAME_BYTES} bytes"
         ));

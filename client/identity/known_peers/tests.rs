@@ -42,8 +42,13 @@ fn check_pin_and_forget_by_id_and_by_name() {
     assert_eq!(known.check_name("bob", &mallory), Pin::New);
     assert_eq!(known.check_name("", &mallory), Pin::New);
     // Never replaced implicitly.
-    let err = known.pin(mallory.peer_id(), &mallory, "Bob", 200).unwrap_err();
-    assert!(matches!(err, IdentityError::NameAlreadyPinned { .. }), "{err:?}");
+    let err = known
+        .pin(mallory.peer_id(), &mallory, "Bob", 200)
+        .unwrap_err();
+    assert!(
+        matches!(err, IdentityError::NameAlreadyPinned { .. }),
+        "{err:?}"
+    );
     assert_eq!(known.len(), 1);
     // Pinning again keeps the first sighting.
     known.pin(bob.peer_id(), &bob, "Bob", 300).unwrap();
@@ -77,16 +82,25 @@ fn an_id_pin_catches_a_key_that_does_not_own_it() {
     known.pin(a.peer_id(), &a, "", 1).unwrap();
     assert_eq!(known.check(a.peer_id(), &b), Pin::Changed { pinned: a });
     let err = known.pin(a.peer_id(), &b, "x", 1).unwrap_err();
-    assert!(matches!(err, IdentityError::KeyDoesNotOwnId { .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::KeyDoesNotOwnId { .. }),
+        "{err:?}"
+    );
     // A nameless pin gives way to a named one for the same key.
     known.pin(a.peer_id(), &a, "", 2).unwrap();
     assert_eq!(known.len(), 1);
     known.pin(a.peer_id(), &a, "Alice", 3).unwrap();
     assert_eq!(known.len(), 1);
-    assert_eq!(known.iter().next().unwrap().username.as_deref(), Some("Alice"));
+    assert_eq!(
+        known.iter().next().unwrap().username.as_deref(),
+        Some("Alice")
+    );
     let long = "x".repeat(MAX_PINNED_USERNAME_BYTES + 1);
     let err = known.pin(a.peer_id(), &a, &long, 4).unwrap_err();
-    assert!(matches!(err, IdentityError::UsernameTooLong { .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::UsernameTooLong { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -108,7 +122,9 @@ fn pins_round_trip_through_the_file() {
     ];
     for (i, name) in names.iter().enumerate() {
         let k = key(i as u64 + 10);
-        known.pin(k.peer_id(), &k, name, 1_700_000_000 + i as u64).unwrap();
+        known
+            .pin(k.peer_id(), &k, name, 1_700_000_000 + i as u64)
+            .unwrap();
     }
     assert_eq!(mode(&path), 0o600);
     assert_eq!(mode(path.parent().unwrap()), 0o700);
@@ -117,7 +133,10 @@ fn pins_round_trip_through_the_file() {
     assert!(text.contains(" J\u{f6}rg%20\u{65e5}\u{672c}\n"), "{text}");
     assert!(text.contains(" %2D\n") && text.contains(" -\n"), "{text}");
     let reloaded = KnownPeers::load(&path).unwrap();
-    assert_eq!(reloaded.iter().collect::<Vec<_>>(), known.iter().collect::<Vec<_>>());
+    assert_eq!(
+        reloaded.iter().collect::<Vec<_>>(),
+        known.iter().collect::<Vec<_>>()
+    );
     for (i, name) in names.iter().enumerate() {
         let k = key(i as u64 + 10);
         assert_eq!(reloaded.check(k.peer_id(), &k), Pin::Matches);
@@ -142,14 +161,26 @@ fn a_corrupt_line_is_an_error_naming_it() {
     let good = format!("{} {} 5 Alice\n", a.peer_id(), a);
     let cases = [
         (format!("{good}garbage\n"), 2, "expected 4 fields"),
-        (format!("# c\n{good}not-an-id {a} 5 x\n"), 3, "not a peer id"),
+        (
+            format!("# c\n{good}not-an-id {a} 5 x\n"),
+            3,
+            "not a peer id",
+        ),
         (format!("{} AAAA 5 x\n", a.peer_id()), 1, "not a base64"),
         (format!("{} {b} 5 x\n", a.peer_id()), 1, "does not derive"),
-        (format!("{} {a} soon x\n", a.peer_id()), 1, "not a unix time"),
+        (
+            format!("{} {a} soon x\n", a.peer_id()),
+            1,
+            "not a unix time",
+        ),
         (format!("{} {a} 5 bad%4\n", a.peer_id()), 1, "%-escape"),
         (format!("{} {a} 5 bad%+F\n", a.peer_id()), 1, "%-escape"),
         (format!("{} {a} 5 %FF\n", a.peer_id()), 1, "not UTF-8"),
-        (format!("{good}{} {b} 6 Alice\n", b.peer_id()), 2, "pinned twice"),
+        (
+            format!("{good}{} {b} 6 Alice\n", b.peer_id()),
+            2,
+            "pinned twice",
+        ),
     ];
     for (text, line, what) in cases {
         fs::write(&path, &text).unwrap();
@@ -161,7 +192,10 @@ fn a_corrupt_line_is_an_error_naming_it() {
         );
         let msg = err.to_string();
         assert!(msg.contains(what), "{msg}");
-        assert!(msg.contains(&format!("{} line {line}", path.display())), "{msg}");
+        assert!(
+            msg.contains(&format!("{} line {line}", path.display())),
+            "{msg}"
+        );
         assert_eq!(fs::read_to_string(&path).unwrap(), text, "never rewritten");
     }
     // Raw invalid UTF-8 on a line.
@@ -169,7 +203,10 @@ fn a_corrupt_line_is_an_error_naming_it() {
     bytes.extend_from_slice(b"\xff\xfe\n");
     fs::write(&path, &bytes).unwrap();
     let err = KnownPeers::load(&path).unwrap_err();
-    assert!(matches!(err, IdentityError::KnownPeersLine { line: 2, .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::KnownPeersLine { line: 2, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -180,10 +217,17 @@ fn a_file_others_can_write_or_too_large_is_refused() {
     known.pin(key(1).peer_id(), &key(1), "Bob", 1).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o620)).unwrap();
     let err = KnownPeers::load(&path).unwrap_err();
-    assert!(matches!(err, IdentityError::InsecurePermissions { .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::InsecurePermissions { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("chmod 600"), "{err}");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-    assert_eq!(KnownPeers::load(&path).unwrap().len(), 1, "readable is fine");
+    assert_eq!(
+        KnownPeers::load(&path).unwrap().len(),
+        1,
+        "readable is fine"
+    );
     let big = vec![b'#'; MAX_KNOWN_PEERS_FILE_BYTES as usize + 1];
     fs::write(&path, &big).unwrap();
     let err = KnownPeers::load(&path).unwrap_err();
@@ -214,9 +258,15 @@ fn the_pin_limit_holds_at_its_edge() {
     let err = known
         .pin(one_more.peer_id(), &one_more, "one more", 2)
         .unwrap_err();
-    assert!(matches!(err, IdentityError::TooManyKnownPeers { .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::TooManyKnownPeers { .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("10000 known peers") && msg.contains(&path.display().to_string()), "{msg}");
+    assert!(
+        msg.contains("10000 known peers") && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
     assert_eq!(known.len(), MAX_KNOWN_PEERS);
     assert_eq!(known.check_name("one more", &one_more), Pin::New);
     // Already-pinned keys still pin (a no-op) at the limit.
@@ -226,14 +276,20 @@ fn the_pin_limit_holds_at_its_edge() {
     let full = fs::read_to_string(&path).unwrap();
     fs::write(&path, format!("{full}{} {k} 1 extra\n", k.peer_id())).unwrap();
     let err = KnownPeers::load(&path).unwrap_err();
-    assert!(matches!(err, IdentityError::KnownPeersLine { .. }), "{err:?}");
+    assert!(
+        matches!(err, IdentityError::KnownPeersLine { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("more than 10000 pins"), "{err}");
 }
 
 #[test]
 fn a_failed_write_changes_nothing() {
     let dir = TestDir::new("known-rofs");
-    let path = dir.path().join("missing-parent-is-a-file").join(KNOWN_PEERS_FILE_NAME);
+    let path = dir
+        .path()
+        .join("missing-parent-is-a-file")
+        .join(KNOWN_PEERS_FILE_NAME);
     fs::write(dir.path().join("missing-parent-is-a-file"), b"").unwrap();
     let mut known = KnownPeers::load(&path).unwrap_or_else(|_| KnownPeers::in_memory());
     known.path = Some(path);
