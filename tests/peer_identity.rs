@@ -244,8 +244,8 @@ async fn ephemeral_writes_nothing() {
     assert!(err.contains(CREATED), "{err}");
     assert_eq!(mode(&key), 0o600);
     fs::remove_file(&key).unwrap();
-    // And P2PCHAT_EPHEMERAL=1 is.
-    let (code, err) = run_peer_env(home.path(), &[("P2PCHAT_EPHEMERAL", "1")], &[]).await;
+    // And P2PCHAT_EPHEMERAL=true is.
+    let (code, err) = run_peer_env(home.path(), &[("P2PCHAT_EPHEMERAL", "true")], &[]).await;
     assert_eq!(code, 1, "{err}");
     assert!(
         !err.contains(CREATED) && err.contains("unreachable"),
