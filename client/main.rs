@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,6 +11,8 @@ use clap::Parser;
 use p2pchat_client::console::Console;
 use p2pchat_client::engine::{self, Command, EngineConfig};
 use p2pchat_client::frontend;
+use p2pchat_client::identity::known_peers::{self, KnownPeers};
+use p2pchat_client::identity::{Identity, KeyFileStatus, keyfile};
 use p2pchat_client::json_ui::JsonUi;
 use p2pchat_client::session::SessionConfig;
 use p2pchat_client::tui;
@@ -97,6 +100,24 @@ struct Args {
     /// Never relay through the server: direct paths only.
     #[arg(long, env = "P2PCHAT_NO_RELAY")]
     no_relay: bool,
+
+    /// The identity key: who you are to other peers (an Ed25519 key, PKCS#8
+    /// PEM, created with mode 0600 on first run and never overwritten).
+    /// Default: $XDG_DATA_HOME/p2pchat/identity.pem, else
+    /// ~/.local/share/p2pchat/identity.pem. The keys of peers you have met
+    /// are pinned in known_peers beside it.
+    #[arg(long, env = "P2PCHAT_IDENTITY", value_name = "PATH")]
+    identity: Option<PathBuf>,
+
+    /// A fresh identity for this run only: no key is read or written and
+    /// no peer's key is remembered. Cannot be combined with --identity.
+    #[arg(long, env = "P2PCHAT_EPHEMERAL")]
+    ephemeral: bool,
+
+    /// Refuse unencrypted peers (seed-protocol peers, which speak
+    /// plaintext): chat only over authenticated, encrypted sessions.
+    #[arg(long, env = "P2PCHAT_REQUIRE_ENCRYPTION")]
+    require_encryption: bool,
 }
 
 /// Checks a `host:port` value (the host is resolved later).
@@ -156,6 +177,10 @@ async fn main() {
 }
 
 async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
+    // Who we are comes first: a key-file problem stops us before anything
+    // goes on the network.
+    let (_identity, _known_peers, _identity_path) = load_identity(&args)?;
+    let _require_encryption = args.require_encryption;
     let config = EngineConfig {
         server: args.server.clone(),
         username: args.username.clone(),
@@ -196,6 +221,40 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     let result = run_front_end(handle, events, full_screen, args.json).await;
     forward_signals.abort();
     result
+}
+
+/// Our identity key and the pinned keys of known peers: from `--identity`
+/// or the default path (creating the key on first run), or fresh and in
+/// memory with `--ephemeral`. Returns the key file's path (`None` when
+/// ephemeral).
+fn load_identity(args: &Args) -> anyhow::Result<(Identity, KnownPeers, Option<PathBuf>)> {
+    // Checked here, not by clap: clap would also call it a conflict when
+    // the environment says P2PCHAT_EPHEMERAL=false.
+    if args.ephemeral
+        && let Some(path) = &args.identity
+    {
+        anyhow::bail!(
+            "--ephemeral cannot be used with --identity {} (or P2PCHAT_IDENTITY): an ephemeral \
+             identity is never read from or written to a file",
+            path.display()
+        );
+    }
+    if args.ephemeral {
+        return Ok((Identity::generate(), KnownPeers::in_memory(), None));
+    }
+    let path = match &args.identity {
+        Some(path) => path.clone(),
+        None => keyfile::default_path()?,
+    };
+    let (identity, status) = keyfile::load_or_create(&path)?;
+    if status == KeyFileStatus::Created {
+        eprintln!(
+            "created a new identity key at {} (back it up: it is who you are)",
+            path.display()
+        );
+    }
+    let known = KnownPeers::load(&known_peers::path_next_to(&path))?;
+    Ok((identity, known, Some(path)))
 }
 
 /// Runs the chosen front end until the engine stops.

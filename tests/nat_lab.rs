@@ -86,7 +86,14 @@ impl Peer {
     async fn start(host: &Host, name: &str, extra: &[&str]) -> Peer {
         let mut child = host
             .command(PEER.path())
-            .args(["--json", "--server", SERVER_URL, "--username", name])
+            .args([
+                "--json",
+                "--server",
+                SERVER_URL,
+                "--username",
+                name,
+                "--ephemeral",
+            ])
             .args(with_defaults(extra))
             .env("RUST_LOG", log_level())
             .stdin(Stdio::piped())

@@ -80,6 +80,8 @@ impl PeerProc {
                 "127.0.0.1",
                 "--keepalive-secs",
                 "0.5",
+                // A fresh key per process: tests never touch $HOME.
+                "--ephemeral",
             ])
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -259,6 +261,7 @@ async fn unreachable_server_exits_non_zero_with_one_line() {
             &format!("http://127.0.0.1:{port}"),
             "--bind",
             "127.0.0.1",
+            "--ephemeral",
         ])
         .stdin(Stdio::null())
         .output();
@@ -551,6 +554,7 @@ async fn console_mode_is_seed_like_and_neutralises_escapes() {
             "--bind",
             "127.0.0.1",
             "--plain",
+            "--ephemeral",
         ])
         .env("RUST_LOG", "off")
         .stdin(Stdio::piped())

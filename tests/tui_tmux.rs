@@ -162,7 +162,7 @@ fn server_command(port: u16) -> String {
 /// pane stays readable.
 fn peer_command(port: u16, name: &str) -> String {
     format!(
-        "'{peer}' --server http://127.0.0.1:{port} --username {name} --bind 127.0.0.1; \
+        "'{peer}' --server http://127.0.0.1:{port} --username {name} --bind 127.0.0.1 --ephemeral; \
          echo EXIT=$?; \
          case \"$(stty -a)\" in *-icanon*) echo TERMINAL=raw;; *) echo TERMINAL=cooked;; esac; \
          sleep 600",

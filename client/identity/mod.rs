@@ -3,6 +3,27 @@
 //! The key signs our registration (the server checks it owns our id) and,
 //! as a Curve25519 key, is our Noise static key, so a peer that completes a
 //! handshake with us has proof it talks to the owner of our id.
+//!
+//! * [`keyfile`]: the key on disk (PKCS#8 PEM, mode 0600, created once,
+//!   never overwritten).
+//! * [`known_peers`]: trust on first use, the keys first seen for each peer
+//!   and username.
+//! * [`safety`]: safety numbers users compare out of band.
+//! * [`IdentityError`]: what can go wrong with those files, phrased for the
+//!   user.
+
+mod atomic;
+mod error;
+pub mod keyfile;
+pub mod known_peers;
+pub mod safety;
+#[cfg(test)]
+mod test_dir;
+
+pub use error::IdentityError;
+pub use keyfile::KeyFileStatus;
+pub use known_peers::{KnownPeers, Pin};
+pub use safety::SafetyNumber;
 
 use ed25519_dalek::{Signer, SigningKey};
 use p2pchat::{PeerId, PublicKey};
