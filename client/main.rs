@@ -159,7 +159,7 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     let config = EngineConfig {
         server: args.server.clone(),
         username: args.username.clone(),
-        peer_id: p2pchat::PeerId::random(),
+        identity: p2pchat_client::identity::Identity::generate(),
         bind: SocketAddr::new(args.bind, args.port),
         session: SessionConfig {
             keepalive_interval: Duration::from_secs_f64(args.keepalive_secs),

@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use p2pchat::PeerId;
 use thiserror::Error;
+
+use crate::identity::Identity;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -65,8 +67,8 @@ pub struct EngineConfig {
     pub server: String,
     /// Requested username; empty lets the server pick one.
     pub username: String,
-    /// Our peer id (a fresh UUID per run).
-    pub peer_id: PeerId,
+    /// Our long-term key; our peer id is derived from it.
+    pub identity: Identity,
     /// Address for the chat socket (`0.0.0.0:0`: any interface, any port).
     pub bind: SocketAddr,
     /// Session timings.
@@ -82,12 +84,12 @@ pub struct EngineConfig {
 }
 
 impl EngineConfig {
-    /// A config with a fresh peer id and default timings.
+    /// A config with a fresh key (so a fresh peer id) and default timings.
     pub fn new(server: impl Into<String>, username: impl Into<String>) -> EngineConfig {
         EngineConfig {
             server: server.into(),
             username: username.into(),
-            peer_id: PeerId::random(),
+            identity: Identity::generate(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             session: SessionConfig::default(),
             stun: None,
@@ -188,9 +190,10 @@ pub async fn start_with(
         addr: config.bind,
         source,
     })?;
+    let me = config.identity.peer_id();
     let boot = bootstrap::bootstrap(
         &config.server,
-        config.peer_id,
+        config.identity,
         &config.username,
         config.stun.as_deref(),
         transport.as_ref(),
@@ -202,7 +205,7 @@ pub async fn start_with(
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Started {
-        peer_id: config.peer_id,
+        peer_id: me,
         username: boot.registration.username.clone(),
         local_addr,
     };
@@ -215,7 +218,7 @@ pub async fn start_with(
     ));
     let core = self::core::Core::new(
         self::core::CoreConfig {
-            me: config.peer_id,
+            me,
             username: boot.registration.username,
             session: config.session,
             relay: boot.server_udp.filter(|_| config.relay),
