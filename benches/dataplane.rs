@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 
 use p2pchat::PeerId;
 use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
-use p2pchat_client::signaling::{Identity, Signaling};
+use p2pchat_client::identity::Identity;
+use p2pchat_client::signaling::{Registration, Signaling};
 use p2pchat_client::wire::{Datagram, Message};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use serde_json::Value;
@@ -814,13 +815,13 @@ const IDLE_BEFORE: Duration = Duration::from_millis(200);
 /// A registered signaling identity without an engine, for timing the
 /// rendezvous RPC on its own.
 async fn signaling_identity(server: &RunningServer, name: &str) -> Signaling {
-    let identity = Identity {
-        peer_id: PeerId::random(),
+    let registration = Registration {
         username: name.to_owned(),
         udp_port: 9,
         endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 9))],
     };
-    let (signaling, _) = Signaling::register(&format!("http://{}", server.local_addr()), identity)
+    let url = format!("http://{}", server.local_addr());
+    let (signaling, _) = Signaling::register(&url, Identity::generate(), registration)
         .await
         .expect("register");
     signaling

@@ -179,13 +179,13 @@ async fn main() {
 async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     // Who we are comes first: a key-file problem stops us before anything
     // goes on the network.
-    let (_identity, _known_peers, _identity_path) = load_identity(&args)?;
-    let _require_encryption = args.require_encryption;
+    let (identity, known_peers, _identity_path) = load_identity(&args)?;
     let config = EngineConfig {
         server: args.server.clone(),
         username: args.username.clone(),
-        identity: std::sync::Arc::new(p2pchat_client::identity::Identity::generate()),
-        require_encryption: false,
+        identity: std::sync::Arc::new(identity),
+        require_encryption: args.require_encryption,
+        known_peers,
         bind: SocketAddr::new(args.bind, args.port),
         session: SessionConfig {
             keepalive_interval: Duration::from_secs_f64(args.keepalive_secs),

@@ -74,6 +74,9 @@ pub fn why_ended(reason: DisconnectReason) -> Option<&'static str> {
         DisconnectReason::Timeout => Some("is offline (no answer to keep-alive)"),
         DisconnectReason::Left => Some("left (the signaling server reports it offline)"),
         DisconnectReason::Unreachable => Some("could not be reached"),
+        DisconnectReason::HandshakeFailed => {
+            Some("was refused (its key could not be verified; see the warning above)")
+        }
         DisconnectReason::Local | DisconnectReason::Reset => None,
     }
 }

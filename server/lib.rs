@@ -7,6 +7,8 @@
 //! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, the
 //!   shutdown signal and the set of tracked tasks.
 //! * [`rendezvous`]: routing a connect request to the target's open inbox.
+//! * [`challenge`]: the one-time, stateless registration challenges a peer
+//!   signs to prove it holds the key its id derives from.
 //! * [`api`]: the gRPC service and the seed-compatible REST shim over the
 //!   store, and the one place where refusals become `tonic::Status` and HTTP
 //!   codes.
@@ -20,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod challenge;
 pub mod config;
 pub mod net;
 pub mod rendezvous;
@@ -148,9 +151,12 @@ async fn launch(
     let rendezvous = Rendezvous::new(store.clone());
     let tasks = Tasks::new();
     let limits = config.grpc_limits(udp_addr.map_or(0, |a| a.port()));
+    // Challenges bound to this process (its secret) and its address.
+    let challenges = Arc::new(challenge::Challenges::new(local_addr.to_string()));
     let app = api::app(
         store.clone(),
         rendezvous.clone(),
+        challenges,
         limits,
         config.max_body_bytes,
         shutdown_tx.clone(),

@@ -244,6 +244,16 @@ impl Rendezvous {
         }
     }
 
+    /// Ends the inbox of a peer whose registration was taken over (a proof
+    /// of its key, without the old token) at `revision`: it belongs to the
+    /// previous holder. An inbox opened after the takeover stays.
+    pub fn taken_over(&self, peer: &PeerId, revision: u64) {
+        let mut inboxes = self.inboxes();
+        if inboxes.get(peer).is_some_and(|s| s.since <= revision) {
+            inboxes.remove(peer);
+        }
+    }
+
     /// Ends the inbox of a peer that left at `revision`.
     fn peer_left(&self, peer: &PeerId, revision: u64) {
         let mut inboxes = self.inboxes();

@@ -25,6 +25,7 @@ async fn register(store: &dyn PeerStore) -> (PeerId, Credential) {
         udp_port: 4000,
         endpoints: Vec::new(),
         token: None,
+        public_key: None,
         observed_ip: IpAddr::from([192, 0, 2, 7]),
         via: RegisteredVia::Grpc,
     };

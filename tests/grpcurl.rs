@@ -207,6 +207,7 @@ async fn reflection_list_describe_and_health() {
     // Listing one service's methods goes through reflection too.
     let methods = grpcurl_ok(&[&addr, "list", SIGNALING]).await;
     let rpcs = [
+        "GetChallenge",
         "Register",
         "GetPeer",
         "ListPeers",
@@ -233,7 +234,7 @@ async fn reflection_list_describe_and_health() {
             "`describe` should show rpc {rpc}: {described}"
         );
     }
-    assert_eq!(described.matches("  rpc ").count(), 7, "{described}");
+    assert_eq!(described.matches("  rpc ").count(), 8, "{described}");
     // Streaming shapes and the doc comments survive into the descriptor.
     assert!(
         described.contains("returns ( stream .p2pchat.signaling.v1.WatchPeersResponse )"),
@@ -252,6 +253,11 @@ async fn reflection_list_describe_and_health() {
     let message = grpcurl_ok(&[&addr, "describe", "p2pchat.signaling.v1.RegisterRequest"]).await;
     assert!(message.contains("string peer_id = 1;"), "{message}");
     assert!(message.contains("string session_token = 5;"), "{message}");
+    assert!(message.contains("bytes public_key = 6;"), "{message}");
+    assert!(message.contains("bytes challenge = 7;"), "{message}");
+    assert!(message.contains("bytes signature = 8;"), "{message}");
+    let peer = grpcurl_ok(&[&addr, "describe", "p2pchat.signaling.v1.Peer"]).await;
+    assert!(peer.contains("bytes public_key = 10;"), "{peer}");
 
     let health = grpcurl_ok(&[&addr, "grpc.health.v1.Health/Check"]).await;
     let health: Value = serde_json::from_str(&health).expect("health check prints JSON");
@@ -721,6 +727,75 @@ async fn watch_peers_stream_sees_snapshot_then_changes() {
 }
 
 /// A watch resumed from a known revision replays only the later changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_registration_through_grpcurl() {
+    use base64::Engine as _;
+    if !grpcurl_available() {
+        return;
+    }
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let server = start_server().await;
+    let addr = server.local_addr();
+
+    // GetChallenge: proto bytes print as base64.
+    let got = call(addr, "GetChallenge", &json!({})).await;
+    assert_eq!(got["expiresInSeconds"], json!(60), "{got}");
+    let challenge = base64::engine::general_purpose::STANDARD
+        .decode(str_field(&got, "/challenge"))
+        .expect("challenge is base64");
+
+    let alice = p2pchat_client::identity::Identity::generate();
+    let key = alice.public_key();
+    let id = alice.peer_id().to_string();
+    let message = p2pchat::keys::registration_message(&challenge, &key, "Alice");
+    let reg = call(
+        addr,
+        "Register",
+        &json!({
+            "peer_id": id,
+            "username": "Alice",
+            "udp_port": 5000,
+            "public_key": b64(key.as_bytes()),
+            "challenge": b64(&challenge),
+            "signature": b64(&alice.sign(&message)),
+        }),
+    )
+    .await;
+    assert_eq!(str_field(&reg, "/peer/peerId"), id);
+    assert_eq!(str_field(&reg, "/peer/publicKey"), key.to_base64());
+    let got = call(addr, "GetPeer", &json!({"peer_id": id})).await;
+    assert_eq!(str_field(&got, "/peer/publicKey"), key.to_base64());
+
+    // The same challenge again is a replay; a key-derived id without a
+    // proof is refused too.
+    let stderr = call_err(
+        addr,
+        "Register",
+        &json!({
+            "peer_id": id,
+            "username": "Alice",
+            "udp_port": 5000,
+            "public_key": b64(key.as_bytes()),
+            "challenge": b64(&challenge),
+            "signature": b64(&alice.sign(&message)),
+        }),
+        "Unauthenticated",
+        16,
+    )
+    .await;
+    assert!(stderr.contains("already used"), "{stderr}");
+    let other = p2pchat_client::identity::Identity::generate().peer_id();
+    call_err(
+        addr,
+        "Register",
+        &json!({"peer_id": other.to_string(), "username": "Mallory", "udp_port": 1}),
+        "Unauthenticated",
+        16,
+    )
+    .await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_peers_resume_from_revision() {
     if !grpcurl_available() {

@@ -107,7 +107,8 @@ async fn seed_shapes_field_by_field() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         peer,
-        json!({"peer_id": id, "username": "Alice", "ip": "127.0.0.1", "port": 54321})
+        json!({"peer_id": id, "username": "Alice", "ip": "127.0.0.1", "port": 54321, "public_key": null}),
+        "the seed's fields, and the key (none for a REST peer)"
     );
 
     let (status, peers) = rest.get("/peers").await;
@@ -117,8 +118,9 @@ async fn seed_shapes_field_by_field() {
     let entry = &peers["peers"][0];
     assert_eq!(
         keys(entry),
-        ["peer_id", "username", "ip", "port", "online", "last_seen"]
+        ["peer_id", "username", "ip", "port", "online", "last_seen", "public_key"]
     );
+    assert_eq!(entry["public_key"], Value::Null);
     assert_eq!(entry["peer_id"], id.as_str());
     assert_eq!(entry["username"], "Alice");
     assert_eq!(entry["ip"], "127.0.0.1");

@@ -40,7 +40,7 @@ async fn register_get_list_unregister() {
                 port: 54321,
                 kind: EndpointKind::Local as i32,
             }],
-            session_token: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

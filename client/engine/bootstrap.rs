@@ -3,11 +3,10 @@
 
 use std::net::SocketAddr;
 
-use p2pchat::PeerId;
-
 use super::EngineError;
 use super::api::Event;
-use crate::signaling::{Identity, RegisterReply, Signaling};
+use crate::identity::Identity;
+use crate::signaling::{RegisterReply, Registration, Signaling};
 use crate::stun;
 use crate::transport::{self, Transport};
 
@@ -28,24 +27,24 @@ pub struct Bootstrap {
     pub registered: Event,
 }
 
-/// Registers (with retries), then asks STUN for our public address and
-/// registers it too.
+/// Registers as `identity`'s peer id, proving the key (with retries), then
+/// asks STUN for our public address and registers it too.
 pub async fn bootstrap(
     server: &str,
-    me: PeerId,
+    identity: Identity,
     username: &str,
     stun_target: Option<&str>,
     transport: &dyn Transport,
     local_addr: SocketAddr,
 ) -> Result<Bootstrap, EngineError> {
     let local = transport::local_endpoints(local_addr);
-    let identity = Identity {
-        peer_id: me,
+    let me = identity.peer_id();
+    let params = Registration {
         username: username.to_owned(),
         udp_port: local_addr.port(),
         endpoints: local.clone(),
     };
-    let (signaling, registration) = Signaling::register(server, identity).await?;
+    let (signaling, registration) = Signaling::register(server, identity, params).await?;
     let server_udp = server_udp_addr(&signaling, registration.udp_port).await;
     let stun_server = match stun_target {
         Some(target) => resolve_v4(target).await,

@@ -225,6 +225,7 @@ pub(super) mod tests {
             inbox_open: true,
             via_rest: false,
             local_endpoints: vec![],
+            key: crate::signaling::PeerKey::Unverified,
         }
     }
 

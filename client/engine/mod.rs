@@ -29,6 +29,8 @@ use std::sync::Arc;
 
 use p2pchat::PeerId;
 use thiserror::Error;
+
+use crate::identity::{Identity, KnownPeers};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -43,7 +45,6 @@ pub use self::directory::{ResolveError, resolve};
 use self::io::{AbortOnDrop, Io};
 pub use self::io::{FINAL_EVENTS_TIMEOUT, MAX_BACKGROUND_TASKS, UNREGISTER_TIMEOUT};
 pub use self::table::{MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL};
-use crate::identity::Identity;
 use crate::session::SessionConfig;
 use crate::signaling::SignalingError;
 use crate::transport::{self, Transport};
@@ -70,6 +71,8 @@ pub struct EngineConfig {
     pub identity: Arc<Identity>,
     /// Refuse peers that do not encrypt (seed-protocol peers).
     pub require_encryption: bool,
+    /// Trust-on-first-use pins (in memory for an ephemeral identity).
+    pub known_peers: KnownPeers,
     /// Address for the chat socket (`0.0.0.0:0`: any interface, any port).
     pub bind: SocketAddr,
     /// Session timings.
@@ -92,6 +95,7 @@ impl EngineConfig {
             username: username.into(),
             identity: Arc::new(Identity::generate()),
             require_encryption: false,
+            known_peers: KnownPeers::in_memory(),
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
             session: SessionConfig::default(),
             stun: None,
@@ -192,9 +196,10 @@ pub async fn start_with(
         addr: config.bind,
         source,
     })?;
+    let me = config.identity.peer_id();
     let boot = bootstrap::bootstrap(
         &config.server,
-        config.identity.peer_id(),
+        (*config.identity).clone(),
         &config.username,
         config.stun.as_deref(),
         transport.as_ref(),
@@ -206,7 +211,7 @@ pub async fn start_with(
     let (signal_tx, signal_rx) = mpsc::channel(SIGNAL_BUFFER);
     let (stop_tx, stop_rx) = watch::channel(false);
     let started = Started {
-        peer_id: config.identity.peer_id(),
+        peer_id: me,
         username: boot.registration.username.clone(),
         local_addr,
     };
@@ -221,6 +226,7 @@ pub async fn start_with(
         self::core::CoreConfig {
             identity: config.identity.clone(),
             require_encryption: config.require_encryption,
+            known_peers: config.known_peers,
             username: boot.registration.username,
             session: config.session,
             relay: boot.server_udp.filter(|_| config.relay),

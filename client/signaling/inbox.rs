@@ -16,7 +16,7 @@ impl Signaling {
     ) -> Result<Streaming<proto::InboxMessage>, SignalingError> {
         let mut client = self.client.clone();
         let request = proto::OpenInboxRequest {
-            peer_id: self.identity.peer_id.to_string(),
+            peer_id: self.peer_id().to_string(),
             session_token: self.token(),
         };
         Ok(client.open_inbox(request).await?.into_inner())
@@ -29,7 +29,7 @@ impl Signaling {
         target: PeerId,
     ) -> Result<(RemotePeer, bool), SignalingError> {
         let request = proto::RequestConnectRequest {
-            peer_id: self.identity.peer_id.to_string(),
+            peer_id: self.peer_id().to_string(),
             session_token: self.token(),
             target_peer_id: target.to_string(),
         };

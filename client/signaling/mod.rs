@@ -1,7 +1,11 @@
 //! The tonic client side of the signaling contract.
 //!
 //! [`Signaling::register`] performs the first registration (a few attempts
-//! with backoff, so a server that is not up yet fails cleanly). Afterwards
+//! with backoff, so a server that is not up yet fails cleanly). Our peer id
+//! is our key's ([`Identity::peer_id`]): every registration that is not a
+//! plain lease refresh (the first one, and each after the server was lost)
+//! asks for a challenge (`GetChallenge`) and signs it, so the server knows
+//! we hold the key; refreshes carry only the session token. Afterwards
 //! [`Signaling::run`] keeps the registration alive in the background: it
 //! holds the inbox (connect requests; keeps the lease alive) and the
 //! WatchPeers stream (live peer list), refreshes the lease, and when the
@@ -11,7 +15,8 @@
 //!
 //! This file holds the [`Signaling`] handle, registration and the retry
 //! loop; the rest lives in files named after their concern:
-//! * `peer.rs`: [`RemotePeer`], converted from the proto at this edge;
+//! * `peer.rs`: [`RemotePeer`], converted from the proto at this edge, and
+//!   [`PeerKey`], whether the key the server gave for it owns its id;
 //! * `inbox.rs`: the inbox stream and RequestConnect (rendezvous);
 //! * `watch.rs`: the WatchPeers stream, its snapshots, changes and resume.
 
@@ -23,15 +28,18 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
+use p2pchat::keys::registration_message;
 use p2pchat::proto;
 use p2pchat::proto::signaling_client::SignalingClient;
-use p2pchat::{PeerId, SessionToken};
+use p2pchat::{PeerId, PublicKey, SessionToken};
+
+use crate::identity::Identity;
 
 mod inbox;
 mod peer;
 mod watch;
 
-pub use peer::RemotePeer;
+pub use peer::{PeerKey, RemotePeer};
 use watch::PeerWatch;
 
 /// Registration attempts at start-up before giving up.
@@ -43,7 +51,8 @@ pub const REGISTER_BACKOFF: Duration = Duration::from_millis(300);
 /// Longest pause between two reconnect attempts after the server was lost.
 pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Time limit of one unary call (register, connect request, unregister).
+/// Time limit of one unary call (challenge, register, connect request,
+/// unregister).
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Time limit to open the TCP/HTTP2 connection to the server.
@@ -142,11 +151,9 @@ pub enum SignalEvent {
     },
 }
 
-/// Who we are towards the server.
+/// What we register with besides our key (which gives our peer id).
 #[derive(Debug, Clone)]
-pub struct Identity {
-    /// Our peer id.
-    pub peer_id: PeerId,
+pub struct Registration {
     /// Requested username (empty: the server picks `user_<id prefix>`).
     pub username: String,
     /// Our chat socket's port.
@@ -159,22 +166,34 @@ pub struct Identity {
 /// [`Signaling`] so every later registration carries the current one.
 type Reflexive = Arc<Mutex<Option<SocketAddr>>>;
 
+/// Whether a Register call proves our key or only refreshes with the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// GetChallenge, then sign it: first registration, and after the
+    /// server was lost (it may have restarted, or our token been taken).
+    Sign,
+    /// The session token alone (lease refresh, new endpoints).
+    TokenOnly,
+}
+
 /// A registered client. Cheap to clone; clones share the session token.
 #[derive(Debug, Clone)]
 pub struct Signaling {
     url: String,
     client: SignalingClient<Channel>,
     identity: Identity,
+    registration: Registration,
     token: Arc<Mutex<String>>,
     reflexive: Reflexive,
 }
 
 impl Signaling {
-    /// Connects and registers, trying [`REGISTER_ATTEMPTS`] times with
-    /// doubling backoff.
+    /// Connects and registers as `identity`'s peer id, proving the key,
+    /// trying [`REGISTER_ATTEMPTS`] times with doubling backoff.
     pub async fn register(
         url: &str,
         identity: Identity,
+        registration: Registration,
     ) -> Result<(Signaling, RegisterReply), SignalingError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(SignalingError::InvalidUrl {
@@ -196,13 +215,14 @@ impl Signaling {
             url: url.to_owned(),
             client: SignalingClient::new(channel),
             identity,
+            registration,
             token: Arc::new(Mutex::new(String::new())),
             reflexive: Arc::new(Mutex::new(None)),
         };
         let mut backoff = REGISTER_BACKOFF;
         let mut last = String::new();
         for attempt in 1..=REGISTER_ATTEMPTS {
-            match signaling.register_once().await {
+            match signaling.register_once(Proof::Sign).await {
                 Ok(reg) => return Ok((signaling, reg)),
                 Err(err) => {
                     last = brief(&err);
@@ -227,9 +247,14 @@ impl Signaling {
         })
     }
 
-    /// Our peer id.
+    /// Our peer id (our key's).
     pub fn peer_id(&self) -> PeerId {
-        self.identity.peer_id
+        self.identity.peer_id()
+    }
+
+    /// Our public key, as the server hands it to other peers.
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
     }
 
     /// Our session token (relay frames carry it); `None` before the first
@@ -256,7 +281,7 @@ impl Signaling {
             Ok(mut r) => *r = addr,
             Err(poisoned) => *poisoned.into_inner() = addr,
         }
-        self.register_once().await.map(|_| ())
+        self.register_once(Proof::TokenOnly).await.map(|_| ())
     }
 
     fn reflexive(&self) -> Option<SocketAddr> {
@@ -280,14 +305,41 @@ impl Signaling {
         }
     }
 
-    /// One Register call (first registration or refresh with the token).
-    async fn register_once(&self) -> Result<RegisterReply, SignalingError> {
+    /// A fresh challenge from the server, to sign.
+    async fn challenge(&self) -> Result<Vec<u8>, SignalingError> {
+        let mut client = self.client.clone();
+        let response = tokio::time::timeout(
+            RPC_TIMEOUT,
+            client.get_challenge(proto::GetChallengeRequest {}),
+        )
+        .await
+        .map_err(|_| SignalingError::Timeout)??
+        .into_inner();
+        Ok(response.challenge)
+    }
+
+    /// One Register call: with a fresh proof of our key (and our token, if
+    /// we have one: the server keeps it when it is still valid), or a
+    /// refresh with the token alone.
+    async fn register_once(&self, proof: Proof) -> Result<RegisterReply, SignalingError> {
+        let username = self.registration.username.clone();
+        let (public_key, challenge, signature) = match proof {
+            Proof::TokenOnly => Default::default(),
+            Proof::Sign => {
+                let challenge = self.challenge().await?;
+                let key = self.identity.public_key();
+                let signature = self
+                    .identity
+                    .sign(&registration_message(&challenge, &key, &username));
+                (key.as_bytes().to_vec(), challenge, signature.to_vec())
+            }
+        };
         let request = proto::RegisterRequest {
-            peer_id: self.identity.peer_id.to_string(),
-            username: self.identity.username.clone(),
-            udp_port: u32::from(self.identity.udp_port),
+            peer_id: self.peer_id().to_string(),
+            username,
+            udp_port: u32::from(self.registration.udp_port),
             endpoints: self
-                .identity
+                .registration
                 .endpoints
                 .iter()
                 .map(|a| proto::Endpoint {
@@ -302,6 +354,9 @@ impl Signaling {
                 }))
                 .collect(),
             session_token: self.token(),
+            public_key,
+            challenge,
+            signature,
         };
         let mut client = self.client.clone();
         let response = tokio::time::timeout(RPC_TIMEOUT, client.register(request))
@@ -313,7 +368,7 @@ impl Signaling {
             .peer
             .as_ref()
             .map(|p| p.username.clone())
-            .unwrap_or_else(|| self.identity.username.clone());
+            .unwrap_or_else(|| self.registration.username.clone());
         Ok(RegisterReply {
             username,
             observed_ip: response.observed_ip,
@@ -325,7 +380,7 @@ impl Signaling {
     /// Removes our registration (clean exit). Best effort, bounded in time.
     pub async fn unregister(&self) -> Result<(), SignalingError> {
         let request = proto::UnregisterRequest {
-            peer_id: self.identity.peer_id.to_string(),
+            peer_id: self.peer_id().to_string(),
             session_token: self.token(),
         };
         let mut client = self.client.clone();
@@ -367,7 +422,9 @@ impl Signaling {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                match self.register_once().await {
+                // The server may have restarted (our token is unknown) or
+                // another holder of our key taken over: prove the key again.
+                match self.register_once(Proof::Sign).await {
                     Ok(reg) => {
                         tracing::info!(url = %self.url, "re-registered with the signaling server");
                         lease = reg.lease;
@@ -410,7 +467,7 @@ impl Signaling {
                     Some(m) => watch.apply(m),
                 },
                 _ = refresh.tick() => {
-                    self.register_once().await?;
+                    self.register_once(Proof::TokenOnly).await?;
                     None
                 }
             };

@@ -8,8 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::challenge::ChallengeError;
 use crate::rendezvous::RendezvousError;
-use crate::store::StoreError;
+use crate::store::{KEY_REQUIRED, StoreError};
 
 /// Everything either API can refuse, with the messages clients have always
 /// seen.
@@ -36,9 +37,22 @@ pub enum ApiError {
     /// The peer to connect to is offline.
     #[error("Target peer is offline")]
     TargetOffline,
-    /// The caller does not own the peer_id.
+    /// The caller does not own the peer_id (wrong token, or a key that
+    /// does not derive it).
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// A key-derived (version 8) peer_id came without a proof of its key
+    /// (or over REST, which cannot carry one).
+    #[error("{}", KEY_REQUIRED)]
+    ProofRequired,
+    /// The registration's challenge is not one this server can accept
+    /// (malformed, another server's, expired, used), or the server
+    /// remembers as many spent challenges as it may.
+    #[error("{0}")]
+    Challenge(ChallengeError),
+    /// The proof's signature does not verify under its public key.
+    #[error("signature does not verify: sign p2pchat::keys::registration_message(challenge, public_key, username)")]
+    BadSignature,
     /// The store holds as many peers as it may.
     #[error("registry is full: at most {limit} peers may be registered")]
     RegistryFull {
@@ -68,6 +82,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::NotFound,
             StoreError::PeerOffline => ApiError::PeerOffline,
             StoreError::PermissionDenied(why) => ApiError::PermissionDenied(why),
+            StoreError::KeyRequired => ApiError::ProofRequired,
             StoreError::Full { limit } => ApiError::RegistryFull { limit },
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             other @ StoreError::Unavailable(_) => ApiError::Unavailable(other.to_string()),
@@ -85,6 +100,18 @@ impl From<RendezvousError> for ApiError {
             },
             RendezvousError::TargetNotFound => ApiError::TargetNotFound,
             RendezvousError::TargetOffline => ApiError::TargetOffline,
+        }
+    }
+}
+
+impl From<ChallengeError> for ApiError {
+    fn from(err: ChallengeError) -> Self {
+        match err {
+            ChallengeError::Malformed => ApiError::InvalidArgument {
+                field: "challenge",
+                message: err.to_string(),
+            },
+            other => ApiError::Challenge(other),
         }
     }
 }
@@ -111,9 +138,16 @@ impl From<ApiError> for tonic::Status {
                 tonic::Status::failed_precondition(message)
             }
             ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
-            ApiError::RegistryFull { .. } | ApiError::TooManyWatchers { .. } => {
-                tonic::Status::resource_exhausted(message)
+            ApiError::ProofRequired | ApiError::BadSignature => {
+                tonic::Status::unauthenticated(message)
             }
+            ApiError::Challenge(ChallengeError::Exhausted { .. })
+            | ApiError::RegistryFull { .. }
+            | ApiError::TooManyWatchers { .. } => tonic::Status::resource_exhausted(message),
+            ApiError::Challenge(ChallengeError::Malformed) => {
+                tonic::Status::invalid_argument(message)
+            }
+            ApiError::Challenge(_) => tonic::Status::unauthenticated(message),
             ApiError::ShuttingDown | ApiError::Unavailable(_) => {
                 tonic::Status::unavailable(message)
             }
@@ -128,7 +162,12 @@ impl ApiError {
             ApiError::InvalidArgument { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound | ApiError::TargetNotFound => StatusCode::NOT_FOUND,
             ApiError::PeerOffline | ApiError::TargetOffline => StatusCode::NOT_FOUND,
-            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::PermissionDenied(_) | ApiError::ProofRequired => StatusCode::FORBIDDEN,
+            ApiError::Challenge(ChallengeError::Malformed) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Challenge(ChallengeError::Exhausted { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Challenge(_) | ApiError::BadSignature => StatusCode::UNAUTHORIZED,
             ApiError::RegistryFull { .. }
             | ApiError::TooManyWatchers { .. }
             | ApiError::ShuttingDown

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
+use crate::challenge::{CHALLENGE_TTL, Challenges};
 use super::streams::{StreamItem, run_inbox, run_watch};
 use super::validate;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
@@ -17,8 +18,9 @@ use crate::net::RemoteAddr;
 use crate::net::shutdown::Shutdown;
 use crate::net::tasks::Tasks;
 use crate::rendezvous::Rendezvous;
-use crate::store::{Credential, ListQuery, PeerStore, RegisteredVia, Registration};
-use p2pchat::proto;
+use crate::store::{Credential, KEY_MISMATCH, ListQuery, PeerStore, RegisteredVia, Registration};
+use p2pchat::keys::registration_message;
+use p2pchat::{PeerId, PublicKey, proto};
 
 /// Bytes kept free in every message for the fields around the peer list.
 const MESSAGE_ENVELOPE: usize = 512;
@@ -53,6 +55,7 @@ impl GrpcLimits {
 pub struct SignalingService {
     store: Arc<dyn PeerStore>,
     rendezvous: Rendezvous,
+    challenges: Arc<Challenges>,
     limits: GrpcLimits,
     watch_permits: Arc<Semaphore>,
     shutdown: broadcast::Sender<()>,
@@ -61,11 +64,13 @@ pub struct SignalingService {
 }
 
 impl SignalingService {
-    /// A service over `store` and `rendezvous` whose stream tasks run in
-    /// `tasks` and end when `shutdown` fires.
+    /// A service over `store` and `rendezvous`, checking registration
+    /// proofs against `challenges`, whose stream tasks run in `tasks` and
+    /// end when `shutdown` fires.
     pub fn new(
         store: Arc<dyn PeerStore>,
         rendezvous: Rendezvous,
+        challenges: Arc<Challenges>,
         limits: GrpcLimits,
         shutdown: broadcast::Sender<()>,
         tasks: Tasks,
@@ -74,11 +79,52 @@ impl SignalingService {
         Self {
             store,
             rendezvous,
+            challenges,
             limits,
             watch_permits,
             shutdown,
             tasks,
         }
+    }
+}
+
+impl SignalingService {
+    /// The key a registration proves, if it carries a proof: every field
+    /// well-formed, the key owning `peer_id`, the challenge this server's,
+    /// unexpired and unused, and the signature over
+    /// [`registration_message`] verifying strictly. The challenge is spent
+    /// only once the signature has verified.
+    fn prove(
+        &self,
+        req: &proto::RegisterRequest,
+        peer_id: &PeerId,
+    ) -> Result<Option<PublicKey>, ApiError> {
+        if req.public_key.is_empty() {
+            if !req.challenge.is_empty() || !req.signature.is_empty() {
+                return Err(ApiError::InvalidArgument {
+                    field: "public_key",
+                    message: "public_key is required with a challenge or signature".into(),
+                });
+            }
+            return Ok(None);
+        }
+        let key = validate::public_key("public_key", &req.public_key)?;
+        if req.challenge.is_empty() {
+            return Err(ApiError::InvalidArgument {
+                field: "challenge",
+                message: "challenge (from GetChallenge) is required with public_key".into(),
+            });
+        }
+        validate::signature("signature", &req.signature)?;
+        if !key.owns(peer_id) {
+            return Err(ApiError::PermissionDenied(KEY_MISMATCH));
+        }
+        self.challenges.check(&req.challenge)?;
+        let message = registration_message(&req.challenge, &key, &req.username);
+        key.verify(&message, &req.signature)
+            .map_err(|_| ApiError::BadSignature)?;
+        self.challenges.redeem(&req.challenge)?;
+        Ok(Some(key))
     }
 }
 
@@ -94,6 +140,17 @@ fn observed_ip<T>(request: &Request<T>) -> IpAddr {
 
 #[tonic::async_trait]
 impl proto::signaling_server::Signaling for SignalingService {
+    async fn get_challenge(
+        &self,
+        _request: Request<proto::GetChallengeRequest>,
+    ) -> Result<Response<proto::GetChallengeResponse>, Status> {
+        let challenge = self.challenges.issue().map_err(ApiError::from)?;
+        Ok(Response::new(proto::GetChallengeResponse {
+            challenge,
+            expires_in_seconds: u32::try_from(CHALLENGE_TTL.as_secs()).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn register(
         &self,
         request: Request<proto::RegisterRequest>,
@@ -109,6 +166,7 @@ impl proto::signaling_server::Signaling for SignalingService {
             .map(endpoint_from_proto)
             .collect::<Result<Vec<_>, _>>()?;
         let token = (!req.session_token.is_empty()).then(|| Credential::parse(&req.session_token));
+        let public_key = self.prove(&req, &peer_id)?;
         let registered = self
             .store
             .register(Registration {
@@ -117,11 +175,17 @@ impl proto::signaling_server::Signaling for SignalingService {
                 udp_port,
                 endpoints,
                 token,
+                public_key,
                 observed_ip,
                 via: RegisteredVia::Grpc,
             })
             .await?;
-        tracing::info!(peer_id = %peer_id, username = %registered.peer.username, "registered over gRPC");
+        if registered.took_over {
+            // The previous holder's inbox stops receiving connect requests.
+            self.rendezvous.taken_over(&peer_id, registered.revision);
+            tracing::info!(peer_id = %peer_id, "registration taken over with a proof of the key");
+        }
+        tracing::info!(peer_id = %peer_id, username = %registered.peer.username, keyed = public_key.is_some(), "registered over gRPC");
         Ok(Response::new(proto::RegisterResponse {
             session_token: registered.token.to_hex(),
             observed_ip: observed_ip.to_string(),

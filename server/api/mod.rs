@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
+use crate::challenge::Challenges;
 use crate::net::tasks::Tasks;
 use crate::rendezvous::Rendezvous;
 use crate::store::PeerStore;
@@ -36,18 +37,27 @@ pub struct App {
 }
 
 /// Builds the router: the Signaling service, grpc.health.v1, reflection
-/// (v1 and v1alpha) and the REST shim, over one store and one rendezvous.
-/// REST bodies are capped at `max_body_bytes`; stream tasks join `tasks`.
+/// (v1 and v1alpha) and the REST shim, over one store, one rendezvous and
+/// one set of registration challenges. REST bodies are capped at
+/// `max_body_bytes`; stream tasks join `tasks`.
 pub async fn app(
     store: Arc<dyn PeerStore>,
     rendezvous: Rendezvous,
+    challenges: Arc<Challenges>,
     limits: GrpcLimits,
     max_body_bytes: usize,
     shutdown: broadcast::Sender<()>,
     tasks: Tasks,
 ) -> std::io::Result<App> {
     let max_message_bytes = limits.max_message_bytes;
-    let service = SignalingService::new(store.clone(), rendezvous, limits, shutdown, tasks);
+    let service = SignalingService::new(
+        store.clone(),
+        rendezvous,
+        challenges,
+        limits,
+        shutdown,
+        tasks,
+    );
     let signaling = SignalingServer::new(service)
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);

@@ -208,6 +208,11 @@ async fn register(
     let body = body.map_err(body_rejection)?;
     let fields = parse_register_body(&body)?;
     let peer_id = validate::peer_id("peer_id", &fields.peer_id)?;
+    if peer_id.is_key_derived() {
+        // Only gRPC carries a proof of the key; over REST anyone could
+        // claim a key-derived id.
+        return Err(ApiError::ProofRequired.into());
+    }
     let username = validate::username(fields.username.as_deref().unwrap_or(""))?;
     let udp_port = validate::port("port", fields.port)?;
     let mut endpoints = Vec::with_capacity(fields.endpoints.len());
@@ -229,6 +234,7 @@ async fn register(
             udp_port,
             endpoints,
             token: token.as_deref().map(Credential::parse),
+            public_key: None,
             observed_ip,
             via: RegisteredVia::Rest,
         })
@@ -266,6 +272,7 @@ async fn get_peer(
         "username": peer.username,
         "ip": peer.observed_ip.to_string(),
         "port": peer.udp_port,
+        "public_key": peer.public_key.map(|k| k.to_base64()),
     })))
 }
 
@@ -306,6 +313,9 @@ struct PeerEntry<'a> {
     port: u16,
     online: bool,
     last_seen: f64,
+    /// Standard base64 of the peer's proven Ed25519 key; null for peers
+    /// registered without one.
+    public_key: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -327,6 +337,7 @@ async fn list_peers(State(store): AppState) -> Result<Response, HttpError> {
                 port: p.udp_port,
                 online: p.online,
                 last_seen: p.last_seen_unix(),
+                public_key: p.public_key.map(|k| k.to_base64()),
             })
             .collect(),
         count: page.total,

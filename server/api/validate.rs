@@ -3,7 +3,8 @@
 
 use std::net::IpAddr;
 
-use p2pchat::PeerId;
+use p2pchat::keys::{PUBLIC_KEY_BYTES, SIGNATURE_BYTES};
+use p2pchat::{PeerId, PublicKey};
 
 use super::errors::ApiError;
 
@@ -60,6 +61,35 @@ pub fn port(field: &'static str, value: i64) -> Result<u16, ApiError> {
     }
 }
 
+/// Parses an Ed25519 public key: 32 bytes, a valid point, not of small
+/// order.
+pub fn public_key(field: &'static str, bytes: &[u8]) -> Result<PublicKey, ApiError> {
+    PublicKey::from_bytes(bytes).map_err(|_| ApiError::InvalidArgument {
+        field,
+        message: format!(
+            "{field} must be a {PUBLIC_KEY_BYTES}-byte Ed25519 public key (a valid point, not of \
+             small order), got {} bytes",
+            bytes.len()
+        ),
+    })
+}
+
+/// Checks an Ed25519 signature's length (whether it verifies is checked
+/// later).
+pub fn signature(field: &'static str, bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.len() == SIGNATURE_BYTES {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidArgument {
+            field,
+            message: format!(
+                "{field} must be a {SIGNATURE_BYTES}-byte Ed25519 signature, got {} bytes",
+                bytes.len()
+            ),
+        })
+    }
+}
+
 /// Parses an endpoint IP.
 pub fn ip(field: &'static str, text: &str) -> Result<IpAddr, ApiError> {
     text.parse::<IpAddr>()
@@ -99,6 +129,19 @@ mod tests {
         assert_eq!(port("port", 65535).unwrap(), 65535);
         assert!(port("port", 65536).is_err());
         assert!(port("port", -1).is_err());
+    }
+
+    #[test]
+    fn keys_and_signatures_have_their_length() {
+        assert!(public_key("public_key", &[0u8; 31]).is_err());
+        // The identity point is of small order.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let err = public_key("public_key", &identity).unwrap_err();
+        assert!(err.to_string().contains("32-byte Ed25519"), "{err}");
+        assert!(signature("signature", &[0u8; 64]).is_ok());
+        assert!(signature("signature", &[0u8; 63]).is_err());
+        assert!(signature("signature", &[]).is_err());
     }
 
     #[test]

@@ -55,6 +55,10 @@ pub fn peer_to_proto(p: &PeerRecord) -> proto::Peer {
             RegisteredVia::Rest => proto::RegisteredVia::Rest,
         } as i32,
         inbox_open: p.inbox_open,
+        public_key: p
+            .public_key
+            .map(|k| k.as_bytes().to_vec())
+            .unwrap_or_default(),
     }
 }
 

@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use p2pchat::{PeerId, SessionToken};
+use p2pchat::{PeerId, PublicKey, SessionToken};
 use tokio_stream::Stream;
 
 pub use memory::{MemoryStore, MemoryStoreGuard};
@@ -64,6 +64,10 @@ pub enum StoreError {
     /// The caller's token does not prove ownership of the peer_id.
     #[error("{0}")]
     PermissionDenied(&'static str),
+    /// A key-derived (version 8) peer_id with neither a proof of its key
+    /// nor the token of its existing registration.
+    #[error("{}", KEY_REQUIRED)]
+    KeyRequired,
     /// The store holds as many records as it may.
     #[error("registry is full: at most {limit} peers may be registered")]
     Full {
@@ -81,6 +85,14 @@ pub enum StoreError {
 
 /// The message of every token mismatch, as both APIs have always said it.
 pub(crate) const TOKEN_MISMATCH: &str = "session token does not match this peer_id";
+
+/// Why a key-derived id without a proof is refused.
+pub(crate) const KEY_REQUIRED: &str = "peer_id is key-derived (UUID version 8): registering it \
+     needs a proof of its key (public_key, challenge and signature, over gRPC)";
+
+/// Why a key that does not derive the peer_id is refused.
+pub(crate) const KEY_MISMATCH: &str =
+    "public_key does not own peer_id (peer_id must be the version 8 id derived from the key)";
 
 /// A session token as a request presented it. A malformed one is kept (not
 /// refused at the edge) so the store answers it in the same order as a wrong
@@ -172,6 +184,10 @@ pub struct PeerRecord {
     pub registered_via: RegisteredVia,
     /// True while the peer holds its inbox open (see [`PeerStore::hold`]).
     pub inbox_open: bool,
+    /// The key the peer proved it holds, which owns `peer_id`; `None` for
+    /// peers registered without one (REST, seed-style; never a version 8
+    /// id).
+    pub public_key: Option<PublicKey>,
 }
 
 impl PeerRecord {
@@ -193,6 +209,7 @@ impl PeerRecord {
             && self.online == other.online
             && self.registered_via == other.registered_via
             && self.inbox_open == other.inbox_open
+            && self.public_key == other.public_key
     }
 }
 
@@ -214,6 +231,13 @@ pub struct Registration {
     pub endpoints: Vec<Endpoint>,
     /// The token from an earlier registration, when re-registering.
     pub token: Option<Credential>,
+    /// A key the caller proved it holds (the API checked the signature over
+    /// a fresh challenge); it must own `peer_id`. A registration with a
+    /// proven key takes over an existing record of the id without its
+    /// token: the old token stops working and the old inbox no longer
+    /// holds the lease. `None`: no proof, so a key-derived `peer_id` can
+    /// only be re-registered with its token.
+    pub public_key: Option<PublicKey>,
     /// The IP the request came from.
     pub observed_ip: IpAddr,
     /// Which API it came through.
@@ -231,6 +255,10 @@ pub struct Registered {
     pub lease: Duration,
     /// Store revision after the registration.
     pub revision: u64,
+    /// Whether a proof of the key took over an existing registration whose
+    /// token the caller did not present (the previous holder's token and
+    /// inbox are void).
+    pub took_over: bool,
 }
 
 /// The outcome of a successful [`PeerStore::hold`].
@@ -388,7 +416,9 @@ impl Default for StoreConfig {
 /// never hold a lock across an `.await` of their caller.
 pub trait PeerStore: Send + Sync + fmt::Debug + 'static {
     /// Registers a new peer, or re-registers a known one when
-    /// `reg.token` proves ownership. A re-registration that changes nothing
+    /// `reg.token` proves ownership or `reg.public_key` (proven) owns the
+    /// id. A key-derived (version 8) id needs one of the two
+    /// ([`StoreError::KeyRequired`]). A re-registration that changes nothing
     /// visible is a pure refresh: the lease restarts, the revision does not
     /// move and no change is published.
     fn register(&self, reg: Registration) -> StoreFuture<'_, Registered>;

@@ -23,6 +23,7 @@ fn registration(peer_id: PeerId, username: &str, token: Option<Credential>) -> R
         udp_port: 4000,
         endpoints: Vec::new(),
         token,
+        public_key: None,
         observed_ip: IpAddr::from([192, 0, 2, 1]),
         via: RegisteredVia::Grpc,
     }
@@ -312,4 +313,117 @@ async fn a_stopped_store_refuses_registrations() {
         .register(registration(PeerId::random(), "late", None))
         .await;
     assert_eq!(refused.err(), Some(StoreError::ShuttingDown));
+}
+
+fn key(seed: u8) -> p2pchat::PublicKey {
+    let signing = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    p2pchat::PublicKey::from(&signing.verifying_key())
+}
+
+fn keyed(key: p2pchat::PublicKey, username: &str, token: Option<Credential>) -> Registration {
+    Registration {
+        public_key: Some(key),
+        ..registration(key.peer_id(), username, token)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn key_derived_ids_need_their_key_or_their_token() {
+    let (store, _guard) = store_with(StoreConfig::default());
+    let alice = key(1);
+    let id = alice.peer_id();
+    // No proof, no record: refused, with or without a (stale) token.
+    let stale = Credential::Token(p2pchat::SessionToken::generate());
+    for token in [None, Some(stale)] {
+        let refused = store.register(registration(id, "alice", token)).await;
+        assert_eq!(refused.err(), Some(StoreError::KeyRequired));
+    }
+    // A key that does not own the id.
+    let refused = store
+        .register(Registration {
+            public_key: Some(key(2)),
+            ..registration(id, "alice", None)
+        })
+        .await;
+    assert_eq!(
+        refused.err(),
+        Some(StoreError::PermissionDenied(KEY_MISMATCH))
+    );
+    // With the key: registered, and the record carries it.
+    let first = store
+        .register(keyed(alice, "alice", None))
+        .await
+        .expect("registers");
+    assert_eq!(first.peer.public_key, Some(alice));
+    assert!(!first.took_over);
+    let token = Credential::Token(first.token);
+    // A refresh with the token needs no proof and keeps the key.
+    let refreshed = store
+        .register(registration(id, "alice", Some(token)))
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.token, first.token);
+    assert_eq!(refreshed.peer.public_key, Some(alice));
+    assert_eq!(refreshed.revision, first.revision, "nothing visible changed");
+    // Without proof and without the token: refused as before.
+    let refused = store.register(registration(id, "mallory", None)).await;
+    assert!(matches!(refused, Err(StoreError::PermissionDenied(_))));
+    let refused = store.register(registration(id, "mallory", Some(stale))).await;
+    assert_eq!(
+        refused.err(),
+        Some(StoreError::PermissionDenied(TOKEN_MISMATCH))
+    );
+    // Version 4 ids are unchanged: no key needed, none recorded.
+    let (v4, _, _) = register(&*store, "seed").await;
+    assert_eq!(store.get(&v4).await.unwrap().public_key, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_proof_of_the_key_takes_a_registration_over() {
+    let (store, _guard) = store_with(StoreConfig::default());
+    let alice = key(3);
+    let id = alice.peer_id();
+    let first = store
+        .register(keyed(alice, "alice", None))
+        .await
+        .expect("registers");
+    let old = Credential::Token(first.token);
+    let held = store.hold(&id, &old, 7).await.expect("inbox held");
+    assert!(held.peer.inbox_open);
+    // A proof with the right token is a plain re-registration.
+    let same = store
+        .register(keyed(alice, "alice", Some(old)))
+        .await
+        .expect("re-registers");
+    assert_eq!(same.token, first.token);
+    assert!(!same.took_over);
+    // A proof without it takes over: new token, the old one is void, the
+    // old inbox no longer holds the lease.
+    let new = store
+        .register(keyed(alice, "alice2", None))
+        .await
+        .expect("takes over");
+    assert!(new.took_over);
+    assert_ne!(new.token, first.token);
+    assert!(!new.peer.inbox_open);
+    assert_eq!(new.peer.public_key, Some(alice));
+    assert_eq!(
+        store.verify(&id, &old).await.err(),
+        Some(StoreError::PermissionDenied(TOKEN_MISMATCH))
+    );
+    assert_eq!(
+        store.refresh(&id, &old).await.err(),
+        Some(StoreError::PermissionDenied(TOKEN_MISMATCH))
+    );
+    let token = Credential::Token(new.token);
+    assert!(store.verify(&id, &token).await.is_ok());
+    // The old holder's late release changes nothing; the new owner holds.
+    store.release(&id, 7).await.unwrap();
+    let held = store.hold(&id, &token, 8).await.expect("new inbox");
+    assert!(held.peer.inbox_open);
+    assert_eq!(
+        store.unregister(&id, &old).await.err(),
+        Some(StoreError::PermissionDenied(TOKEN_MISMATCH))
+    );
+    store.unregister(&id, &token).await.expect("unregisters");
 }

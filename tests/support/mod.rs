@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
+use p2pchat::keys::registration_message;
 use p2pchat::proto::signaling_client::SignalingClient;
 use p2pchat::proto::{self, RegisterRequest};
+use p2pchat_client::identity::Identity;
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
 use tonic::transport::Channel;
 
@@ -48,6 +50,53 @@ pub async fn register(
         .expect("register succeeds")
         .into_inner();
     (peer_id, resp.session_token)
+}
+
+/// A fresh challenge from `client`'s server.
+pub async fn challenge(client: &mut SignalingClient<Channel>) -> Vec<u8> {
+    client
+        .get_challenge(proto::GetChallengeRequest {})
+        .await
+        .expect("challenge")
+        .into_inner()
+        .challenge
+}
+
+/// A Register of `identity`'s peer id with a proof over `challenge`.
+pub fn signed_request(
+    identity: &Identity,
+    challenge: Vec<u8>,
+    username: &str,
+    port: u32,
+) -> RegisterRequest {
+    let key = identity.public_key();
+    let signature = identity.sign(&registration_message(&challenge, &key, username));
+    RegisterRequest {
+        peer_id: identity.peer_id().to_string(),
+        username: username.into(),
+        udp_port: port,
+        public_key: key.as_bytes().to_vec(),
+        challenge,
+        signature: signature.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Registers `identity`'s peer id with a fresh proof; returns (peer_id,
+/// token).
+pub async fn register_keyed(
+    client: &mut SignalingClient<Channel>,
+    identity: &Identity,
+    username: &str,
+    port: u32,
+) -> (String, String) {
+    let challenge = challenge(client).await;
+    let resp = client
+        .register(signed_request(identity, challenge, username, port))
+        .await
+        .expect("register with a proof succeeds")
+        .into_inner();
+    (identity.peer_id().to_string(), resp.session_token)
 }
 
 /// Next message of a stream, failing the test after [`WAIT`].

@@ -46,6 +46,7 @@ fn info(peer: &str, name: &str, port: u16) -> RemotePeer {
         inbox_open: true,
         via_rest: false,
         local_endpoints: vec![],
+        key: crate::signaling::PeerKey::Unverified,
     }
 }
 

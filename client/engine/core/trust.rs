@@ -8,7 +8,8 @@ use tokio::time::Instant;
 
 use super::Core;
 use crate::engine::api::{ErrorCode, Event, RequestId};
-use crate::identity::{Pin, changed_key_explanation};
+use crate::identity::Pin;
+use crate::identity::known_peers::changed_key_explanation;
 use crate::wire::unix_now;
 
 impl Core {
@@ -40,7 +41,7 @@ impl Core {
                     &name,
                     &pinned,
                     &key,
-                    self.known_peers.file(),
+                    self.known_peers.path(),
                 );
                 tracing::warn!(peer = %id, "refusing a changed key");
                 self.emit(Event::error(ErrorCode::Refused, message));
@@ -68,12 +69,12 @@ impl Core {
     /// pins the key it presents.
     pub(super) fn trust(&mut self, id: Option<RequestId>, name: &str) {
         match self.known_peers.forget_name(name) {
-            Ok(true) => self.emit(Event::Info {
+            Ok(Some(_)) => self.emit(Event::Info {
                 message: format!(
                     "forgot the key pinned for {name}; the next connection pins the key it presents"
                 ),
             }),
-            Ok(false) => self.emit(Event::Error {
+            Ok(None) => self.emit(Event::Error {
                 id,
                 code: ErrorCode::UnknownPeer,
                 message: format!("no key is pinned for {name}"),

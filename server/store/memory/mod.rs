@@ -23,7 +23,7 @@ use super::feed::{Feed, Subscription};
 use super::{
     ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, LeftReason, ListQuery, Page,
     PeerRecord, PeerStore, Registered, Registration, StoreConfig, StoreCounts, StoreError,
-    StoreFuture, TOKEN_MISMATCH, WatchStream, default_username,
+    StoreFuture, KEY_MISMATCH, TOKEN_MISMATCH, WatchStream, default_username,
 };
 
 /// Handle to the in-memory store. Cheap to clone.
@@ -152,24 +152,39 @@ impl MemoryStore {
         if state.shutdown {
             return Err(StoreError::ShuttingDown);
         }
+        if reg.public_key.is_some_and(|key| !key.owns(&reg.peer_id)) {
+            return Err(StoreError::PermissionDenied(KEY_MISMATCH));
+        }
         let existing = state.peers.get(&reg.peer_id);
-        let token = match (existing, reg.token) {
-            (Some(entry), Some(given)) if given.matches(&entry.token) => entry.token,
-            (Some(_), Some(_)) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
-            (Some(_), None) => {
+        let (token, took_over) = match (existing, reg.token, reg.public_key) {
+            (Some(entry), Some(given), _) if given.matches(&entry.token) => (entry.token, false),
+            // The owner of the key owns the id: a fresh proof takes the
+            // registration over, whoever held its token.
+            (Some(_), _, Some(_)) => (SessionToken::generate(), true),
+            (Some(_), Some(_), None) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
+            (Some(_), None, None) => {
                 return Err(StoreError::PermissionDenied(
                     "peer_id is already registered; re-registering needs its session token",
                 ));
             }
+            // A key-derived id is only ever registered with its key.
+            (None, _, None) if reg.peer_id.is_key_derived() => {
+                return Err(StoreError::KeyRequired);
+            }
             // No record (never registered, unregistered or purged): the id is
             // free, and a stale token proves nothing.
-            (None, _) => SessionToken::generate(),
+            (None, _, _) => (SessionToken::generate(), false),
         };
         let previous = existing.map(|e| e.info.clone());
         if previous.is_none() && state.peers.len() >= self.config().max_peers {
             state.evict_one(self.config().max_peers)?;
         }
-        let info = Arc::new(record_for(reg, previous.as_deref()));
+        let mut info = record_for(reg, previous.as_deref());
+        if took_over {
+            // The previous holder's inbox no longer speaks for the peer.
+            info.inbox_open = false;
+        }
+        let info = Arc::new(info);
         let deadline = Instant::now() + lease;
         match state.peers.get_mut(&info.peer_id) {
             Some(entry) => {
@@ -180,6 +195,10 @@ impl MemoryStore {
                 }
                 entry.info = info.clone();
                 entry.deadline = deadline;
+                entry.token = token;
+                if took_over {
+                    entry.holder = None;
+                }
             }
             None => {
                 let entry = Entry {
@@ -208,6 +227,7 @@ impl MemoryStore {
             token,
             lease,
             revision: state.feed.revision(),
+            took_over,
         })
     }
 
@@ -409,6 +429,8 @@ fn record_for(reg: Registration, previous: Option<&PeerRecord>) -> PeerRecord {
         last_seen: SystemTime::now(),
         registered_via: reg.via,
         inbox_open: previous.is_some_and(|p| p.inbox_open),
+        // A token refresh keeps the key proven earlier.
+        public_key: reg.public_key.or(previous.and_then(|p| p.public_key)),
     }
 }
 
