@@ -24,11 +24,11 @@ impl Rng {
         // Often start like a real message so parsing goes deeper.
         if let Some(first) = out.first_mut() {
             let leads = [MAGIC, 0x01, 0x02, 0x11, 0x12, 0x22];
-            if self.next() % 4 != 0 {
+            if !self.next().is_multiple_of(4) {
                 *first = leads[(self.next() % leads.len() as u64) as usize];
             }
         }
-        if out.len() > 1 && out[0] == MAGIC && self.next() % 2 == 0 {
+        if out.len() > 1 && out[0] == MAGIC && self.next().is_multiple_of(2) {
             out[1] = 1;
         }
         out
