@@ -10,7 +10,9 @@ use thiserror::Error;
 /// After [`HandshakeError::TooLarge`], [`HandshakeError::Malformed`],
 /// [`HandshakeError::UnexpectedMessage`] and [`HandshakeError::Decrypt`] the
 /// [`Handshake`](super::Handshake) is unchanged (a forged or stray message
-/// cannot kill it); after the other errors of `read` it is aborted.
+/// cannot kill it), with one exception: the real XX msg3 altered in transit
+/// past its static key aborts the responder (Noise cannot roll that back).
+/// After the other errors of `read` it is aborted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum HandshakeError {

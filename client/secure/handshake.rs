@@ -261,7 +261,16 @@ impl Handshake {
             (Stage::Finished, _) => return Err(HandshakeError::UnexpectedMessage),
             (Stage::Aborted, _) => return Err(HandshakeError::Aborted),
         };
-        let received = read(&mut self.noise, tag, msg)?;
+        let knew_static = self.noise.get_remote_static().is_some();
+        let received = read(&mut self.noise, tag, msg).inspect_err(|_| {
+            // Noise rolls back its hash state when it refuses a message but
+            // not its cipher state, and msg3 starts with the initiator's
+            // encrypted static key: once that decrypted, the failure is
+            // final. (Only the real msg3, altered on path, gets that far.)
+            if !knew_static && self.noise.get_remote_static().is_some() && tag == MSG3_XX {
+                self.stage = Stage::Aborted;
+            }
+        })?;
         // Noise accepted the message and moved on: any failure now is final.
         match self.finish_read(&received) {
             Ok(reply) => Ok(reply),

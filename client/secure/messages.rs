@@ -144,8 +144,25 @@ pub(super) fn write(
     Ok(buf[..=len].to_vec())
 }
 
-/// Checks size and tag, then reads the Noise message into a payload buffer
-/// (Noise leaves its state unchanged when it refuses).
+/// The exact length of each message: tag, then the Noise tokens (an
+/// ephemeral key is 32 bytes, an encrypted static 48) and the payload
+/// (plus a 16-byte tag once encrypted).
+pub(super) fn message_len(tag: u8) -> usize {
+    const E: usize = 32;
+    const S: usize = 32 + 16;
+    const P: usize = PAYLOAD_LEN + 16;
+    match tag {
+        MSG1_IK => 1 + E + S + P,
+        MSG2_IK => 1 + E + P,
+        MSG1_XX => 1 + E,
+        MSG2_XX => 1 + E + S + P,
+        MSG3_XX => 1 + S + P,
+        _ => 0,
+    }
+}
+
+/// Checks size and tag, then reads the Noise message into a payload
+/// buffer. Input of the wrong size or tag never reaches Noise.
 pub(super) fn read(
     noise: &mut HandshakeState,
     tag: u8,
@@ -163,6 +180,7 @@ pub(super) fn read(
                 HandshakeError::Malformed
             },
         ),
+        Some(_) if msg.len() != message_len(tag) => Err(HandshakeError::Malformed),
         Some((_, body)) => {
             let mut buf = [0u8; MAX_HANDSHAKE_MESSAGE];
             let len = noise

@@ -262,7 +262,9 @@ impl Transport {
         Ok(out)
     }
 
-    /// Opens a datagram from the peer. Any error leaves the state as it was.
+    /// Opens a datagram from the peer. Any error leaves the state as it was
+    /// (only time moves it: the previous epoch's key is dropped once its
+    /// grace is over, whatever the datagram).
     pub fn open(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<u8>, OpenError> {
         let header = Header::parse(bytes).ok_or(OpenError::Malformed)?;
         if header.receiver != self.local_index {
@@ -296,7 +298,8 @@ impl Transport {
         let mut next = RecvEpoch::new(cipher, header.epoch);
         let plaintext = next.open(&header, bytes)?;
         let current = std::mem::replace(&mut self.current, next);
-        self.previous = Some((current, now + PREVIOUS_EPOCH_GRACE));
+        let until = now.checked_add(PREVIOUS_EPOCH_GRACE).unwrap_or(now);
+        self.previous = Some((current, until));
         Ok(plaintext)
     }
 

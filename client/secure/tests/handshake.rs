@@ -318,3 +318,51 @@ fn stray_and_mixed_up_messages_leave_the_handshake_usable() {
     assert_eq!(eb.transport.open(&sealed, now).unwrap(), b"hi");
     let _: PublicKey = eb.remote_key;
 }
+
+#[test]
+fn wrong_sizes_never_reach_noise() {
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let p = prologue(&a, &b, &[]);
+    let bk = b.public_key();
+    let (_, ik1) = Handshake::initiate(&a, Some(&bk), &p, params(1, 1), T0).unwrap();
+    let (mut hi, xx1) = Handshake::initiate(&a, None, &p, params(1, 1), T0).unwrap();
+    let (mut hr, xx2) = Handshake::respond(&b, &p, &xx1, params(1, 2), T0).unwrap();
+    for msg in [&ik1, &xx1] {
+        let mut long = msg.clone();
+        long.push(0);
+        let short = &msg[..msg.len() - 1];
+        for bad in [&long[..], short] {
+            let err = Handshake::respond(&b, &p, bad, params(1, 2), T0).unwrap_err();
+            assert_eq!(err, HandshakeError::Malformed);
+        }
+    }
+    let mut long = xx2.clone();
+    long.push(0);
+    assert_eq!(hi.read(&long).unwrap_err(), HandshakeError::Malformed);
+    assert_eq!(hi.read(&xx2[..100]).unwrap_err(), HandshakeError::Malformed);
+    let msg3 = hi.read(&xx2).unwrap().unwrap();
+    assert_eq!(
+        hr.read(&msg3[..msg3.len() - 1]).unwrap_err(),
+        HandshakeError::Malformed
+    );
+    assert_eq!(hr.read(&msg3).unwrap(), None);
+}
+
+#[test]
+fn a_msg3_altered_past_its_static_key_aborts_the_responder() {
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let p = prologue(&a, &b, &[]);
+    let (mut hi, xx1) = Handshake::initiate(&a, None, &p, params(1, 1), T0).unwrap();
+    let (mut hr, xx2) = Handshake::respond(&b, &p, &xx1, params(1, 2), T0).unwrap();
+    let msg3 = hi.read(&xx2).unwrap().unwrap();
+    // In the static key (bytes 1..49): refused, nothing changed.
+    let mut bad = msg3.clone();
+    bad[10] ^= 4;
+    assert_eq!(hr.read(&bad).unwrap_err(), HandshakeError::Decrypt);
+    // In the payload: Noise already moved its cipher state on, so the
+    // handshake is over rather than silently unable to finish.
+    let mut bad = msg3.clone();
+    bad[60] ^= 4;
+    assert_eq!(hr.read(&bad).unwrap_err(), HandshakeError::Decrypt);
+    assert_eq!(hr.read(&msg3).unwrap_err(), HandshakeError::Aborted);
+}
