@@ -280,6 +280,7 @@ mod tests {
             username: "\u{9b}2J".into(),
             text: "\u{1b}[2Jhi\u{8}\u{8}".into(),
             sent_at: 1.0,
+            encrypted: true,
         });
         let out = output(c);
         assert!(
@@ -315,6 +316,8 @@ mod tests {
             reliable: true,
             incoming: false,
             probe_rounds: 1,
+            encrypted: true,
+            safety_number: None,
         });
         assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
         c.on_event(&Event::Disconnected {

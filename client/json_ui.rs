@@ -88,6 +88,7 @@ mod tests {
             username: "\u{9b}evil".into(),
             text: text.into(),
             sent_at: 1.5,
+            encrypted: true,
         });
         let out = String::from_utf8(ui.out).unwrap();
         assert_eq!(out.lines().count(), 1);

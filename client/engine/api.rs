@@ -460,10 +460,12 @@ mod tests {
             reliable: true,
             incoming: false,
             probe_rounds: 2,
+            encrypted: true,
+            safety_number: None,
         };
         assert_eq!(
             serde_json::to_string(&event).unwrap(),
-            r#"{"event":"connected","peer_id":"aaaa1111-0000-4000-8000-000000000001","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true,"incoming":false,"probe_rounds":2}"#
+            r#"{"event":"connected","peer_id":"aaaa1111-0000-4000-8000-000000000001","username":"u","addr":"127.0.0.1:1","path":"lan","rtt_ms":1.5,"reliable":true,"incoming":false,"probe_rounds":2,"encrypted":true,"safety_number":null}"#
         );
         assert_eq!(
             serde_json::to_string(&Event::ServerRestored {}).unwrap(),

@@ -892,7 +892,7 @@ fn probing_accepts_handshake_from_unprobed_address_but_nothing_else() {
 }
 
 #[test]
-fn bytes_come_in_through_the_channel() {
+fn a_plaintext_session_takes_no_sealed_bytes() {
     let now = Instant::now();
     let mut s = Session::connect(
         fast(),
@@ -907,7 +907,11 @@ fn bytes_come_in_through_the_channel() {
     s.handle_bytes(b"not a datagram", b_addr(), now);
     assert!(s.take_actions().is_empty());
     assert_eq!(s.phase(), Phase::Probing);
+    // Sealed bytes are for Noise sessions; plaintext goes through
+    // handle_datagram, never through the sealed path.
     let hello = format!(r#"{{"type":"hello","from":"{B_ID}","timestamp":1.0,"body":""}}"#);
     s.handle_bytes(hello.as_bytes(), b_addr(), now);
+    assert_eq!(s.phase(), Phase::Probing);
+    s.handle_datagram(&Datagram::decode(hello.as_bytes()).unwrap(), b_addr(), now);
     assert_eq!(s.phase(), Phase::Connected);
 }

@@ -118,6 +118,8 @@ fn connected(id: &str, name: &str, path: Path, reliable: bool) -> Event {
         reliable,
         incoming: false,
         probe_rounds: 1,
+        encrypted: true,
+        safety_number: None,
     }
 }
 
@@ -180,6 +182,7 @@ fn messages_show_senders_times_and_delivery_marks() {
         username: "bob".into(),
         text: "hello alice".into(),
         sent_at: 1.0,
+        encrypted: true,
     });
     for text in ["first", "second", "third", "fourth"] {
         assert_eq!(type_line(&mut app, text), Some(Command::Send(text.into())));
@@ -268,6 +271,8 @@ fn status_bar_follows_server_session_path_and_rtt() {
         reliable: true,
         incoming: false,
         probe_rounds: 0,
+        encrypted: true,
+        safety_number: None,
     });
     let bar = status(&mut app);
     assert!(
@@ -322,6 +327,7 @@ fn hostile_names_and_text_cannot_reach_the_terminal() {
             username: hostile_name.into(),
             text: hostile_text.into(),
             sent_at: 1.0,
+            encrypted: true,
         });
         app.on_event(&Event::Error {
             id: None,
@@ -361,6 +367,7 @@ fn long_lines_wrap_and_page_keys_scroll() {
         username: "bob".into(),
         text: words.join(" "),
         sent_at: 1.0,
+        encrypted: true,
     });
     let rows = draw(&mut app, 100, 30);
     let text = screen(&rows);
@@ -406,6 +413,7 @@ fn resizing_reflows_narrow_wide_and_tiny() {
         username: "peer1".into(),
         text: "a fairly long line that needs wrapping on a narrow terminal".into(),
         sent_at: 1.0,
+        encrypted: true,
     });
     let wide = draw(&mut app, 160, 50);
     assert_layout(&wide, 160);

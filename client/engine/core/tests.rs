@@ -10,7 +10,6 @@ use super::*;
 use crate::engine::api::Path;
 use crate::signaling::SignalEvent;
 
-const ME: &str = "eeee0000-0000-4000-8000-000000000000";
 const ALICE: &str = "aaaa0000-0000-4000-8000-000000000001";
 const BOB: &str = "bbbb0000-0000-4000-8000-000000000002";
 const CAROL: &str = "cccc0000-0000-4000-8000-000000000003";
@@ -25,7 +24,9 @@ fn addr(port: u16) -> SocketAddr {
 
 fn core(now: Instant) -> Core {
     let config = CoreConfig {
-        me: id(ME),
+        identity: Arc::new(crate::identity::Identity::generate()),
+        require_encryption: false,
+        known_peers: crate::identity::KnownPeers::in_memory(),
         username: "me".into(),
         session: SessionConfig {
             keepalive_interval: Duration::from_secs(30),

@@ -49,6 +49,8 @@ fn connected(tag: &str, name: &str, incoming: bool) -> Event {
         reliable: true,
         incoming,
         probe_rounds: 1,
+        encrypted: true,
+        safety_number: None,
     }
 }
 
