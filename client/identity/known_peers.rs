@@ -30,7 +30,7 @@
 //!
 //! `known_peers` beside the identity key ([`path_next_to`]), mode 0600,
 //! rewritten whole and atomically (temporary file, rename) on every change;
-//! its line format is documented in [`format`].
+//! its line format is documented in [`mod@format`].
 //!
 //! Bounds: [`MAX_KNOWN_PEERS`] pins (lines), [`MAX_KNOWN_PEERS_FILE_BYTES`]
 //! bytes, [`MAX_PINNED_USERNAME_BYTES`] per name. A file over a bound, a
