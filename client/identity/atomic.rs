@@ -80,6 +80,13 @@ pub(crate) fn replace(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 /// rename), that it is a regular file of at most `max` bytes with none of
 /// the `forbidden` permission bits.
 pub(crate) fn open_checked(path: &Path, forbidden: u32, max: u64) -> Result<File, IdentityError> {
+    // Opening a FIFO would block: look first. Swapping one in after this
+    // takes write access to the directory; what is opened is checked again.
+    if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        return Err(IdentityError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let file = File::open(path).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => IdentityError::NotFound {
             path: path.to_path_buf(),

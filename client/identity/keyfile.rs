@@ -314,12 +314,18 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_at_the_path_is_refused() {
+    fn a_directory_or_fifo_at_the_path_is_refused() {
         let dir = TestDir::new("isdir");
         let path = dir.path().join("identity.pem");
         fs::create_dir(&path).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
         let err = load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::NotAFile { .. }), "{err:?}");
+        // A FIFO is refused without blocking in open().
+        let fifo = dir.path().join("fifo.pem");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let err = load_or_create(&fifo).unwrap_err();
         assert!(matches!(err, IdentityError::NotAFile { .. }), "{err:?}");
     }
 

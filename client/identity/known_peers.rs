@@ -30,7 +30,7 @@
 //!
 //! `known_peers` beside the identity key ([`path_next_to`]), mode 0600,
 //! rewritten whole and atomically (temporary file, rename) on every change;
-//! its line format is documented in [`format`].
+//! its line format is documented in [`mod@format`].
 //!
 //! Bounds: [`MAX_KNOWN_PEERS`] pins (lines), [`MAX_KNOWN_PEERS_FILE_BYTES`]
 //! bytes, [`MAX_PINNED_USERNAME_BYTES`] per name. A file over a bound, a
@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use p2pchat::{PeerId, PublicKey};
 
 use super::{IdentityError, atomic};
+use crate::text::sanitize_display;
 
 pub mod format;
 
@@ -353,28 +354,31 @@ impl KnownPeers {
 }
 
 /// What to tell the user when `username` shows up with `presented` while
-/// `pinned` was pinned for that name.
+/// `pinned` was pinned for that name. The username (network text) is
+/// neutralised for the terminal here ([`sanitize_display`]).
 pub fn changed_key_explanation(
     username: &str,
     pinned: &PublicKey,
     presented: &PublicKey,
     known_peers_file: Option<&Path>,
 ) -> String {
+    let name = sanitize_display(username);
     let file_hint = match known_peers_file {
         Some(path) => format!(
-            ", or delete the line for {username:?} in {} while peer is not running",
+            ", or delete the line ending in {} from {} while peer is not running",
+            format::escape(Some(username)),
             path.display()
         ),
         None => String::new(),
     };
     format!(
-        "WARNING: {username:?} now has a different key than the one you first saw for that name \
-         (pinned key {pinned}, peer id {}; presented key {presented}, peer id {}). This happens \
-         when {username} reinstalled p2pchat or uses a new device, but it is also exactly what \
-         someone impersonating {username} looks like. Do not trust this peer until you have \
-         checked: ask {username} over another channel (in person, a phone call) to compare the \
+        "WARNING: \"{name}\" now has a different key than the one you first saw under that \
+         name (pinned key {pinned}, peer id {}; presented key {presented}, peer id {}). This \
+         happens when {name} reinstalled p2pchat or uses a new device, but it is also exactly \
+         what someone impersonating {name} looks like. Do not trust this peer until you have \
+         checked: ask {name} over another channel (in person, a phone call) to compare the \
          safety number of your conversation. If it matches, accept the new key with \
-         /trust {username}{file_hint}.",
+         /trust {name}{file_hint}.",
         pinned.peer_id(),
         presented.peer_id(),
     )

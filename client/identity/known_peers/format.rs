@@ -76,7 +76,7 @@ pub(super) fn render(pins: &[PinnedPeer]) -> String {
 
 /// A username as one field: letters, digits and ASCII punctuation but `%`
 /// and `#` as they are, everything else `%XX` per UTF-8 byte; `-` is none.
-fn escape(name: Option<&str>) -> String {
+pub(super) fn escape(name: Option<&str>) -> String {
     let Some(name) = name else {
         return "-".to_owned();
     };

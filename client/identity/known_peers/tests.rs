@@ -318,4 +318,12 @@ fn the_changed_key_explanation_says_what_to_do() {
     }
     let text = changed_key_explanation("Bob", &old, &new, None);
     assert!(!text.contains("delete the line"), "{text}");
+    // Network text cannot reach the terminal raw.
+    let text = changed_key_explanation("B\u{1b}[2Jo b", &old, &new, Some(Path::new("/k")));
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(text.contains("B\\x1b[2Jo b"), "{text}");
+    assert!(
+        text.contains("line ending in B%1B[2Jo%20b from /k"),
+        "{text}"
+    );
 }
