@@ -243,6 +243,12 @@ struct ConstantSignaling {
 
 #[tonic::async_trait]
 impl Signaling for ConstantSignaling {
+    async fn get_challenge(
+        &self,
+        _: Request<proto::GetChallengeRequest>,
+    ) -> Result<Response<proto::GetChallengeResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     async fn register(
         &self,
         _: Request<RegisterRequest>,

@@ -359,6 +359,9 @@ mod tests {
     fn debug_hides_the_secret() {
         let c = Challenges::new("127.0.0.1:1");
         let text = format!("{c:?}");
-        assert!(text.contains("127.0.0.1:1") && !text.contains("secret"), "{text}");
+        assert!(
+            text.contains("127.0.0.1:1") && !text.contains("secret"),
+            "{text}"
+        );
     }
 }

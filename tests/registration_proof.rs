@@ -66,7 +66,9 @@ async fn a_proven_key_is_carried_in_every_peer_shape() {
     assert_eq!(joined.peer.unwrap().public_key, key_bytes);
 
     let got = c
-        .get_peer(GetPeerRequest { peer_id: id.clone() })
+        .get_peer(GetPeerRequest {
+            peer_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -83,7 +85,11 @@ async fn a_proven_key_is_carried_in_every_peer_shape() {
         .into_inner();
     assert_eq!(list.peers.len(), 2);
     for p in &list.peers {
-        let expected = if p.peer_id == id { key_bytes.clone() } else { Vec::new() };
+        let expected = if p.peer_id == id {
+            key_bytes.clone()
+        } else {
+            Vec::new()
+        };
         assert_eq!(p.public_key, expected, "{}", p.peer_id);
     }
 
@@ -95,7 +101,14 @@ async fn a_proven_key_is_carried_in_every_peer_shape() {
     let (peers, _, _) = read_snapshot(&mut snapshot).await;
     let keyed = peers.iter().find(|p| p.peer_id == id).unwrap();
     assert_eq!(keyed.public_key, key_bytes);
-    assert!(peers.iter().find(|p| p.peer_id == v4).unwrap().public_key.is_empty());
+    assert!(
+        peers
+            .iter()
+            .find(|p| p.peer_id == v4)
+            .unwrap()
+            .public_key
+            .is_empty()
+    );
 
     // REST: base64 of the key, or null.
     let http = reqwest::Client::new();
@@ -117,7 +130,10 @@ async fn a_proven_key_is_carried_in_every_peer_shape() {
             .unwrap()
             .clone()
     };
-    assert_eq!(entry(&id)["public_key"], json!(alice.public_key().to_base64()));
+    assert_eq!(
+        entry(&id)["public_key"],
+        json!(alice.public_key().to_base64())
+    );
     assert_eq!(
         PublicKey::from_base64(entry(&id)["public_key"].as_str().unwrap()).unwrap(),
         alice.public_key()
@@ -207,7 +223,13 @@ async fn bad_proofs_are_refused_with_their_codes() {
         udp_port: 1,
         ..Default::default()
     };
-    refused(&mut c, bare.clone(), Code::Unauthenticated, "proof of its key").await;
+    refused(
+        &mut c,
+        bare.clone(),
+        Code::Unauthenticated,
+        "proof of its key",
+    )
+    .await;
 
     // A signature over another challenge.
     let signed = signed_request(&alice, challenge(&mut c).await, "Alice", 1);
@@ -215,13 +237,25 @@ async fn bad_proofs_are_refused_with_their_codes() {
         challenge: challenge(&mut c).await,
         ..signed.clone()
     };
-    refused(&mut c, sent, Code::Unauthenticated, "signature does not verify").await;
+    refused(
+        &mut c,
+        sent,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
     // Over another username than the one signed.
     let renamed = RegisterRequest {
         username: "Alicf".into(),
         ..signed.clone()
     };
-    refused(&mut c, renamed, Code::Unauthenticated, "signature does not verify").await;
+    refused(
+        &mut c,
+        renamed,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
     // Signed by another key.
     let forged = RegisterRequest {
         public_key: alice.public_key().as_bytes().to_vec(),
@@ -231,18 +265,36 @@ async fn bad_proofs_are_refused_with_their_codes() {
         peer_id: id.clone(),
         ..forged
     };
-    refused(&mut c, forged, Code::Unauthenticated, "signature does not verify").await;
+    refused(
+        &mut c,
+        forged,
+        Code::Unauthenticated,
+        "signature does not verify",
+    )
+    .await;
 
     // A challenge from another server instance.
     let foreign = signed_request(&alice, challenge(&mut other).await, "Alice", 1);
-    refused(&mut c, foreign, Code::Unauthenticated, "not issued by this server").await;
+    refused(
+        &mut c,
+        foreign,
+        Code::Unauthenticated,
+        "not issued by this server",
+    )
+    .await;
 
     // A key that does not own the peer id: another key's id, or a v4 id.
     let stolen = RegisterRequest {
         peer_id: id.clone(),
         ..signed_request(&mallory, challenge(&mut c).await, "Alice", 1)
     };
-    refused(&mut c, stolen, Code::PermissionDenied, "does not own peer_id").await;
+    refused(
+        &mut c,
+        stolen,
+        Code::PermissionDenied,
+        "does not own peer_id",
+    )
+    .await;
     let v4 = RegisterRequest {
         peer_id: new_id(),
         ..signed_request(&mallory, challenge(&mut c).await, "M", 1)
@@ -341,7 +393,11 @@ async fn a_key_derived_id_over_rest_is_refused() {
         "{body}"
     );
     let resp = http.get(format!("{base}/peer/{id}")).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND, "nothing was registered");
+    assert_eq!(
+        resp.status(),
+        StatusCode::NOT_FOUND,
+        "nothing was registered"
+    );
 
     // Nor can REST refresh a keyed registration, even with its token.
     let mut c = client(&server).await;
@@ -448,7 +504,9 @@ async fn a_second_client_with_the_same_key_takes_over() {
 
     // The new holder owns the record.
     let got = second
-        .get_peer(GetPeerRequest { peer_id: id.clone() })
+        .get_peer(GetPeerRequest {
+            peer_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()

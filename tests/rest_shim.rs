@@ -118,7 +118,15 @@ async fn seed_shapes_field_by_field() {
     let entry = &peers["peers"][0];
     assert_eq!(
         keys(entry),
-        ["peer_id", "username", "ip", "port", "online", "last_seen", "public_key"]
+        [
+            "peer_id",
+            "username",
+            "ip",
+            "port",
+            "online",
+            "last_seen",
+            "public_key"
+        ]
     );
     assert_eq!(entry["public_key"], Value::Null);
     assert_eq!(entry["peer_id"], id.as_str());

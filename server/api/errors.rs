@@ -51,7 +51,9 @@ pub enum ApiError {
     #[error("{0}")]
     Challenge(ChallengeError),
     /// The proof's signature does not verify under its public key.
-    #[error("signature does not verify: sign p2pchat::keys::registration_message(challenge, public_key, username)")]
+    #[error(
+        "signature does not verify: sign p2pchat::keys::registration_message(challenge, public_key, username)"
+    )]
     BadSignature,
     /// The store holds as many peers as it may.
     #[error("registry is full: at most {limit} peers may be registered")]
@@ -229,4 +231,65 @@ impl IntoResponse for HttpError {
 /// (UNIMPLEMENTED), for the router's shared fallback.
 pub fn unknown_grpc_method() -> Response {
     tonic::Status::unimplemented("unknown gRPC method").into_http()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KEY_MISMATCH;
+
+    #[test]
+    fn registration_refusals_map_to_their_codes() {
+        let cases = [
+            (
+                ApiError::ProofRequired,
+                tonic::Code::Unauthenticated,
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                ApiError::BadSignature,
+                tonic::Code::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                ApiError::PermissionDenied(KEY_MISMATCH),
+                tonic::Code::PermissionDenied,
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                ChallengeError::Malformed.into(),
+                tonic::Code::InvalidArgument,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                ChallengeError::NotOurs.into(),
+                tonic::Code::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                ChallengeError::Expired.into(),
+                tonic::Code::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                ChallengeError::Used.into(),
+                tonic::Code::Unauthenticated,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                ChallengeError::Exhausted { limit: 1 }.into(),
+                tonic::Code::ResourceExhausted,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                StoreError::KeyRequired.into(),
+                tonic::Code::Unauthenticated,
+                StatusCode::FORBIDDEN,
+            ),
+        ];
+        for (err, code, http) in cases {
+            assert_eq!(err.http_status(), http, "{err:?}");
+            assert_eq!(tonic::Status::from(err.clone()).code(), code, "{err:?}");
+        }
+    }
 }

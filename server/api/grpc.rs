@@ -10,10 +10,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
-use crate::challenge::{CHALLENGE_TTL, Challenges};
 use super::streams::{StreamItem, run_inbox, run_watch};
 use super::validate;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
+use crate::challenge::{CHALLENGE_TTL, Challenges};
 use crate::net::RemoteAddr;
 use crate::net::shutdown::Shutdown;
 use crate::net::tasks::Tasks;

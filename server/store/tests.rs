@@ -364,11 +364,16 @@ async fn key_derived_ids_need_their_key_or_their_token() {
         .expect("refresh");
     assert_eq!(refreshed.token, first.token);
     assert_eq!(refreshed.peer.public_key, Some(alice));
-    assert_eq!(refreshed.revision, first.revision, "nothing visible changed");
+    assert_eq!(
+        refreshed.revision, first.revision,
+        "nothing visible changed"
+    );
     // Without proof and without the token: refused as before.
     let refused = store.register(registration(id, "mallory", None)).await;
     assert!(matches!(refused, Err(StoreError::PermissionDenied(_))));
-    let refused = store.register(registration(id, "mallory", Some(stale))).await;
+    let refused = store
+        .register(registration(id, "mallory", Some(stale)))
+        .await;
     assert_eq!(
         refused.err(),
         Some(StoreError::PermissionDenied(TOKEN_MISMATCH))

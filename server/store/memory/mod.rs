@@ -21,9 +21,9 @@ mod expiry;
 
 use super::feed::{Feed, Subscription};
 use super::{
-    ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, LeftReason, ListQuery, Page,
-    PeerRecord, PeerStore, Registered, Registration, StoreConfig, StoreCounts, StoreError,
-    StoreFuture, KEY_MISMATCH, TOKEN_MISMATCH, WatchStream, default_username,
+    ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, KEY_MISMATCH, LeftReason,
+    ListQuery, Page, PeerRecord, PeerStore, Registered, Registration, StoreConfig, StoreCounts,
+    StoreError, StoreFuture, TOKEN_MISMATCH, WatchStream, default_username,
 };
 
 /// Handle to the in-memory store. Cheap to clone.
