@@ -60,6 +60,8 @@ impl Core {
             }
             RelayInput::Ignored => {}
         }
+        // A BOUND with a new channel is a challenge to echo at once.
+        self.poll_relay(now);
     }
 
     /// A STUN datagram: the answer to our refresh, if it is one.
@@ -72,12 +74,10 @@ impl Core {
         }
     }
 
-    /// Our identity towards the relay (needs a token from the server).
+    /// Our identity towards the relay (needs a token from the server; the
+    /// frames carry a MAC under the key derived from it, never the token).
     fn relay_credentials(&self) -> Option<Credentials> {
-        Some(Credentials {
-            peer_id: self.me,
-            token: self.relay_token?,
-        })
+        Some(Credentials::new(self.me, self.relay_token.as_ref()?))
     }
 
     /// Starts a relay binding with `peer` (no-op without a relay).
@@ -108,7 +108,7 @@ impl Core {
             return;
         };
         let to = relay.server();
-        for bytes in relay.poll(now, creds) {
+        for bytes in relay.poll(now, &creds) {
             self.outputs.push(Output::Send { to, bytes });
         }
     }
@@ -122,7 +122,7 @@ impl Core {
             return;
         };
         let to = relay.server();
-        if let Some(bytes) = relay.release(peer, creds) {
+        if let Some(bytes) = relay.release(peer, &creds) {
             self.outputs.push(Output::Send { to, bytes });
         }
     }
