@@ -257,3 +257,88 @@ fn refused(to: SocketAddr, claim: &Claim, code: RefuseCode) -> Vec<Outgoing> {
         .to_bytes(),
     )]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use p2pchat::proto::relay_frame::{NO_CHANNEL, RelayKey};
+
+    use super::*;
+    use crate::store::{MemoryStore, Registration, RegisteredVia, StoreConfig};
+
+    /// xorshift64*: deterministic, so a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+    }
+
+    /// 10,000 pseudo-random relay datagrams (noise behind the `PR` magic,
+    /// and real BINDs of registered peers with bytes overwritten) through
+    /// the same handler the socket loop uses: nothing panics, and nothing
+    /// that does not authenticate gets an answer.
+    #[tokio::test]
+    async fn pseudo_random_relay_datagrams_never_panic_nor_get_answers() {
+        let (memory, _guard) = MemoryStore::new(StoreConfig::default());
+        let keys = RelayKeys::new();
+        let store = KeyedStore::new(Arc::new(memory), keys.clone());
+        let mut ids = Vec::new();
+        let mut tokens = Vec::new();
+        for _ in 0..2 {
+            let done = store
+                .register(Registration {
+                    peer_id: PeerId::random(),
+                    username: None,
+                    udp_port: 4000,
+                    endpoints: Vec::new(),
+                    token: None,
+                    observed_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    via: RegisteredVia::Grpc,
+                })
+                .await
+                .unwrap();
+            ids.push(done.peer.peer_id);
+            tokens.push(done.token);
+        }
+        let key = RelayKey::from_token(&tokens[0]);
+        let valid = RelayFrame::bind(&key, *ids[0].as_uuid(), *ids[1].as_uuid(), NO_CHANNEL, 5)
+            .to_bytes();
+        let mut table = RelayTable::new(RelayLimits::default());
+        let from = SocketAddr::from(([198, 51, 100, 7], 4242));
+        let mut rng = Rng(0x0123_4567_89AB_CDEF);
+        for round in 0..10_000u32 {
+            let bytes = if round % 2 == 0 {
+                let len = (rng.next() % (MAX_FRAME_BYTES as u64 + 8)) as usize;
+                let mut b: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                for (i, head) in b"PR\x02".iter().enumerate() {
+                    if let Some(byte) = b.get_mut(i) {
+                        *byte = *head;
+                    }
+                }
+                if let Some(kind) = b.get_mut(3) {
+                    *kind = (rng.next() % 6) as u8;
+                }
+                b
+            } else {
+                let mut b = valid.clone();
+                let at = (rng.next() % b.len() as u64) as usize;
+                let old = b[at];
+                b[at] = old ^ (1 + (rng.next() % 255) as u8);
+                b
+            };
+            let out = handle(&bytes, from, &store, &keys, &mut table).await;
+            assert!(out.is_empty(), "round {round} answered: {out:?}");
+        }
+        assert!(table.is_empty());
+        assert!(table.stats().dropped_unauthenticated > 4_000);
+        // The untouched BIND is answered (the sweep did reach the relay).
+        let out = handle(&valid, from, &store, &keys, &mut table).await;
+        assert_eq!(out.len(), 1);
+    }
+}
