@@ -440,9 +440,14 @@ mod tests {
         let now = Instant::now();
         let before = unix_millis();
         let fresh = RelayClient::new("192.0.2.1:3478".parse().unwrap());
-        assert!(fresh.next_counter() >= before, "starts at Unix milliseconds");
+        assert!(
+            fresh.next_counter() >= before,
+            "starts at Unix milliseconds"
+        );
         let mut r = client();
-        let others: Vec<PeerId> = (0..3).map(|i| PeerId::from_uuid(Uuid::from_u128(50 + i))).collect();
+        let others: Vec<PeerId> = (0..3)
+            .map(|i| PeerId::from_uuid(Uuid::from_u128(50 + i)))
+            .collect();
         for p in &others {
             r.request(*p, now);
         }
@@ -498,9 +503,10 @@ mod tests {
                 );
             }
             assert!(
-                !bytes
+                !bytes.windows(16).any(|w| hex
+                    .as_bytes()
                     .windows(16)
-                    .any(|w| hex.as_bytes().windows(16).any(|h| h.eq_ignore_ascii_case(w))),
+                    .any(|h| h.eq_ignore_ascii_case(w))),
                 "token hex in {bytes:02x?}"
             );
         }

@@ -157,7 +157,10 @@ fn the_mac_verifies_only_the_frame_it_was_made_for() {
         if let Ok(frame) = RelayFrame::decode(&flipped)
             && let Some((kind, claim)) = frame.claim()
         {
-            assert!(!claim.verify(kind, &key), "bit {bit} flipped still verifies");
+            assert!(
+                !claim.verify(kind, &key),
+                "bit {bit} flipped still verifies"
+            );
         }
     }
 }
@@ -177,7 +180,11 @@ fn the_token_never_appears_in_a_frame() {
     ] {
         let bytes = frame.to_bytes();
         // Not the token, not half of it, not its hex.
-        for window in [&token.as_bytes()[..], &token.as_bytes()[..16], &token.as_bytes()[16..]] {
+        for window in [
+            &token.as_bytes()[..],
+            &token.as_bytes()[..16],
+            &token.as_bytes()[16..],
+        ] {
             assert!(
                 !bytes.windows(window.len()).any(|w| w == window),
                 "token bytes in {frame:?}"

@@ -167,7 +167,13 @@ async fn launch(
 
     tasks.spawn(rendezvous.run(signal()));
     if let (Some(socket), Some(addr), Some(keys)) = (udp, udp_addr, relay_keys) {
-        tasks.spawn(udp::run(socket, store.clone(), keys, config.relay, signal()));
+        tasks.spawn(udp::run(
+            socket,
+            store.clone(),
+            keys,
+            config.relay,
+            signal(),
+        ));
         tracing::info!(%addr, "STUN + relay listening (UDP)");
     }
     // Health flips to NOT_SERVING as soon as shutdown starts, so load

@@ -16,9 +16,9 @@ use bytecodec::{DecodeExt, EncodeExt};
 use p2pchat::proto::relay_frame::{
     CLAIM_FRAME_BYTES, MAX_RELAY_PAYLOAD, NO_CHANNEL, RefuseCode, RelayFrame, RelayKey,
 };
+use p2pchat::proto::{RegisterRequest, UnregisterRequest};
 use p2pchat::{PeerId, SessionToken};
 use p2pchat_client::relay::{Credentials, RelayClient, RelayInput};
-use p2pchat::proto::{RegisterRequest, UnregisterRequest};
 use p2pchat_server::udp::RelayLimits;
 use p2pchat_server::{RunningServer, ServerConfig};
 use stun_codec::rfc5389::attributes::XorMappedAddress;
@@ -276,7 +276,8 @@ impl RelayPeer {
     }
 
     async fn send_data(&self, server: &RunningServer, channel: u64, payload: &[u8]) {
-        self.send(server, RelayFrame::Data { channel, payload }).await;
+        self.send(server, RelayFrame::Data { channel, payload })
+            .await;
     }
 
     async fn quiet(&self) -> bool {
@@ -371,7 +372,9 @@ async fn a_legitimate_rebind_from_a_new_address_moves_the_binding_after_its_echo
     b.send_data(&server, ch_b, b"moved").await;
     assert_eq!(moved.data(challenge).await, b"moved");
     assert!(a.quiet().await, "the old address gets nothing");
-    moved.send_data(&server, challenge, b"from the new port").await;
+    moved
+        .send_data(&server, challenge, b"from the new port")
+        .await;
     assert_eq!(b.data(ch_b).await, b"from the new port");
     a.send_data(&server, ch_a, b"old port").await;
     assert!(b.quiet().await, "the old route is gone");
@@ -546,13 +549,19 @@ async fn a_bind_replayed_after_the_binding_expired_never_gets_traffic() {
     assert!(got.len() <= captured.len());
     for bytes in &got {
         assert!(
-            matches!(RelayFrame::decode(bytes), Ok(RelayFrame::Bound { ready: false, .. })),
+            matches!(
+                RelayFrame::decode(bytes),
+                Ok(RelayFrame::Bound { ready: false, .. })
+            ),
             "only a challenge: {bytes:?}"
         );
     }
     assert!(b.quiet().await, "B is not told A is there");
     b.send_data(&server, ch_b, b"for alice").await;
-    assert!(recv_within(&eve, SILENCE).await.is_none(), "no traffic to Eve");
+    assert!(
+        recv_within(&eve, SILENCE).await.is_none(),
+        "no traffic to Eve"
+    );
 
     // The real A (counter higher than anything captured) takes its side.
     a.channel.set(NO_CHANNEL);

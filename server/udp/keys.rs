@@ -121,7 +121,8 @@ impl PeerStore for KeyedStore {
     fn register(&self, reg: Registration) -> StoreFuture<'_, Registered> {
         Box::pin(async move {
             let done = self.inner.register(reg).await?;
-            self.keys.learn(done.peer.peer_id, &done.token, done.revision);
+            self.keys
+                .learn(done.peer.peer_id, &done.token, done.revision);
             Ok(done)
         })
     }

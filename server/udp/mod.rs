@@ -143,7 +143,11 @@ fn apply(table: &mut RelayTable, keys: &RelayKeys, event: WatchEvent) {
             let online = |p: &PeerId| peers.binary_search_by(|r| r.peer_id.cmp(p)).is_ok();
             let freed = table.retain_online(online);
             let forgotten = keys.retain_online(online, revision);
-            tracing::debug!(freed, forgotten, "relay swept against a snapshot of the store");
+            tracing::debug!(
+                freed,
+                forgotten,
+                "relay swept against a snapshot of the store"
+            );
         }
     }
 }
@@ -240,9 +244,7 @@ async fn claimed(
     };
     match outcome {
         Ok(out) => out,
-        Err(Denied::Refuse(code)) if table.may_refuse(Instant::now()) => {
-            refused(from, claim, code)
-        }
+        Err(Denied::Refuse(code)) if table.may_refuse(Instant::now()) => refused(from, claim, code),
         Err(_) => Vec::new(),
     }
 }
@@ -265,7 +267,7 @@ mod tests {
     use p2pchat::proto::relay_frame::{NO_CHANNEL, RelayKey};
 
     use super::*;
-    use crate::store::{MemoryStore, Registration, RegisteredVia, StoreConfig};
+    use crate::store::{MemoryStore, RegisteredVia, Registration, StoreConfig};
 
     /// xorshift64*: deterministic, so a failure reproduces.
     struct Rng(u64);
@@ -307,8 +309,8 @@ mod tests {
             tokens.push(done.token);
         }
         let key = RelayKey::from_token(&tokens[0]);
-        let valid = RelayFrame::bind(&key, *ids[0].as_uuid(), *ids[1].as_uuid(), NO_CHANNEL, 5)
-            .to_bytes();
+        let valid =
+            RelayFrame::bind(&key, *ids[0].as_uuid(), *ids[1].as_uuid(), NO_CHANNEL, 5).to_bytes();
         let mut table = RelayTable::new(RelayLimits::default());
         let from = SocketAddr::from(([198, 51, 100, 7], 4242));
         let mut rng = Rng(0x0123_4567_89AB_CDEF);

@@ -138,7 +138,10 @@ fn old_counters_are_dropped_without_an_answer() {
         );
     }
     assert_eq!(t.stats().dropped_replayed, 4);
-    assert!(t.data(ch_a, b"x", addr(1), now).is_some(), "route unchanged");
+    assert!(
+        t.data(ch_a, b"x", addr(1), now).is_some(),
+        "route unchanged"
+    );
     assert!(!t.release(a, b, ch_a, 102), "an old RELEASE neither");
     assert_eq!(t.len(), 1);
     // Freshness is per side: B's counters are B's.
@@ -192,7 +195,10 @@ fn a_refresh_from_the_route_drops_a_pending_challenge() {
     assert_eq!(bound(&out[0].1), (b, ch_a, true));
     let late = t.bind(a, b, addr(66), ch_raced, c.next(), now).unwrap();
     let (_, ch_late, ready) = bound(&late[0].1);
-    assert!(!ready && ch_late != ch_raced, "the voided challenge proves nothing");
+    assert!(
+        !ready && ch_late != ch_raced,
+        "the voided challenge proves nothing"
+    );
     assert!(t.data(ch_a, b"x", addr(1), now).is_some());
 }
 
@@ -276,14 +282,7 @@ fn session_limits_at_the_edge() {
         .expect("within the per-peer limit");
     }
     assert_eq!(
-        t.bind(
-            busy,
-            PeerId::random(),
-            addr(999),
-            NO_CHANNEL,
-            c.next(),
-            now
-        ),
+        t.bind(busy, PeerId::random(), addr(999), NO_CHANNEL, c.next(), now),
         Err(Denied::Refuse(RefuseCode::Full))
     );
 }
@@ -301,7 +300,9 @@ fn refusals_are_capped_per_second() {
         u64::from(MAX_REFUSALS_PER_SEC)
     );
     let later = now + Duration::from_millis(100);
-    let sent = (0..MAX_REFUSALS_PER_SEC).filter(|_| t.may_refuse(later)).count();
+    let sent = (0..MAX_REFUSALS_PER_SEC)
+        .filter(|_| t.may_refuse(later))
+        .count();
     assert_eq!(sent, MAX_REFUSALS_PER_SEC as usize / 10);
 }
 
