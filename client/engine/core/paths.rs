@@ -60,7 +60,8 @@ impl Core {
             }
             RelayInput::Ignored => {}
         }
-        // A BOUND with a new channel is a challenge to echo at once.
+        // A BOUND with a new channel is the relay's challenge: it is due
+        // at once, so echo it now rather than at the next timer.
         self.poll_relay(now);
     }
 
@@ -101,6 +102,16 @@ impl Core {
 
     /// Queues the BINDs that are due.
     pub(super) fn poll_relay(&mut self, now: Instant) {
+        // Most calls (every timer, every relayed datagram) find nothing due:
+        // skip deriving the relay key then.
+        let due = self
+            .relay
+            .as_ref()
+            .and_then(|r| r.next_deadline())
+            .is_some_and(|at| at <= now);
+        if !due {
+            return;
+        }
         let Some(creds) = self.relay_credentials() else {
             return;
         };
