@@ -119,7 +119,10 @@ impl<'de> Deserialize<'de> for PeerId {
 }
 
 /// A secret session token: 256 bits, 244 of them random (two v4 UUIDs),
-/// kept as bytes and shown as 64 lowercase hex characters.
+/// kept as bytes and shown as 64 lowercase hex characters. It only travels
+/// to and from the signaling API; relay frames carry a MAC under a key
+/// derived from it ([`crate::proto::relay_frame::RelayKey`]), never the
+/// token.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SessionToken([u8; 32]);
 
@@ -132,7 +135,7 @@ impl SessionToken {
         SessionToken(bytes)
     }
 
-    /// Wraps raw bytes (as relay frames carry them).
+    /// Wraps raw bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> SessionToken {
         SessionToken(bytes)
     }
@@ -185,8 +188,7 @@ impl SessionToken {
         valid && diff == 0
     }
 
-    /// Whether `given` (raw bytes, as in relay frames) is this token, in
-    /// constant time.
+    /// Whether `given` (raw bytes) is this token, in constant time.
     pub fn matches_bytes(&self, given: &[u8; 32]) -> bool {
         let diff = self
             .0

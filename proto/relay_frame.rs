@@ -1,31 +1,88 @@
 //! The relay's datagram format: the UDP half of the contract, next to the
-//! gRPC half in `signaling.proto`. Pure encode/decode, no sockets.
+//! gRPC half in `signaling.proto`. Pure encode/decode and the MAC of BIND
+//! and RELEASE, no sockets.
 //!
 //! The server's UDP port carries STUN and relay frames; the first byte tells
 //! them apart (RFC 7983 style): STUN starts with 0x00..=0x03, a relay frame
 //! with ASCII `P` `R`. All integers are big-endian.
 //!
-//! | type | frame | direction | body after the 4-byte header |
-//! |---|---|---|---|
-//! | 1 | BIND | peer -> server | peer id (16), session token (32), target peer id (16) |
-//! | 2 | BOUND | server -> peer | target peer id (16), channel (8), ready (1: 0 waiting, 1 ready) |
-//! | 3 | DATA | both | channel (8), payload (0..=[`MAX_RELAY_PAYLOAD`]) |
-//! | 4 | REFUSED | server -> peer | target peer id (16), code (1, see [`RefuseCode`]) |
-//! | 5 | RELEASE | peer -> server | same as BIND |
+//! | type | frame | direction | body after the 4-byte header | frame bytes |
+//! |---|---|---|---|---|
+//! | 1 | BIND | peer -> server | peer id (16), target peer id (16), channel echo (8), counter (8), MAC (32) | 84 |
+//! | 2 | BOUND | server -> peer | target peer id (16), channel (8), ready (1: 0 waiting, 1 ready) | 29 |
+//! | 3 | DATA | both | channel (8), payload (0..=[`MAX_RELAY_PAYLOAD`]) | 12..=1412 |
+//! | 4 | REFUSED | server -> peer | target peer id (16), code (1, see [`RefuseCode`]) | 21 |
+//! | 5 | RELEASE | peer -> server | same as BIND | 84 |
 //!
-//! Header: `P` `R`, version [`VERSION`], type.
+//! Header: `P` `R`, version [`VERSION`] (2; version 1 carried the session
+//! token in clear and is refused), type.
+//!
+//! # BIND and RELEASE are authenticated, and carry no secret
+//!
+//! The session token never goes on the wire. Both sides derive the **relay
+//! key** from it, `HMAC-SHA256(key = token bytes, "p2pchat relay key v1")`
+//! ([`RelayKey::from_token`]), and a BIND or RELEASE ends in
+//! `HMAC-SHA256(relay key, the frame's first 52 bytes)`: magic, version,
+//! type, peer id, target, channel echo and counter ([`claim_mac`]). The type
+//! byte is covered, so a BIND's MAC does not make a RELEASE; the version is
+//! covered, so a frame cannot be re-labelled as another version. The server
+//! checks the MAC in constant time ([`Claim::verify`]).
+//!
+//! * **Counter**: strictly increasing per (peer, relay server) across all
+//!   of the peer's frames. A peer starts it at the current Unix time in
+//!   milliseconds and adds one per frame, so a restarted peer still goes
+//!   forward (unless its clock went back by more than it sent frames). The
+//!   relay keeps, per binding, the highest counter it accepted and drops a
+//!   BIND or RELEASE whose counter is not above it: a captured frame
+//!   replayed from anywhere does nothing to a binding that exists.
+//! * **Channel echo**: the channel of the last BOUND the peer got for this
+//!   binding, [`NO_CHANNEL`] (0) before the first. BOUND goes only to the
+//!   address the BIND came from, and the relay starts forwarding to an
+//!   address only after a BIND *from that address* echoes the channel it
+//!   sent there (a return-routability check under the key: only the key
+//!   holder can echo, only the one at the address learns the channel). So a
+//!   new binding, or a binding's move to a new address (NAT rebinding), takes
+//!   one extra round trip: BIND, BOUND(channel), BIND(echo), BOUND; and a
+//!   frame replayed or raced from another address never makes the relay
+//!   send a session's traffic there. Channels are random and never 0.
+//!
+//! What the relay does with these (and why a binding that is gone may accept
+//! any counter again) is documented in the server's `udp::relay` module;
+//! `SECURITY.md` has the summary.
+//!
+//! DATA is not authenticated by the relay (it forwards only between the two
+//! addresses that proved the key): its payload is opaque to the relay, and
+//! end-to-end protection is the peers' business.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use thiserror::Error;
 use uuid::Uuid;
+
+use crate::ids::SessionToken;
 
 /// First two bytes of every relay frame.
 pub const MAGIC: [u8; 2] = *b"PR";
 
-/// The frame format version this code speaks.
-pub const VERSION: u8 = 1;
+/// The frame format version this code speaks. Version 1 (the session token
+/// in clear in BIND and RELEASE) is refused.
+pub const VERSION: u8 = 2;
 
 /// Header length: magic, version, type.
 pub const HEADER_BYTES: usize = 4;
+
+/// Length of the MAC ending a BIND or RELEASE (a full HMAC-SHA256).
+pub const MAC_BYTES: usize = 32;
+
+/// Length of a BIND or RELEASE frame.
+pub const CLAIM_FRAME_BYTES: usize = HEADER_BYTES + MACED_BODY_BYTES + MAC_BYTES;
+
+/// The channel echo of a BIND or RELEASE that has no channel yet. The relay
+/// never hands out channel 0.
+pub const NO_CHANNEL: u64 = 0;
+
+/// The label the relay key is derived with from the session token.
+pub const RELAY_KEY_LABEL: &[u8] = b"p2pchat relay key v1";
 
 /// Largest DATA payload the relay forwards; bigger frames are dropped. Chat
 /// datagrams are at most 1200 bytes, so this leaves room.
@@ -34,17 +91,28 @@ pub const MAX_RELAY_PAYLOAD: usize = 1400;
 /// Largest relay frame on the wire (a full DATA frame).
 pub const MAX_FRAME_BYTES: usize = HEADER_BYTES + 8 + MAX_RELAY_PAYLOAD;
 
+/// Body bytes of a BIND or RELEASE before the MAC: peer id, target, channel
+/// echo, counter.
+const MACED_BODY_BYTES: usize = 16 + 16 + 8 + 8;
+
+/// Frame bytes the MAC covers: the header and the body before the MAC.
+const MACED_BYTES: usize = HEADER_BYTES + MACED_BODY_BYTES;
+
 const TYPE_BIND: u8 = 1;
 const TYPE_BOUND: u8 = 2;
 const TYPE_DATA: u8 = 3;
 const TYPE_REFUSED: u8 = 4;
 const TYPE_RELEASE: u8 = 5;
 
-/// Why the server refused a BIND (the REFUSED frame's code byte).
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why the server refused a BIND (the REFUSED frame's code byte). Only an
+/// authenticated, fresh BIND is ever answered with REFUSED; anything else
+/// (unknown peer, bad MAC, old counter) is dropped without a word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RefuseCode {
-    /// Unknown or offline peer, or wrong token.
+    /// The sender authenticated but is not online (its lease ran out).
     Unauthorized = 1,
     /// The target is unknown or offline.
     TargetOffline = 2,
@@ -67,26 +135,157 @@ impl RefuseCode {
     }
 }
 
+/// A peer's key towards one relay server, derived from its session token
+/// with [`RELAY_KEY_LABEL`] (so the token itself keys nothing and is never
+/// sent). Never printed by `Debug`.
+#[derive(Clone)]
+pub struct RelayKey([u8; 32]);
+
+impl RelayKey {
+    /// `HMAC-SHA256(key = token bytes, RELAY_KEY_LABEL)`.
+    pub fn from_token(token: &SessionToken) -> RelayKey {
+        let mut mac = hmac_keyed(token.as_bytes());
+        mac.update(RELAY_KEY_LABEL);
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&mac.finalize().into_bytes());
+        RelayKey(key)
+    }
+}
+
+impl std::fmt::Debug for RelayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A secret: never into logs.
+        f.write_str("RelayKey(..)")
+    }
+}
+
+fn hmac_keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length (RFC 2104: long ones are hashed, short
+    // ones padded); `new_from_slice` only fails for fixed-size-key MACs.
+    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
+}
+
+/// Which authenticated frame a [`Claim`] is (its type byte is under the MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// BIND.
+    Bind,
+    /// RELEASE.
+    Release,
+}
+
+impl ClaimKind {
+    fn type_byte(self) -> u8 {
+        match self {
+            ClaimKind::Bind => TYPE_BIND,
+            ClaimKind::Release => TYPE_RELEASE,
+        }
+    }
+}
+
+/// The body of a BIND or RELEASE: what the sender claims, and the MAC that
+/// proves it holds the relay key of `peer_id`. Decoding does not check the
+/// MAC (it needs the key): call [`Claim::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The sender.
+    pub peer_id: Uuid,
+    /// The peer to relay with.
+    pub target: Uuid,
+    /// The channel of the last BOUND for this binding, [`NO_CHANNEL`] if
+    /// none yet.
+    pub channel: u64,
+    /// The sender's counter, strictly increasing per relay server.
+    pub counter: u64,
+    /// [`claim_mac`] of the fields above.
+    pub mac: [u8; MAC_BYTES],
+}
+
+impl Claim {
+    /// The fields, with their MAC under `key`.
+    pub fn new(
+        kind: ClaimKind,
+        key: &RelayKey,
+        peer_id: Uuid,
+        target: Uuid,
+        channel: u64,
+        counter: u64,
+    ) -> Claim {
+        Claim {
+            peer_id,
+            target,
+            channel,
+            counter,
+            mac: claim_mac(key, kind, &peer_id, &target, channel, counter),
+        }
+    }
+
+    /// Whether the MAC is right for a frame of `kind` under `key`, compared
+    /// in constant time.
+    pub fn verify(&self, kind: ClaimKind, key: &RelayKey) -> bool {
+        let mut mac = hmac_keyed(&key.0);
+        mac.update(&maced_bytes(
+            kind,
+            &self.peer_id,
+            &self.target,
+            self.channel,
+            self.counter,
+        ));
+        mac.verify_slice(&self.mac).is_ok()
+    }
+}
+
+/// The MAC of a BIND or RELEASE: HMAC-SHA256 under the relay key over the
+/// frame's first 52 bytes (magic, [`VERSION`], the type byte of `kind`,
+/// `peer_id`, `target`, `channel`, `counter`). The one place it is computed.
+pub fn claim_mac(
+    key: &RelayKey,
+    kind: ClaimKind,
+    peer_id: &Uuid,
+    target: &Uuid,
+    channel: u64,
+    counter: u64,
+) -> [u8; MAC_BYTES] {
+    let mut mac = hmac_keyed(&key.0);
+    mac.update(&maced_bytes(kind, peer_id, target, channel, counter));
+    let mut out = [0u8; MAC_BYTES];
+    out.copy_from_slice(&mac.finalize().into_bytes());
+    out
+}
+
+/// The bytes a claim's MAC covers: exactly the encoded frame's prefix.
+fn maced_bytes(
+    kind: ClaimKind,
+    peer_id: &Uuid,
+    target: &Uuid,
+    channel: u64,
+    counter: u64,
+) -> [u8; MACED_BYTES] {
+    let mut out = [0u8; MACED_BYTES];
+    out[..2].copy_from_slice(&MAGIC);
+    out[2] = VERSION;
+    out[3] = kind.type_byte();
+    out[4..20].copy_from_slice(peer_id.as_bytes());
+    out[20..36].copy_from_slice(target.as_bytes());
+    out[36..44].copy_from_slice(&channel.to_be_bytes());
+    out[44..52].copy_from_slice(&counter.to_be_bytes());
+    out
+}
+
 /// One relay frame. DATA borrows its payload from the buffer it was decoded
 /// from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RelayFrame<'a> {
     /// Asks the server to relay between `peer_id` and `target`.
-    Bind {
-        /// The sender.
-        peer_id: Uuid,
-        /// The sender's session token (raw bytes of the hex token).
-        token: [u8; 32],
-        /// The peer to relay with.
-        target: Uuid,
-    },
+    Bind(Claim),
     /// The server confirms a binding.
     Bound {
         /// The peer the binding is with.
         target: Uuid,
-        /// The channel id to put in DATA frames (the receiver's own).
+        /// The channel id to put in DATA frames (the receiver's own), and
+        /// to echo in the next BIND.
         channel: u64,
-        /// Whether the other side has bound too.
+        /// Whether the relay forwards now: both sides proved their address.
         ready: bool,
     },
     /// A relayed datagram.
@@ -105,14 +304,7 @@ pub enum RelayFrame<'a> {
         code: u8,
     },
     /// Ends the binding (same fields as BIND).
-    Release {
-        /// The sender.
-        peer_id: Uuid,
-        /// The sender's session token.
-        token: [u8; 32],
-        /// The peer the binding is with.
-        target: Uuid,
-    },
+    Release(Claim),
 }
 
 /// Why bytes are not a relay frame.
@@ -150,14 +342,18 @@ pub enum FrameError {
 
 /// Bytes of the body after the header, per type: (min, max).
 fn body_len(kind: u8) -> Option<(usize, usize)> {
+    const CLAIM: usize = CLAIM_FRAME_BYTES - HEADER_BYTES;
     match kind {
-        TYPE_BIND | TYPE_RELEASE => Some((64, 64)),
+        TYPE_BIND | TYPE_RELEASE => Some((CLAIM, CLAIM)),
         TYPE_BOUND => Some((25, 25)),
         TYPE_DATA => Some((8, 8 + MAX_RELAY_PAYLOAD)),
         TYPE_REFUSED => Some((17, 17)),
         _ => None,
     }
 }
+
+// The helpers below read fixed offsets of a body whose length `decode` has
+// already checked against `body_len`.
 
 fn uuid_at(bytes: &[u8], at: usize) -> Uuid {
     let mut raw = [0u8; 16];
@@ -171,8 +367,59 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(raw)
 }
 
+fn claim_at(body: &[u8]) -> Claim {
+    let mut mac = [0u8; MAC_BYTES];
+    mac.copy_from_slice(&body[MACED_BODY_BYTES..MACED_BODY_BYTES + MAC_BYTES]);
+    Claim {
+        peer_id: uuid_at(body, 0),
+        target: uuid_at(body, 16),
+        channel: u64_at(body, 32),
+        counter: u64_at(body, 40),
+        mac,
+    }
+}
+
+impl RelayFrame<'static> {
+    /// A BIND of `peer_id` towards `target` with its MAC under `key`.
+    pub fn bind(
+        key: &RelayKey,
+        peer_id: Uuid,
+        target: Uuid,
+        channel: u64,
+        counter: u64,
+    ) -> RelayFrame<'static> {
+        RelayFrame::Bind(Claim::new(
+            ClaimKind::Bind,
+            key,
+            peer_id,
+            target,
+            channel,
+            counter,
+        ))
+    }
+
+    /// A RELEASE of `peer_id`'s binding with `target`, MAC under `key`.
+    pub fn release(
+        key: &RelayKey,
+        peer_id: Uuid,
+        target: Uuid,
+        channel: u64,
+        counter: u64,
+    ) -> RelayFrame<'static> {
+        RelayFrame::Release(Claim::new(
+            ClaimKind::Release,
+            key,
+            peer_id,
+            target,
+            channel,
+            counter,
+        ))
+    }
+}
+
 impl<'a> RelayFrame<'a> {
     /// Parses one frame; every length is checked before any field is read.
+    /// A BIND or RELEASE is returned unverified: see [`Claim::verify`].
     pub fn decode(bytes: &'a [u8]) -> Result<RelayFrame<'a>, FrameError> {
         if bytes.len() < HEADER_BYTES {
             return Err(FrameError::Truncated {
@@ -202,25 +449,8 @@ impl<'a> RelayFrame<'a> {
             });
         }
         Ok(match kind {
-            TYPE_BIND | TYPE_RELEASE => {
-                let peer_id = uuid_at(body, 0);
-                let mut token = [0u8; 32];
-                token.copy_from_slice(&body[16..48]);
-                let target = uuid_at(body, 48);
-                if kind == TYPE_BIND {
-                    RelayFrame::Bind {
-                        peer_id,
-                        token,
-                        target,
-                    }
-                } else {
-                    RelayFrame::Release {
-                        peer_id,
-                        token,
-                        target,
-                    }
-                }
-            }
+            TYPE_BIND => RelayFrame::Bind(claim_at(body)),
+            TYPE_RELEASE => RelayFrame::Release(claim_at(body)),
             TYPE_BOUND => RelayFrame::Bound {
                 target: uuid_at(body, 0),
                 channel: u64_at(body, 16),
@@ -241,32 +471,33 @@ impl<'a> RelayFrame<'a> {
         })
     }
 
+    /// The claim of a BIND or RELEASE, with which of the two it is.
+    pub fn claim(&self) -> Option<(ClaimKind, &Claim)> {
+        match self {
+            RelayFrame::Bind(claim) => Some((ClaimKind::Bind, claim)),
+            RelayFrame::Release(claim) => Some((ClaimKind::Release, claim)),
+            _ => None,
+        }
+    }
+
     /// Appends the encoded frame to `out`. A DATA payload over
     /// [`MAX_RELAY_PAYLOAD`] is encoded anyway; the receiver drops it (check
     /// the size before sending).
     pub fn encode(&self, out: &mut Vec<u8>) {
+        if let Some((kind, claim)) = self.claim() {
+            out.extend_from_slice(&maced_bytes(
+                kind,
+                &claim.peer_id,
+                &claim.target,
+                claim.channel,
+                claim.counter,
+            ));
+            out.extend_from_slice(&claim.mac);
+            return;
+        }
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         match self {
-            RelayFrame::Bind {
-                peer_id,
-                token,
-                target,
-            }
-            | RelayFrame::Release {
-                peer_id,
-                token,
-                target,
-            } => {
-                out.push(if matches!(self, RelayFrame::Bind { .. }) {
-                    TYPE_BIND
-                } else {
-                    TYPE_RELEASE
-                });
-                out.extend_from_slice(peer_id.as_bytes());
-                out.extend_from_slice(token);
-                out.extend_from_slice(target.as_bytes());
-            }
             RelayFrame::Bound {
                 target,
                 channel,
@@ -287,143 +518,19 @@ impl<'a> RelayFrame<'a> {
                 out.extend_from_slice(target.as_bytes());
                 out.push(*code);
             }
+            // Encoded above.
+            RelayFrame::Bind(_) | RelayFrame::Release(_) => {}
         }
     }
 
     /// The encoded frame.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_BYTES + 64);
+        let mut out = Vec::with_capacity(CLAIM_FRAME_BYTES);
         self.encode(&mut out);
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn samples(payload: &[u8]) -> Vec<RelayFrame<'_>> {
-        let a = Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888);
-        let b = Uuid::from_u128(0x9999_aaaa_bbbb_cccc_dddd_eeee_ffff_0000);
-        vec![
-            RelayFrame::Bind {
-                peer_id: a,
-                token: [7; 32],
-                target: b,
-            },
-            RelayFrame::Bound {
-                target: b,
-                channel: 0x0102_0304_0506_0708,
-                ready: true,
-            },
-            RelayFrame::Bound {
-                target: b,
-                channel: 9,
-                ready: false,
-            },
-            RelayFrame::Data {
-                channel: u64::MAX,
-                payload,
-            },
-            RelayFrame::Refused { target: b, code: 3 },
-            RelayFrame::Release {
-                peer_id: a,
-                token: [9; 32],
-                target: b,
-            },
-        ]
-    }
-
-    #[test]
-    fn every_frame_round_trips_with_the_documented_size() {
-        let payload = b"{\"type\":\"hello\"}";
-        let sizes = [68, 29, 29, 12 + payload.len(), 21, 68];
-        for (frame, size) in samples(payload).into_iter().zip(sizes) {
-            let bytes = frame.to_bytes();
-            assert_eq!(bytes.len(), size, "{frame:?}");
-            assert_eq!(
-                crate::datagram::classify(&bytes),
-                crate::datagram::DatagramKind::Relay
-            );
-            assert_eq!(RelayFrame::decode(&bytes), Ok(frame));
-        }
-    }
-
-    #[test]
-    fn every_truncation_is_an_error() {
-        for frame in samples(b"xy") {
-            let bytes = frame.to_bytes();
-            let min = match frame {
-                RelayFrame::Data { .. } => 12,
-                _ => bytes.len(),
-            };
-            for len in 0..min {
-                assert!(
-                    matches!(
-                        RelayFrame::decode(&bytes[..len]),
-                        Err(FrameError::Truncated { .. })
-                    ),
-                    "{frame:?} cut to {len}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn payload_limit_edge() {
-        let max = vec![0xAB; MAX_RELAY_PAYLOAD];
-        let bytes = RelayFrame::Data {
-            channel: 1,
-            payload: &max,
-        }
-        .to_bytes();
-        assert_eq!(bytes.len(), MAX_FRAME_BYTES);
-        assert!(matches!(
-            RelayFrame::decode(&bytes),
-            Ok(RelayFrame::Data { payload, .. }) if payload.len() == MAX_RELAY_PAYLOAD
-        ));
-        let over = vec![0xAB; MAX_RELAY_PAYLOAD + 1];
-        let bytes = RelayFrame::Data {
-            channel: 1,
-            payload: &over,
-        }
-        .to_bytes();
-        assert!(matches!(
-            RelayFrame::decode(&bytes),
-            Err(FrameError::TooLong { .. })
-        ));
-        // Fixed-size frames with a trailing byte are refused too.
-        let mut bind = samples(b"")[0].to_bytes();
-        bind.push(0);
-        assert!(matches!(
-            RelayFrame::decode(&bind),
-            Err(FrameError::TooLong { .. })
-        ));
-    }
-
-    #[test]
-    fn bad_header_and_flags_are_errors() {
-        let good = samples(b"")[1].to_bytes();
-        let mut magic = good.clone();
-        magic[1] = b'X';
-        assert_eq!(RelayFrame::decode(&magic), Err(FrameError::BadMagic));
-        let mut version = good.clone();
-        version[2] = 2;
-        assert_eq!(RelayFrame::decode(&version), Err(FrameError::BadVersion(2)));
-        let mut kind = good.clone();
-        kind[3] = 9;
-        assert_eq!(RelayFrame::decode(&kind), Err(FrameError::BadType(9)));
-        let mut flag = good;
-        flag[28] = 2;
-        assert_eq!(RelayFrame::decode(&flag), Err(FrameError::BadFlag(2)));
-    }
-
-    #[test]
-    fn refuse_codes_round_trip() {
-        assert_eq!(
-            RefuseCode::from_byte(RefuseCode::Full as u8),
-            Some(RefuseCode::Full)
-        );
-        assert_eq!(RefuseCode::from_byte(0), None);
-    }
-}
+#[path = "relay_frame_tests.rs"]
+mod tests;

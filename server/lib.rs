@@ -146,6 +146,13 @@ async fn launch(
         Some(socket) => Some(socket.local_addr()?),
         None => None,
     };
+    // With the relay on, registrations teach it each peer's relay key (the
+    // MAC key of its BIND frames, derived from its token).
+    let relay_keys = udp.as_ref().map(|_| udp::RelayKeys::new());
+    let store: Arc<dyn PeerStore> = match &relay_keys {
+        Some(keys) => Arc::new(udp::KeyedStore::new(store, keys.clone())),
+        None => store,
+    };
     let (shutdown_tx, _) = broadcast::channel(1);
     let signal = || Shutdown::new(shutdown_tx.subscribe());
     let rendezvous = Rendezvous::new(store.clone());
@@ -165,8 +172,14 @@ async fn launch(
     .await?;
 
     tasks.spawn(rendezvous.run(signal()));
-    if let (Some(socket), Some(addr)) = (udp, udp_addr) {
-        tasks.spawn(udp::run(socket, store.clone(), config.relay, signal()));
+    if let (Some(socket), Some(addr), Some(keys)) = (udp, udp_addr, relay_keys) {
+        tasks.spawn(udp::run(
+            socket,
+            store.clone(),
+            keys,
+            config.relay,
+            signal(),
+        ));
         tracing::info!(%addr, "STUN + relay listening (UDP)");
     }
     // Health flips to NOT_SERVING as soon as shutdown starts, so load

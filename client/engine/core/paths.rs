@@ -65,6 +65,9 @@ impl Core {
             }
             RelayInput::Ignored => {}
         }
+        // A BOUND with a new channel is the relay's challenge: it is due
+        // at once, so echo it now rather than at the next timer.
+        self.poll_relay(now);
     }
 
     /// A STUN datagram: the answer to our refresh, if it is one.
@@ -77,12 +80,10 @@ impl Core {
         }
     }
 
-    /// Our identity towards the relay (needs a token from the server).
+    /// Our identity towards the relay (needs a token from the server; the
+    /// frames carry a MAC under the key derived from it, never the token).
     fn relay_credentials(&self) -> Option<Credentials> {
-        Some(Credentials {
-            peer_id: self.me,
-            token: self.relay_token?,
-        })
+        Some(Credentials::new(self.me, self.relay_token.as_ref()?))
     }
 
     /// Starts a relay binding with `peer` (no-op without a relay).
@@ -106,6 +107,16 @@ impl Core {
 
     /// Queues the BINDs that are due.
     pub(super) fn poll_relay(&mut self, now: Instant) {
+        // Most calls (every timer, every relayed datagram) find nothing due:
+        // skip deriving the relay key then.
+        let due = self
+            .relay
+            .as_ref()
+            .and_then(|r| r.next_deadline())
+            .is_some_and(|at| at <= now);
+        if !due {
+            return;
+        }
         let Some(creds) = self.relay_credentials() else {
             return;
         };
@@ -113,7 +124,7 @@ impl Core {
             return;
         };
         let to = relay.server();
-        for bytes in relay.poll(now, creds) {
+        for bytes in relay.poll(now, &creds) {
             self.outputs.push(Output::Send { to, bytes });
         }
     }
@@ -127,7 +138,7 @@ impl Core {
             return;
         };
         let to = relay.server();
-        if let Some(bytes) = relay.release(peer, creds) {
+        if let Some(bytes) = relay.release(peer, &creds) {
             self.outputs.push(Output::Send { to, bytes });
         }
     }
