@@ -193,6 +193,7 @@ mod tests {
             token,
             observed_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             via: RegisteredVia::Grpc,
+            public_key: None,
         }
     }
 

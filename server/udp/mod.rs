@@ -302,6 +302,7 @@ mod tests {
                     token: None,
                     observed_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                     via: RegisteredVia::Grpc,
+                    public_key: None,
                 })
                 .await
                 .unwrap();
