@@ -109,7 +109,10 @@ mod tests {
         let bytes = ch.seal(&dg, now).unwrap();
         assert_eq!(bytes, dg.encode().unwrap());
         assert_eq!(ch.open(&bytes, now).unwrap(), dg);
-        assert!(matches!(ch.open(b"nope", now), Err(ChannelError::Decode(_))));
+        assert!(matches!(
+            ch.open(b"nope", now),
+            Err(ChannelError::Decode(_))
+        ));
         let big: Datagram = Message {
             header: Header::now(from),
             body: "a".repeat(MAX_SEND_DATAGRAM_BYTES),

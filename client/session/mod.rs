@@ -333,7 +333,9 @@ impl Session {
                 self.authenticated();
                 self.process(&dg, addr, now, true);
             }
-            Ok(dg) => tracing::debug!(%addr, from = %dg.from(), "sealed datagram names another sender"),
+            Ok(dg) => {
+                tracing::debug!(%addr, from = %dg.from(), "sealed datagram names another sender")
+            }
             Err(err) => tracing::debug!(%addr, %err, "dropping sealed datagram"),
         }
     }

@@ -106,6 +106,18 @@ enum Stage {
     Failed,
 }
 
+impl Stage {
+    fn name(&self) -> &'static str {
+        match self {
+            Stage::Initiating { .. } => "initiating",
+            Stage::Awaiting => "awaiting",
+            Stage::Responding { .. } => "responding",
+            Stage::Established { .. } => "established",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
 /// What the session knows about the remote's key, for the engine and the
 /// front ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,6 +233,11 @@ impl Session {
         }
     }
 
+    /// Whether we wait for the peer's first handshake message (the callee).
+    pub(super) fn awaits_initiator(&self) -> bool {
+        matches!(&self.security, Security::Noise(n) if matches!(n.stage, Stage::Awaiting))
+    }
+
     /// Whether this session encrypts (a Noise session, in any stage).
     pub fn is_encrypted(&self) -> bool {
         matches!(self.security, Security::Noise(_))
@@ -308,6 +325,7 @@ impl Session {
         };
         let msg = dg.handshake();
         let first = msg.is_some_and(is_first_message);
+        tracing::trace!(%addr, kind = ?dg.kind(), handshake = msg.map(<[u8]>::len), stage = ?noise.stage.name(), "handshake datagram");
         match (&noise.stage, dg, msg) {
             (Stage::Initiating { .. }, Datagram::Pong(_), Some(msg2)) => {
                 let msg2 = msg2.to_vec();
@@ -343,13 +361,23 @@ impl Session {
                     self.send_handshake_pong(msg2, addr);
                 }
             }
-            (Stage::Responding { handshake: Some(_), .. }, Datagram::Hello(_), Some(msg3))
-                if !first =>
-            {
+            (
+                Stage::Responding {
+                    handshake: Some(_), ..
+                },
+                Datagram::Hello(_),
+                Some(msg3),
+            ) if !first => {
                 let msg3 = msg3.to_vec();
                 self.read_final(&msg3, addr, now);
             }
-            (Stage::Established { confirmed: false, .. }, Datagram::Pong(_), Some(_)) => {
+            (
+                Stage::Established {
+                    confirmed: false, ..
+                },
+                Datagram::Pong(_),
+                Some(_),
+            ) => {
                 // A repeat of the answer: our confirmation was lost.
                 self.send_confirmation(addr);
             }
@@ -408,6 +436,7 @@ impl Session {
             handshake_hash,
         };
         self.path.add_candidates([addr]);
+        tracing::debug!(%addr, "handshake: answered the first message");
         self.send_handshake_pong(msg2, addr);
     }
 
@@ -430,7 +459,8 @@ impl Session {
                 return;
             }
         };
-        let Stage::Initiating { handshake, .. } = std::mem::replace(&mut noise.stage, Stage::Failed)
+        let Stage::Initiating { handshake, .. } =
+            std::mem::replace(&mut noise.stage, Stage::Failed)
         else {
             return;
         };
@@ -449,6 +479,7 @@ impl Session {
             confirmed: false,
         };
         self.channel = Box::new(SealedChannel::new(established.transport));
+        tracing::debug!(%addr, "handshake: answer read, keys in place");
         // Connect as a plaintext session does on its pong (RTT from the
         // probe, path, events), then confirm with sealed traffic.
         self.process(pong, addr, now, true);

@@ -121,7 +121,10 @@ struct Net {
     a_primed: usize,
     /// A's and B's keys when the session is encrypted (their ids are then
     /// the keys' ids).
-    noise: Option<(Arc<crate::identity::Identity>, Arc<crate::identity::Identity>)>,
+    noise: Option<(
+        Arc<crate::identity::Identity>,
+        Arc<crate::identity::Identity>,
+    )>,
     /// Every datagram either side put on the wire (for capture checks).
     captured: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
 }

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 
 use super::liveness::Tick;
 use super::path::Probe;
-use super::{CloseReason, Phase, Session, SessionEvent};
+use super::{CloseReason, PathKind, Phase, Session, SessionEvent};
 use crate::wire::{Announce, Header, Ping};
 
 impl Session {
@@ -52,6 +52,17 @@ impl Session {
     fn run_probes(&mut self, probes: Vec<Probe>) {
         for probe in probes {
             match probe {
+                // The callee of an encrypted session only primes while it
+                // waits for the first message: the caller's full probes then
+                // find our mapping open, and nothing of ours reaches the
+                // caller's NAT before the caller's own first probe (which
+                // would make a Linux NAT move the caller's port, see
+                // PRIME_TTL). The relay is probed in full.
+                Probe::Hello(addr)
+                    if self.awaits_initiator() && self.path_of(addr) != PathKind::Relayed =>
+                {
+                    self.prime_hello(addr)
+                }
                 Probe::Hello(addr) => self.send_hello(addr),
                 Probe::Prime(addr) => self.prime_hello(addr),
                 Probe::Attempt(attempt) => self.emit(SessionEvent::Probing { attempt }),

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2pchat::datagram::{DatagramKind, classify};
 use p2pchat::PeerId;
+use p2pchat::datagram::{DatagramKind, classify};
 use tokio::time::Instant;
 
 use super::{Core, Output, Task};

@@ -37,12 +37,8 @@ impl Core {
                 true
             }
             Pin::Changed { pinned } => {
-                let message = changed_key_explanation(
-                    &name,
-                    &pinned,
-                    &key,
-                    self.known_peers.path(),
-                );
+                let message =
+                    changed_key_explanation(&name, &pinned, &key, self.known_peers.path());
                 tracing::warn!(peer = %id, "refusing a changed key");
                 self.emit(Event::error(ErrorCode::Refused, message));
                 self.refused.push(id);

@@ -115,11 +115,10 @@ fn forged_plaintext_claiming_the_peer_changes_nothing() {
     assert_eq!(net.a().phase(), Phase::Connected);
     assert_eq!(net.a().addr(), Some(b_addr()));
     assert!(messages(&net.a_events).is_empty());
-    assert!(
-        !net.a_events[events_before..]
-            .iter()
-            .any(|e| matches!(e, SessionEvent::PathChanged { .. } | SessionEvent::Closed { .. }))
-    );
+    assert!(!net.a_events[events_before..].iter().any(|e| matches!(
+        e,
+        SessionEvent::PathChanged { .. } | SessionEvent::Closed { .. }
+    )));
     // Chat still flows.
     net.b_send("real").unwrap();
     net.run(Duration::from_millis(50));
