@@ -854,16 +854,25 @@ fn a_changed_key_under_a_pinned_name_is_refused_until_trusted() {
         Some(b1.key()),
         "the pin stays"
     );
-    // B2 is told (a disconnect), so it does not chat into the void.
+    // The refused session is reported closed (never connected), and B2
+    // is told with a sealed disconnect, so it does not chat into the void.
     assert!(
-        b2.core
-            .sessions
-            .get(&a.id())
-            .is_none_or(|s| s.phase() != Phase::Connected)
-            || b2
-                .seen
-                .iter()
-                .any(|e| matches!(e, Event::Disconnected { .. })),
+        events.iter().any(|e| matches!(
+            e,
+            Event::Disconnected { peer_id, reason: crate::engine::api::DisconnectReason::HandshakeFailed, .. }
+                if *peer_id == b2.id()
+        )),
+        "{events:?}"
+    );
+    assert!(!b2.core.sessions.contains_key(&a.id()), "{:?}", b2.seen);
+    assert!(
+        b2.seen.iter().any(|e| matches!(
+            e,
+            Event::Disconnected {
+                reason: crate::engine::api::DisconnectReason::RemoteDisconnect,
+                ..
+            }
+        )),
         "{:?}",
         b2.seen
     );
