@@ -1754,6 +1754,49 @@ fn time_handshakes(xx: bool, count: usize, cap: Duration) -> ([f64; 5], usize) {
     )
 }
 
+/// ns the responder spends refusing a first message it cannot read: a
+/// stranger's garbage with a valid tag byte (no key needed to send it),
+/// and a valid IK msg1 of another initiator replayed under a new id.
+fn time_refusals(count: usize, cap: Duration) -> (f64, f64, usize) {
+    let (ia, ib) = (Identity::generate(), Identity::generate());
+    let extensions = p2pchat_client::wire::our_extensions();
+    let honest = Prologue {
+        initiator: ia.peer_id(),
+        responder: ib.peer_id(),
+        extensions: &extensions,
+    };
+    let local = LocalParams {
+        session: 1,
+        index: 1,
+    };
+    let key = ib.public_key();
+    let (_, valid) = Handshake::initiate(&ia, Some(&key), &honest, local, unix_ms()).unwrap();
+    let mut garbage = valid.clone();
+    for (i, b) in garbage.iter_mut().enumerate().skip(1) {
+        *b = (i as u8).wrapping_mul(37);
+    }
+    let other = Identity::generate().peer_id();
+    let replayed_under = Prologue {
+        initiator: other,
+        ..honest
+    };
+    let (mut g, mut r) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count && started.elapsed() < cap {
+        let t = Instant::now();
+        assert!(Handshake::respond(&ib, &honest, &garbage, local, unix_ms()).is_err());
+        let t1 = Instant::now();
+        assert!(Handshake::respond(&ib, &replayed_under, &valid, local, unix_ms()).is_err());
+        let t2 = Instant::now();
+        g += t1 - t;
+        r += t2 - t1;
+        done += 1;
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / done.max(1) as f64;
+    (per(g), per(r), done)
+}
+
 /// A fresh pair of channels over an IK handshake's keys.
 fn transports() -> (SealedChannel, SealedChannel) {
     let (a, b) = raw_transports();
@@ -1897,6 +1940,17 @@ fn crypto_cost(runs: Option<usize>, samples: Option<usize>, messages: Option<usi
         "| **whole handshake** | **{:.1}** | **{:.1}** |",
         total(&ik) / 1000.0,
         total(&xx) / 1000.0
+    );
+    let refusals: Vec<(f64, f64, usize)> = (0..runs)
+        .map(|_| time_refusals(handshakes, cap))
+        .collect();
+    println!(
+        "| responder refusing garbage msg1 (IK tag, any sender) | {:.1} | - |",
+        median(refusals.iter().map(|r| r.0).collect()) / 1000.0
+    );
+    println!(
+        "| responder refusing a valid msg1 replayed under another id | {:.1} | - |",
+        median(refusals.iter().map(|r| r.1).collect()) / 1000.0
     );
 
     // Per datagram: the channel the session sends through, plaintext JSON
