@@ -1941,9 +1941,8 @@ fn crypto_cost(runs: Option<usize>, samples: Option<usize>, messages: Option<usi
         total(&ik) / 1000.0,
         total(&xx) / 1000.0
     );
-    let refusals: Vec<(f64, f64, usize)> = (0..runs)
-        .map(|_| time_refusals(handshakes, cap))
-        .collect();
+    let refusals: Vec<(f64, f64, usize)> =
+        (0..runs).map(|_| time_refusals(handshakes, cap)).collect();
     println!(
         "| responder refusing garbage msg1 (IK tag, any sender) | {:.1} | - |",
         median(refusals.iter().map(|r| r.0).collect()) / 1000.0

@@ -41,7 +41,10 @@ use crate::session::{Action, Phase, SendError, Session, SessionConfig};
 use crate::signaling::RemotePeer;
 use crate::wire::Datagram;
 use incoming::PendingHandshake;
-pub use incoming::{MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER, PENDING_HANDSHAKE_TIMEOUT};
+pub use incoming::{
+    MAX_NEW_HANDSHAKES_PER_SEC, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER,
+    PENDING_HANDSHAKE_TIMEOUT,
+};
 use paths::StunRefresh;
 
 /// Most sessions at once: further hellos, connect requests and connects
@@ -165,6 +168,8 @@ pub struct Core {
     deferred: Vec<(Option<RequestId>, String)>,
     tombstones: Tombstones,
     stranger_replies: ReplyBudget,
+    /// First handshake messages of strangers read this second.
+    handshake_budget: ReplyBudget,
     /// Actions of sessions replaced before `flush` could collect them.
     orphaned: Vec<(PeerId, Action)>,
     relay: Option<RelayClient>,
@@ -199,6 +204,7 @@ impl Core {
             deferred: Vec::new(),
             tombstones: Tombstones::default(),
             stranger_replies: ReplyBudget::new(now),
+            handshake_budget: ReplyBudget::with_limit(incoming::MAX_NEW_HANDSHAKES_PER_SEC, now),
             orphaned: Vec::new(),
             relay: config.relay.map(RelayClient::new),
             relay_token: None,

@@ -46,30 +46,37 @@ impl Tombstones {
     }
 }
 
-/// A per-second budget of answers to strangers.
+/// A per-second budget of answers to strangers (or of other work done for
+/// them).
 #[derive(Debug)]
 pub struct ReplyBudget {
     since: Instant,
     used: u32,
+    limit: u32,
 }
 
 impl ReplyBudget {
-    /// A full budget from `now`.
+    /// A full budget of [`MAX_STRANGER_REPLIES_PER_SEC`] from `now`.
     pub fn new(now: Instant) -> ReplyBudget {
+        ReplyBudget::with_limit(MAX_STRANGER_REPLIES_PER_SEC, now)
+    }
+
+    /// A full budget of `limit` per second from `now`.
+    pub fn with_limit(limit: u32, now: Instant) -> ReplyBudget {
         ReplyBudget {
             since: now,
             used: 0,
+            limit,
         }
     }
 
-    /// Takes one answer; false when [`MAX_STRANGER_REPLIES_PER_SEC`] are
-    /// used up this second.
+    /// Takes one; false when the second's budget is used up.
     pub fn take(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.since) >= Duration::from_secs(1) {
             self.since = now;
             self.used = 0;
         }
-        if self.used >= MAX_STRANGER_REPLIES_PER_SEC {
+        if self.used >= self.limit {
             return false;
         }
         self.used += 1;

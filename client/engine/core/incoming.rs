@@ -40,6 +40,16 @@ pub const MAX_PENDING_PER_PEER: usize = 2;
 /// not make us send anything more than the one answer).
 pub const PENDING_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most first handshake messages per second that are read for peers we
+/// have no session or pending handshake with. Reading one costs the
+/// responder two to four X25519 operations (~0.1 ms refused, ~0.3 ms
+/// answered on a 2.4 GHz core, see BENCHMARKS.md) whoever sent it, and
+/// garbage with the right tag byte costs the sender nothing: without a
+/// bound, a flood of them takes the engine's one thread and every
+/// session's keep-alives and lines with it. Peers the server announced
+/// (a connect request) have a session waiting and are not counted.
+pub const MAX_NEW_HANDSHAKES_PER_SEC: u32 = 20;
+
 /// A handshake we answered, waiting for the initiator's proof.
 #[derive(Debug)]
 pub(super) struct PendingHandshake {
@@ -134,6 +144,11 @@ impl Core {
             return;
         }
         self.expire_pending(now);
+        if !self.handshake_budget.take(now) {
+            // Before anything is evicted or read.
+            tracing::debug!(%from, "too many new handshakes this second; hello ignored");
+            return;
+        }
         let of_peer = self
             .pending
             .iter()

@@ -321,15 +321,65 @@ fn no_path_change_or_disconnect(events: &[Event]) {
 // ------------------------------------------------------------- (a) flood --
 
 #[test]
+fn a_burst_of_first_messages_is_read_at_most_the_budget_per_second() {
+    let t0 = Instant::now();
+    let mut a = Node::new("alice", 31001, t0);
+    let attacker = addr(40000);
+    let a_key = a.key();
+    let budget = MAX_NEW_HANDSHAKES_PER_SEC as u64;
+    for i in 0..100u64 {
+        // A fresh key each: a new key-derived id per hello; garbage (free
+        // to send) and valid first messages alternate.
+        let stranger = Identity::generate();
+        let msg1 = if i % 2 == 0 {
+            garbage_msg1(i + 1)
+        } else {
+            stranger_msg1(&stranger, &a_key, 1000 + i)
+        };
+        a.core.on_datagram(
+            &hello_with(stranger.peer_id(), 1000 + i, msg1),
+            attacker,
+            t0,
+        );
+        let out = pump(&mut [&mut a], t0);
+        // Only the first `budget` are read at all (each costs X25519
+        // work); of those, the valid ones are answered once.
+        let expect = usize::from(i % 2 == 1 && i < budget);
+        assert_eq!(sends_to(&out, attacker), expect, "hello {i}: {out:?}");
+        assert_eq!(out.len(), expect, "hello {i}: {out:?}");
+        assert!(a.core.sessions.is_empty(), "a stranger got a session");
+    }
+    assert_eq!(a.core.pending.len() as u64, budget / 2);
+    assert!(a.events().is_empty(), "the front end heard of strangers");
+    // A second later the budget is back.
+    let now = t0 + Duration::from_secs(1);
+    let stranger = Identity::generate();
+    let msg1 = stranger_msg1(&stranger, &a_key, 7);
+    a.core
+        .on_datagram(&hello_with(stranger.peer_id(), 7, msg1), attacker, now);
+    assert_eq!(sends_to(&pump(&mut [&mut a], now), attacker), 1);
+    assert!(a.core.sessions.is_empty());
+}
+
+#[test]
 fn a_flood_of_stranger_handshakes_opens_no_session_and_pending_stays_bounded() {
+    // 100 hellos from made-up key-derived ids, one every 60 ms (within
+    // the per-second budget), half garbage, half valid first messages of
+    // strangers who know our key.
     let t0 = Instant::now();
     let mut now = t0;
     let mut a = Node::new("alice", 31001, now);
+    let mut b = Node::new("bob", 31002, now);
+    b.core.on_signal(SignalEvent::Snapshot(vec![a.info()]), now);
     let attacker = addr(40000);
     let a_key = a.key();
     let (mut valid, mut answered) = (0, 0);
     for i in 0..100u64 {
-        // A fresh key each: a new key-derived id per hello.
+        now = t0 + Duration::from_millis(60 * i);
+        for node in [&mut a, &mut b] {
+            node.core.on_timer(now);
+        }
+        pump(&mut [&mut a, &mut b], now);
         let stranger = Identity::generate();
         let msg1 = if i % 2 == 0 {
             garbage_msg1(i + 1)
@@ -342,44 +392,52 @@ fn a_flood_of_stranger_handshakes_opens_no_session_and_pending_stays_bounded() {
             attacker,
             now,
         );
-        let out = pump(&mut [&mut a], now);
+        let out = pump(&mut [&mut a, &mut b], now);
         answered += sends_to(&out, attacker);
-        assert!(a.core.sessions.is_empty(), "a stranger got a session");
-        // Garbage is never answered; a valid first message once, while
+        assert!(
+            a.core.sessions.is_empty(),
+            "a session before any handshake completed"
+        );
+        // Garbage is never answered; a valid first message once while
         // there is room: the 17th and later are refused unanswered.
         let expect = usize::from(i % 2 == 1 && valid <= MAX_PENDING_HANDSHAKES);
-        assert_eq!(out.len(), expect, "hello {i}: {out:?}");
+        assert_eq!(sends_to(&out, attacker), expect, "hello {i}: {out:?}");
         assert_eq!(
             a.core.pending.len(),
             valid.min(MAX_PENDING_HANDSHAKES),
             "hello {i}"
         );
+        if i == 32 {
+            // The table is full. A real peer calling us directly (no
+            // connect request through the server, e.g. our inbox is
+            // reconnecting) is refused like any 17th...
+            b.core
+                .on_request(Command::Connect("alice".into()).into(), now);
+            pump(&mut [&mut a, &mut b], now);
+            b.serve_rendezvous(None, now);
+            let out = pump(&mut [&mut a, &mut b], now);
+            assert!(sends_to(&out, a.addr) > 0, "b probes");
+            assert_eq!(sends_to(&out, b.addr), 0, "answered past the limit");
+        }
     }
     assert_eq!(valid, 50);
     assert_eq!(answered, MAX_PENDING_HANDSHAKES);
     assert!(a.events().is_empty(), "the front end heard of strangers");
-
-    // A real peer calling us directly (no connect request through the
-    // server, e.g. our inbox is reconnecting) is refused like any 17th...
-    let mut b = Node::new("bob", 31002, now);
-    b.core.on_signal(SignalEvent::Snapshot(vec![a.info()]), now);
-    b.core
-        .on_request(Command::Connect("alice".into()).into(), now);
-    pump(&mut [&mut a, &mut b], now);
-    b.serve_rendezvous(None, now);
-    let out = pump(&mut [&mut a, &mut b], now);
-    assert!(sends_to(&out, a.addr) > 0, "b probes");
-    assert_eq!(sends_to(&out, b.addr), 0, "answered past the limit");
     // ...and its connect attempts (3 x 2 s) end before the strangers'
-    // handshakes expire (PENDING_HANDSHAKE_TIMEOUT, 10 s): unreachable.
+    // handshakes expire (PENDING_HANDSHAKE_TIMEOUT after each was
+    // answered): unreachable.
+    let first_since = a.core.pending.iter().map(|p| p.since).min().unwrap();
+    assert_eq!(first_since, t0 + Duration::from_millis(60));
+    let left = t0 + Duration::from_millis(8500) - now;
     run(
         &mut [&mut a, &mut b],
         &mut now,
-        Duration::from_secs(7),
+        left,
         Duration::from_millis(50),
     );
     b.tasks.clear();
     assert!(a.core.sessions.is_empty());
+    assert_eq!(a.core.pending.len(), MAX_PENDING_HANDSHAKES);
     assert!(
         b.seen.iter().any(|e| matches!(
             e,
@@ -392,10 +450,11 @@ fn a_flood_of_stranger_handshakes_opens_no_session_and_pending_stays_bounded() {
         b.seen
     );
 
-    // The edge: B tries again shortly before the strangers expire. Its
-    // probes are refused until PENDING_HANDSHAKE_TIMEOUT after they were
-    // answered, and the first probe after that gets in.
-    now = t0 + PENDING_HANDSHAKE_TIMEOUT - Duration::from_millis(400);
+    // The edge: B tries again shortly before the first stranger expires.
+    // Its probes are refused until PENDING_HANDSHAKE_TIMEOUT after that
+    // stranger was answered, and the first probe after that gets in.
+    let edge = first_since + PENDING_HANDSHAKE_TIMEOUT;
+    now = edge - Duration::from_millis(400);
     b.core
         .on_request(Command::Connect("alice".into()).into(), now);
     pump(&mut [&mut a, &mut b], now);
@@ -408,14 +467,8 @@ fn a_flood_of_stranger_handshakes_opens_no_session_and_pending_stays_bounded() {
         until_edge,
         Duration::from_millis(1),
     );
-    assert_eq!(
-        now,
-        t0 + PENDING_HANDSHAKE_TIMEOUT - Duration::from_millis(1)
-    );
-    assert!(
-        a.core.sessions.is_empty(),
-        "in before the strangers expired"
-    );
+    assert_eq!(now, edge - Duration::from_millis(1));
+    assert!(a.core.sessions.is_empty(), "in before a stranger expired");
     assert_eq!(a.core.pending.len(), MAX_PENDING_HANDSHAKES);
     assert_eq!(
         b.core.sessions.get(&a.id()).map(Session::phase),
@@ -433,7 +486,13 @@ fn a_flood_of_stranger_handshakes_opens_no_session_and_pending_stays_bounded() {
         "{:?}",
         a.seen
     );
-    assert!(a.core.pending.is_empty(), "{}", a.core.pending.len());
+    assert!(
+        !a.core
+            .pending
+            .iter()
+            .any(|p| p.session.remote_id() == b.id()),
+        "b still pending"
+    );
     assert_eq!(a.connected().len(), 1);
     assert_eq!(b.connected().len(), 1);
     b.says("made it", now);
@@ -446,7 +505,8 @@ fn a_real_peer_announced_by_the_server_gets_in_past_a_full_pending_table() {
     let now = Instant::now();
     let mut a = Node::new("alice", 31001, now);
     let a_key = a.key();
-    for i in 0..(MAX_PENDING_HANDSHAKES as u64 + 4) {
+    // Strangers fill the pending table and spend this second's budget.
+    for i in 0..100u64 {
         let stranger = Identity::generate();
         let msg1 = stranger_msg1(&stranger, &a_key, i + 1);
         a.core.on_datagram(
@@ -457,9 +517,10 @@ fn a_real_peer_announced_by_the_server_gets_in_past_a_full_pending_table() {
     }
     pump(&mut [&mut a], now);
     assert_eq!(a.core.pending.len(), MAX_PENDING_HANDSHAKES);
+    assert!(!a.core.handshake_budget.take(now), "budget left");
     // B goes through the server: A hears of it as a connect request and
     // holds a session waiting for B's first message, outside the pending
-    // table.
+    // table and the budget.
     let mut b = Node::new("bob", 31002, now);
     connect(&mut b, &mut a, now);
     assert_eq!(a.core.pending.len(), MAX_PENDING_HANDSHAKES);
