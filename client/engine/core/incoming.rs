@@ -29,6 +29,13 @@ use crate::wire::{Datagram, Kind};
 /// Most handshakes answered and waiting for the initiator's proof, apart
 /// from the [`MAX_SESSIONS`] sessions: strangers' first messages land here
 /// and cannot fill the session table.
+///
+/// While strangers hold every slot, a direct caller the server did not
+/// announce is refused too, until the oldest slot expires
+/// ([`PENDING_HANDSHAKE_TIMEOUT`] after it was answered; the caller's
+/// connect attempts, 3 x 2 s by default, may end first). A peer the server
+/// announced (a connect request) has a session waiting for its first
+/// message and never needs a slot.
 pub const MAX_PENDING_HANDSHAKES: usize = 16;
 
 /// Most pending handshakes of one peer id (a replayed older first message
