@@ -15,9 +15,11 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
 /// Most closed sessions remembered ([`TOMBSTONE_TTL`]).
 pub const MAX_TOMBSTONES: usize = 256;
 
-/// Most `disconnect` answers per second to datagrams from peers we have no
-/// session with (they tell a half-open peer to close at once; bounded so a
-/// flood of spoofed datagrams cannot turn us into a reflector).
+/// Most answers per second to peers we have no session with: `disconnect`s
+/// to seed-protocol datagrams (they tell a half-open peer to close at once)
+/// and answers to first handshake messages (each also costs a key
+/// exchange). Bounded so a flood of spoofed datagrams can neither turn us
+/// into a reflector nor burn our CPU.
 pub const MAX_STRANGER_REPLIES_PER_SEC: u32 = 20;
 
 /// Recently closed sessions: peer -> (its session id then, until when).

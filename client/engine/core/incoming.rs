@@ -129,6 +129,14 @@ impl Core {
             }
             return;
         }
+        self.open_pending(dg, from, now);
+    }
+
+    /// A new first handshake message: answered as a pending handshake
+    /// (bounded), never a session. Only a message that is valid for our key
+    /// takes a place, so garbage never pushes a real handshake out.
+    fn open_pending(&mut self, dg: &Datagram, from: SocketAddr, now: Instant) {
+        let peer = dg.from();
         if self.tombstones.is_buried(peer, dg.session_id(), now) {
             tracing::debug!(%from, %peer, "hello of a closed session ignored");
             return;
@@ -139,21 +147,15 @@ impl Core {
             .iter()
             .filter(|p| p.session.remote_id() == peer)
             .count();
-        if of_peer >= MAX_PENDING_PER_PEER {
-            // Drop this peer's oldest: a live initiator repeats its message.
-            if let Some(pos) = self
-                .pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.session.remote_id() == peer)
-                .min_by_key(|(_, p)| p.since)
-                .map(|(i, _)| i)
-            {
-                self.pending.swap_remove(pos);
-            }
-        }
-        if self.pending.len() >= MAX_PENDING_HANDSHAKES {
+        if of_peer < MAX_PENDING_PER_PEER && self.pending.len() >= MAX_PENDING_HANDSHAKES {
             tracing::debug!(%from, "pending handshake limit reached; hello ignored");
+            return;
+        }
+        if !self.stranger_replies.take(now) {
+            // The same budget as every answer to a stranger: a flood of
+            // first messages costs us at most that many key exchanges and
+            // answers per second.
+            tracing::debug!(%from, "stranger reply budget spent; hello ignored");
             return;
         }
         let protection = self.noise(Role::Respond);
@@ -171,6 +173,19 @@ impl Core {
             // sent.
             session.take_actions();
             return;
+        }
+        if of_peer >= MAX_PENDING_PER_PEER {
+            // Drop this peer's oldest: a live initiator repeats its message.
+            if let Some(pos) = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.session.remote_id() == peer)
+                .min_by_key(|(_, p)| p.since)
+                .map(|(i, _)| i)
+            {
+                self.pending.swap_remove(pos);
+            }
         }
         if self.relay.as_ref().is_some_and(|r| r.server() == from) {
             session.add_relay(from, now);
