@@ -33,10 +33,12 @@ impl std::fmt::Debug for RelayKey {
     }
 }
 
-fn hmac_keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length (RFC 2104: long ones are hashed, short
-    // ones padded); `new_from_slice` only fails for fixed-size-key MACs.
-    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
+fn hmac_keyed(key: &[u8; 32]) -> HmacSha256 {
+    // RFC 2104 pads a key shorter than the hash's 64-byte block with
+    // zeros: padding it here is the same HMAC, with no fallible call.
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key);
+    <HmacSha256 as hmac::digest::KeyInit>::new(&block.into())
 }
 
 /// Which authenticated frame a [`Claim`] is (its type byte is under the MAC).
