@@ -20,7 +20,7 @@ use p2pchat::PeerId;
 use tokio::time::Instant;
 
 use super::{Core, MAX_SESSIONS};
-use crate::engine::api::Event;
+use crate::engine::api::{Event, RequestId};
 use crate::secure::{is_first_message, receiver_index};
 use crate::session::{Phase, Protection, Role, Session};
 use crate::signaling::{PeerKey, RemotePeer};
@@ -360,16 +360,24 @@ impl Core {
     /// The one constructor of the sessions we start (after a rendezvous or
     /// a connect request); callers checked [`Core::may_open_session`].
     /// `we_call`: we asked (we send the first handshake message), or the
-    /// peer asked through the server (it does).
-    pub(super) fn open_outgoing(&mut self, peer: &RemotePeer, we_call: bool, now: Instant) {
+    /// peer asked through the server (it does). A refusal answers
+    /// `request`, the connect request this serves.
+    pub(super) fn open_outgoing(
+        &mut self,
+        peer: &RemotePeer,
+        we_call: bool,
+        request: Option<RequestId>,
+        now: Instant,
+    ) {
         let protection = match self.protection_for(peer, we_call) {
             Ok(p) => p,
             Err(message) => {
                 tracing::warn!(peer = %peer.peer_id, "{message}");
-                self.emit(Event::error(
-                    crate::engine::api::ErrorCode::Refused,
+                self.emit(Event::Error {
+                    id: request,
+                    code: crate::engine::api::ErrorCode::Refused,
                     message,
-                ));
+                });
                 return;
             }
         };

@@ -51,7 +51,7 @@ impl Core {
             return;
         }
         self.directory.remember(&peer);
-        self.open_outgoing(&peer, true, now);
+        self.open_outgoing(&peer, true, done.request, now);
     }
 
     /// An event from the signaling client.
@@ -131,6 +131,6 @@ impl Core {
             tracing::warn!("session limit reached; connect request ignored");
             return;
         }
-        self.open_outgoing(from, false, now);
+        self.open_outgoing(from, false, None, now);
     }
 }

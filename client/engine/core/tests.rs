@@ -307,3 +307,5 @@ fn connects_before_the_peer_list_are_held_up_to_the_limit() {
         .collect();
     assert_eq!(answered, (0..past).collect::<Vec<_>>());
 }
+
+mod attacks;
