@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use super::api::{Command, ErrorCode, Event, Request, RequestId};
 use super::directory::Directory;
 use super::focus::Focus;
-use super::table::{ReplyBudget, Tombstones};
+use super::table::{MAX_HANDSHAKE_ANSWERS_PER_SEC, ReplyBudget, Tombstones};
 use crate::identity::{Identity, KnownPeers};
 use crate::relay::RelayClient;
 use crate::session::{Action, Phase, SendError, Session, SessionConfig};
@@ -165,6 +165,7 @@ pub struct Core {
     deferred: Vec<(Option<RequestId>, String)>,
     tombstones: Tombstones,
     stranger_replies: ReplyBudget,
+    handshake_answers: ReplyBudget,
     /// Actions of sessions replaced before `flush` could collect them.
     orphaned: Vec<(PeerId, Action)>,
     relay: Option<RelayClient>,
@@ -199,6 +200,7 @@ impl Core {
             deferred: Vec::new(),
             tombstones: Tombstones::default(),
             stranger_replies: ReplyBudget::new(now),
+            handshake_answers: ReplyBudget::per_second(MAX_HANDSHAKE_ANSWERS_PER_SEC, now),
             orphaned: Vec::new(),
             relay: config.relay.map(RelayClient::new),
             relay_token: None,

@@ -151,11 +151,10 @@ impl Core {
             tracing::debug!(%from, "pending handshake limit reached; hello ignored");
             return;
         }
-        if !self.stranger_replies.take(now) {
-            // The same budget as every answer to a stranger: a flood of
-            // first messages costs us at most that many key exchanges and
-            // answers per second.
-            tracing::debug!(%from, "stranger reply budget spent; hello ignored");
+        if !self.handshake_answers.take(now) {
+            // MAX_HANDSHAKE_ANSWERS_PER_SEC: a flood of first messages costs
+            // us at most that many key exchanges and answers a second.
+            tracing::debug!(%from, "handshake budget spent; hello ignored");
             return;
         }
         let protection = self.noise(Role::Respond);
