@@ -2,7 +2,10 @@
 //! binary on loopback. Two `peer --json` processes chat and exit cleanly; a
 //! hand-written seed-protocol peer (plain UDP + the REST shim) chats with
 //! ours both ways; a flood of malformed datagrams leaves a live session
-//! untouched; an unreachable server gives one clear error line.
+//! untouched; an unreachable server gives one clear error line. Two of
+//! ours are end-to-end encrypted and show the same safety number (in
+//! `--json` and through the console's `/verify`); a seed peer's lines are
+//! marked unencrypted, and `--require-encryption` refuses it both ways.
 
 #[path = "support/bins.rs"]
 mod bins;
@@ -779,15 +782,17 @@ async fn json_peers_are_encrypted_and_agree_on_the_safety_number() {
         // Present in the event, a number once the key is proven.
         assert!(connected.get("safety_number").is_some(), "{connected}");
     }
-    // The caller proved alice's key in the handshake: it knows the number.
     let number = bob_connected["safety_number"]
         .as_str()
         .unwrap_or_else(|| panic!("no safety number: {bob_connected}"))
         .to_owned();
     assert_safety_number(&number);
-    if let Some(theirs) = alice_connected["safety_number"].as_str() {
-        assert_eq!(theirs, number, "both sides see the same digits");
-    }
+    // The callee learned bob's key from the first handshake message.
+    assert_eq!(
+        alice_connected["safety_number"],
+        number.as_str(),
+        "both sides see the same digits"
+    );
 
     bob.line("sealed hello").await;
     let msg = alice.event("message").await;
