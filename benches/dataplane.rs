@@ -8,6 +8,8 @@
 //! cargo bench --bench dataplane -- idle-cpu      # CPU and wake-ups of two idle connected `peer` processes
 //! cargo bench --bench dataplane -- peer-memory   # peak RSS of `peer` processes after 10,000 lines
 //! cargo bench --bench dataplane -- connect-time  # connect -> connected, -> first line delivered
+//! cargo bench --bench dataplane -- encryption    # round trip and delivery, encrypted vs plaintext sessions
+//! cargo bench --bench dataplane -- crypto        # CPU per handshake (IK, XX) and per sealed datagram
 //! ```
 //!
 //! Options after the scenario: `--runs N` (median reported), `--secs S`
@@ -35,6 +37,11 @@ use std::time::{Duration, Instant};
 use p2pchat::PeerId;
 use p2pchat_client::engine::{self, Command, EngineConfig, EngineHandle, Event};
 use p2pchat_client::identity::Identity;
+use p2pchat_client::secure::{Handshake, LocalParams, Prologue, Transport};
+use p2pchat_client::session::{
+    Action, Channel, Phase, Plaintext, Protection, Role, SealedChannel, Session, SessionConfig,
+    SessionEvent,
+};
 use p2pchat_client::signaling::{Registration, Signaling};
 use p2pchat_client::wire::{Datagram, Message};
 use p2pchat_server::{self as server, RunningServer, ServerConfig};
@@ -151,11 +158,33 @@ fn main() {
             }
             print_throughput(&rows);
         }
+        "encryption" => {
+            let (mut rtts, mut rates) = (Vec::new(), Vec::new());
+            for placement in [Placement::OneThread, Placement::Workers] {
+                if o.placement.is_some_and(|p| p != placement) {
+                    continue;
+                }
+                println!("\n{} (round trip)", placement.label());
+                rtts.push((
+                    placement,
+                    placement.run(mode_round_trip(runs, samples, secs)),
+                ));
+                println!("\n{} (sustained delivery)", placement.label());
+                let row = placement.run(mode_throughput(runs, messages, secs, outstanding));
+                rates.push((placement, row));
+            }
+            print_mode_round_trips(&rtts);
+            print_mode_throughput(&rates);
+        }
+        "crypto" => crypto_cost(runs, samples, messages),
         "connect-time" => Placement::Workers.run(connect_time(runs, samples)),
         "idle-cpu" => Placement::Workers.run(idle_cpu(runs, secs)),
         "peer-memory" => Placement::Workers.run(peer_memory(runs, messages, secs)),
         "" => {
-            println!("scenarios: round-trip, throughput, idle-cpu, peer-memory, connect-time");
+            println!(
+                "scenarios: round-trip, throughput, encryption, crypto, idle-cpu, peer-memory, \
+                 connect-time"
+            );
         }
         other => panic!("unknown scenario {other}"),
     }
@@ -291,10 +320,53 @@ fn micros(ns: f64) -> f64 {
 
 // ---------------------------------------------------- in-process engines --
 
-/// One engine as the benchmark's front end sees it.
+/// One engine (or one bare session, see [`session_pair`]) as the
+/// benchmark's front end sees it.
 struct Peer {
-    handle: EngineHandle,
+    handle: Front,
     events: mpsc::Receiver<Event>,
+}
+
+/// What the front end drives: a real engine, or a bare session in a task
+/// of its own (the encrypted-vs-plaintext comparison, where the engine
+/// would always encrypt).
+enum Front {
+    Engine(EngineHandle),
+    Session {
+        lines: mpsc::Sender<String>,
+        task: tokio::task::JoinHandle<()>,
+        id: PeerId,
+    },
+}
+
+impl Front {
+    fn peer_id(&self) -> PeerId {
+        match self {
+            Front::Engine(handle) => handle.started().peer_id,
+            Front::Session { id, .. } => *id,
+        }
+    }
+
+    /// False if the engine or session task has stopped. A session takes
+    /// only `Send` (and `Quit`, carried out by [`Front::join`]).
+    async fn command(&self, command: Command) -> bool {
+        match (self, command) {
+            (Front::Engine(handle), command) => handle.command(command).await,
+            (Front::Session { lines, .. }, Command::Send(text)) => lines.send(text).await.is_ok(),
+            (Front::Session { .. }, Command::Quit) => true,
+            (Front::Session { .. }, other) => panic!("a bare session cannot {other:?}"),
+        }
+    }
+
+    async fn join(self) {
+        match self {
+            Front::Engine(handle) => handle.join().await,
+            Front::Session { lines, task, .. } => {
+                drop(lines);
+                let _ = task.await;
+            }
+        }
+    }
 }
 
 impl Peer {
@@ -302,11 +374,14 @@ impl Peer {
         let mut config = EngineConfig::new(format!("http://{}", server.local_addr()), name);
         config.bind = SocketAddr::from(([127, 0, 0, 1], 0));
         let (handle, events) = engine::start(config).await.expect("engine starts");
-        Peer { handle, events }
+        Peer {
+            handle: Front::Engine(handle),
+            events,
+        }
     }
 
     fn id(&self) -> PeerId {
-        self.handle.started().peer_id
+        self.handle.peer_id()
     }
 
     async fn cmd(&self, command: Command) {
@@ -1256,4 +1331,625 @@ async fn peer_memory(runs: Option<usize>, messages: Option<usize>, secs: Option<
     );
     println!("| lines/s through the JSON front ends (context) | {rate:.0} |");
     server.shutdown().await;
+}
+
+// ------------------------------------------ encrypted vs plaintext (E2E) --
+
+/// How a bare session pair protects its datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The seed's JSON (what two engines spoke before end-to-end
+    /// encryption, and still speak with a seed-protocol peer).
+    Plaintext,
+    /// Noise IK handshake, then every datagram sealed.
+    Encrypted,
+}
+
+/// Waits for `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The engine's loop for one session, minus the session table: a task that
+/// owns the socket and the session and `select!`s between the socket, the
+/// front end's lines and the session's timers; events go to the front end
+/// over a channel, as the engine's do. Sealed datagrams go to
+/// `handle_bytes`, plaintext to `handle_datagram`, as the engine routes
+/// them. Ends when the front end drops its sender.
+async fn drive_session(
+    socket: UdpSocket,
+    mut session: Session,
+    mut lines: mpsc::Receiver<String>,
+    events: mpsc::Sender<Event>,
+) {
+    let peer = session.remote_id();
+    let encrypted = session.is_encrypted();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        for action in session.take_actions() {
+            match action {
+                // Loopback: a priming probe needs no TTL of its own.
+                Action::Send { to, bytes } | Action::Prime { to, bytes } => {
+                    let _ = socket.send_to(&bytes, to).await;
+                }
+                Action::Event(event) => {
+                    let event = match event {
+                        SessionEvent::Message { text, sent_at } => Event::Message {
+                            from: peer,
+                            username: String::new(),
+                            text,
+                            sent_at,
+                            encrypted,
+                        },
+                        SessionEvent::Delivered { line } => Event::Delivered { to: peer, line },
+                        SessionEvent::Connected { addr, .. } => Event::Info {
+                            message: format!("connected {addr} encrypted={encrypted}"),
+                        },
+                        SessionEvent::Closed { reason } => Event::Info {
+                            message: format!("closed {reason:?}"),
+                        },
+                        _ => continue,
+                    };
+                    if events.send(event).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if session.phase() == Phase::Closed {
+            return;
+        }
+        let deadline = session.next_deadline();
+        tokio::select! {
+            got = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = got else { continue };
+                let now = tokio::time::Instant::now();
+                let bytes = &buf[..n];
+                if p2pchat::datagram::classify(bytes) == p2pchat::datagram::DatagramKind::Sealed {
+                    session.handle_bytes(bytes, from, now);
+                } else if let Ok(dg) = Datagram::decode(bytes)
+                    && dg.from() == peer
+                {
+                    session.handle_datagram(&dg, from, now);
+                }
+            }
+            line = lines.recv() => match line {
+                Some(text) => {
+                    let now = tokio::time::Instant::now();
+                    if let Err(err) = session.send_line(&text, now) {
+                        panic!("session refused a line: {err}");
+                    }
+                }
+                None => {
+                    session.close();
+                    for action in session.take_actions() {
+                        if let Action::Send { to, bytes } = action {
+                            let _ = socket.send_to(&bytes, to).await;
+                        }
+                    }
+                    return;
+                }
+            },
+            _ = sleep_until_opt(deadline) => session.poll_timers(tokio::time::Instant::now()),
+        }
+    }
+}
+
+/// Two bare sessions over real loopback UDP sockets, each in its own task
+/// (see [`drive_session`]), connected: A calls B, as an engine does after a
+/// rendezvous (IK with B's key from the registry when encrypted; B waits
+/// for it, as after a connect request). Default session timings.
+async fn session_pair(mode: Mode) -> (Peer, Peer) {
+    let sa = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let sb = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let (a_addr, b_addr) = (
+        sa.local_addr().expect("addr"),
+        sb.local_addr().expect("addr"),
+    );
+    let index = || (uuid::Uuid::new_v4().as_u128() & 0xffff_ffff) as u32;
+    let (pa, pb, a_id, b_id) = match mode {
+        Mode::Plaintext => (
+            Protection::Plaintext,
+            Protection::Plaintext,
+            PeerId::random(),
+            PeerId::random(),
+        ),
+        Mode::Encrypted => {
+            let ia = std::sync::Arc::new(Identity::generate());
+            let ib = std::sync::Arc::new(Identity::generate());
+            let (a_id, b_id, b_key) = (ia.peer_id(), ib.peer_id(), ib.public_key());
+            (
+                Protection::Noise {
+                    identity: ia,
+                    index: index(),
+                    role: Role::Initiate(Some(b_key)),
+                },
+                Protection::Noise {
+                    identity: ib,
+                    index: index(),
+                    role: Role::Respond,
+                },
+                a_id,
+                b_id,
+            )
+        }
+    };
+    let now = tokio::time::Instant::now();
+    let config = SessionConfig::default();
+    let b_session = Session::connect(config.clone(), b_id, "bob", a_id, vec![a_addr], pb, now);
+    let a_session = Session::connect(config, a_id, "alice", b_id, vec![b_addr], pa, now);
+    let side = |socket, session, id| {
+        let (lines_tx, lines_rx) = mpsc::channel(engine::COMMAND_BUFFER);
+        let (events_tx, events_rx) = mpsc::channel(engine::EVENT_BUFFER);
+        let task = tokio::spawn(drive_session(socket, session, lines_rx, events_tx));
+        Peer {
+            handle: Front::Session {
+                lines: lines_tx,
+                task,
+                id,
+            },
+            events: events_rx,
+        }
+    };
+    let mut b = side(sb, b_session, b_id);
+    let mut a = side(sa, a_session, a_id);
+    let expect = format!("encrypted={}", mode == Mode::Encrypted);
+    for (name, peer) in [("a", &mut a), ("b", &mut b)] {
+        match peer
+            .wait(
+                "session connected",
+                |e| matches!(e, Event::Info { message } if message.starts_with("connected")),
+            )
+            .await
+        {
+            Event::Info { message } => assert!(message.ends_with(&expect), "{name}: {message}"),
+            _ => unreachable!(),
+        }
+    }
+    (a, b)
+}
+
+/// Medians of the runs' (p50, p99) in ns, per variant.
+struct ModeRoundTrips {
+    plain: (f64, f64),
+    sealed: (f64, f64),
+    engine: (f64, f64),
+}
+
+/// Round trips of one line (send -> delivered), plaintext and encrypted
+/// session pairs and an (encrypted) engine pair, interleaved run by run
+/// in a rotating order.
+async fn mode_round_trip(
+    runs: Option<usize>,
+    samples: Option<usize>,
+    secs: Option<u64>,
+) -> ModeRoundTrips {
+    let runs = runs.unwrap_or(5);
+    let samples = samples.unwrap_or(2000);
+    let cap = Duration::from_secs(secs.unwrap_or(20));
+    println!(
+        "{runs} runs x {samples} round trips (+{WARMUP_ROUND_TRIPS} warm-up, at most {} s each) \
+         per variant, order rotating; {BODY_BYTES}-byte lines",
+        cap.as_secs()
+    );
+    let server = start_server().await;
+    let (mut ea, eb) = connected_pair(&server, "alice", "bob").await;
+    let eb_drain = drain(eb.events);
+    let (mut pa, pb) = session_pair(Mode::Plaintext).await;
+    let pb_drain = drain(pb.events);
+    let (mut sa, sb) = session_pair(Mode::Encrypted).await;
+    let sb_drain = drain(sb.events);
+    let mut seq = 0;
+    let mut results: [(Vec<f64>, Vec<f64>); 3] = Default::default();
+    for run in 0..runs {
+        let mut line = format!("run {run}:");
+        for k in 0..3 {
+            let which = (run + k) % 3;
+            let peer = match which {
+                0 => &mut pa,
+                1 => &mut sa,
+                _ => &mut ea,
+            };
+            let mut rtts = engine_round_trips(peer, samples, cap, &mut seq).await;
+            let (p50, p99) = (
+                percentile(&mut rtts, 0.5) as f64,
+                percentile(&mut rtts, 0.99) as f64,
+            );
+            let name = ["plaintext", "encrypted", "engine"][which];
+            line += &format!(
+                " {name} p50 {:.1} p99 {:.1} µs ({})",
+                micros(p50),
+                micros(p99),
+                rtts.len()
+            );
+            results[which].0.push(p50);
+            results[which].1.push(p99);
+        }
+        println!("{line}");
+    }
+    let [p, s, e] = results;
+    let row = ModeRoundTrips {
+        plain: (median(p.0), median(p.1)),
+        sealed: (median(s.0), median(s.1)),
+        engine: (median(e.0), median(e.1)),
+    };
+    for (peer, drain) in [(pa, pb_drain), (sa, sb_drain)] {
+        peer.quit().await;
+        let _ = tokio::time::timeout(WAIT, drain).await;
+    }
+    for front in [pb.handle, sb.handle] {
+        let _ = tokio::time::timeout(WAIT, front.join()).await;
+    }
+    ea.quit().await;
+    eb.handle.command(Command::Quit).await;
+    let _ = tokio::time::timeout(WAIT, eb.handle.join()).await;
+    let _ = tokio::time::timeout(WAIT, eb_drain).await;
+    server.shutdown().await;
+    row
+}
+
+/// Sustained one-way delivery, plaintext and encrypted session pairs and
+/// an (encrypted) engine pair, interleaved. Medians of lines/s.
+async fn mode_throughput(
+    runs: Option<usize>,
+    messages: Option<usize>,
+    secs: Option<u64>,
+    outstanding: usize,
+) -> [f64; 3] {
+    let runs = runs.unwrap_or(5);
+    let messages = messages.unwrap_or(200_000) as u64;
+    let cap = Duration::from_secs(secs.unwrap_or(10));
+    let outstanding = outstanding as u64;
+    println!(
+        "{runs} runs of at most {messages} lines / {} s per variant, order rotating; sender \
+         keeps {outstanding} lines unacknowledged; {BODY_BYTES}-byte bodies",
+        cap.as_secs()
+    );
+    let server = start_server().await;
+    let (ea, eb) = connected_pair(&server, "alice", "bob").await;
+    let (pa, pb) = session_pair(Mode::Plaintext).await;
+    let (sa, sb) = session_pair(Mode::Encrypted).await;
+    let mut senders = [pa, sa, ea];
+    let mut fronts = [Some(pb.handle), Some(sb.handle), Some(eb.handle)];
+    let mut receivers = [Some(pb.events), Some(sb.events), Some(eb.events)];
+    let mut seqs = [0u64; 3];
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for run in 0..runs {
+        let mut line = format!("run {run}:");
+        for k in 0..3 {
+            let which = (run + k) % 3;
+            let (n, secs) = engine_throughput(
+                &mut senders[which],
+                &mut receivers[which],
+                &mut seqs[which],
+                messages,
+                outstanding,
+                cap,
+            )
+            .await;
+            let rate = n as f64 / secs.max(1e-9);
+            let name = ["plaintext", "encrypted", "engine"][which];
+            line += &format!(" {name} {n} in {secs:.2} s = {rate:.0}/s");
+            rates[which].push(rate);
+        }
+        println!("{line}");
+    }
+    for ((sender, front), events) in senders.into_iter().zip(&mut fronts).zip(&mut receivers) {
+        sender.quit().await;
+        let front = front.take().expect("front");
+        let _ = front.command(Command::Quit).await;
+        drop(events.take());
+        let _ = tokio::time::timeout(WAIT, front.join()).await;
+    }
+    server.shutdown().await;
+    rates.map(median)
+}
+
+fn print_mode_round_trips(rows: &[(Placement, ModeRoundTrips)]) {
+    println!(
+        "\n| round trip of one line (send -> delivered) | runtime | p50 µs | p99 µs | vs plaintext (p50 / p99) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (placement, r) in rows {
+        let label = placement.label();
+        let ratio = |x: (f64, f64)| format!("{:.2}x / {:.2}x", x.0 / r.plain.0, x.1 / r.plain.1);
+        for (name, x) in [
+            ("session pair, plaintext (baseline)", r.plain),
+            ("**session pair, encrypted**", r.sealed),
+            ("engine pair (encrypted)", r.engine),
+        ] {
+            println!(
+                "| {name} | {label} | {:.1} | {:.1} | {} |",
+                micros(x.0),
+                micros(x.1),
+                ratio(x)
+            );
+        }
+    }
+}
+
+fn print_mode_throughput(rows: &[(Placement, [f64; 3])]) {
+    println!(
+        "\n| one-way, acked, in order, {BODY_BYTES}-byte bodies | runtime | lines/s | payload MB/s | vs plaintext |"
+    );
+    println!("|---|---|---|---|---|");
+    for (placement, [plain, sealed, engine]) in rows {
+        let label = placement.label();
+        for (name, x) in [
+            ("session pair, plaintext (baseline)", plain),
+            ("**session pair, encrypted**", sealed),
+            ("engine pair (encrypted)", engine),
+        ] {
+            println!(
+                "| {name} | {label} | {x:.0} | {:.1} | {:.0}% |",
+                x * BODY_BYTES as f64 / 1e6,
+                100.0 * x / plain
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------- crypto CPU cost --
+
+/// Unix time in ms (the handshake's freshness stamp).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Nanoseconds per step of `count` handshakes of `pattern` between two
+/// fixed identities: [initiate, respond, initiator reads msg2, (XX)
+/// responder reads msg3, both into_established]. Bounded by `cap`.
+fn time_handshakes(xx: bool, count: usize, cap: Duration) -> ([f64; 5], usize) {
+    let (ia, ib) = (Identity::generate(), Identity::generate());
+    let b_key = ib.public_key();
+    let extensions = p2pchat_client::wire::our_extensions();
+    let prologue = Prologue {
+        initiator: ia.peer_id(),
+        responder: ib.peer_id(),
+        extensions: &extensions,
+    };
+    let mut total = [Duration::ZERO; 5];
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count && started.elapsed() < cap {
+        let local = LocalParams {
+            session: done as u64 + 1,
+            index: done as u32 + 1,
+        };
+        let remote = (!xx).then_some(&b_key);
+        let t = Instant::now();
+        let (mut hs_a, msg1) =
+            Handshake::initiate(&ia, remote, &prologue, local, unix_ms()).expect("initiate");
+        let t1 = Instant::now();
+        let (mut hs_b, msg2) =
+            Handshake::respond(&ib, &prologue, &msg1, local, unix_ms()).expect("respond");
+        let t2 = Instant::now();
+        let msg3 = hs_a.read(&msg2).expect("read msg2");
+        let t3 = Instant::now();
+        if let Some(msg3) = msg3 {
+            hs_b.read(&msg3).expect("read msg3");
+        }
+        let t4 = Instant::now();
+        let now = tokio::time::Instant::now();
+        let ea = hs_a.into_established(now).expect("established");
+        let eb = hs_b.into_established(now).expect("established");
+        let t5 = Instant::now();
+        assert_eq!(ea.handshake_hash, eb.handshake_hash);
+        for (i, (from, to)) in [(t, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5)]
+            .into_iter()
+            .enumerate()
+        {
+            total[i] += to - from;
+        }
+        done += 1;
+    }
+    (
+        total.map(|d| d.as_nanos() as f64 / done.max(1) as f64),
+        done,
+    )
+}
+
+/// A fresh pair of channels over an IK handshake's keys.
+fn transports() -> (SealedChannel, SealedChannel) {
+    let (a, b) = raw_transports();
+    (SealedChannel::new(a), SealedChannel::new(b))
+}
+
+/// ns per seal and per open of `len` bytes with the Noise transport alone
+/// (no JSON), over `count` datagrams in batches, bounded by `cap`.
+fn time_transport(len: usize, count: usize, cap: Duration) -> (f64, f64) {
+    const BATCH: usize = 1000;
+    let (mut tx, mut rx) = raw_transports();
+    let plain = vec![b'x'; len];
+    let now = tokio::time::Instant::now();
+    let (mut seal, mut open) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count && started.elapsed() < cap {
+        let t = Instant::now();
+        let sealed: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| tx.seal(&plain, now).expect("seal"))
+            .collect();
+        let t1 = Instant::now();
+        for bytes in &sealed {
+            std::hint::black_box(rx.open(bytes, now).expect("open"));
+        }
+        let t2 = Instant::now();
+        seal += t1 - t;
+        open += t2 - t1;
+        done += BATCH;
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / done.max(1) as f64;
+    (per(seal), per(open))
+}
+
+/// A fresh pair of Noise transports (an IK handshake).
+fn raw_transports() -> (Transport, Transport) {
+    let (ia, ib) = (Identity::generate(), Identity::generate());
+    let extensions = p2pchat_client::wire::our_extensions();
+    let prologue = Prologue {
+        initiator: ia.peer_id(),
+        responder: ib.peer_id(),
+        extensions: &extensions,
+    };
+    let key = ib.public_key();
+    let la = LocalParams {
+        session: 1,
+        index: 1,
+    };
+    let lb = LocalParams {
+        session: 2,
+        index: 2,
+    };
+    let (mut hs_a, msg1) = Handshake::initiate(&ia, Some(&key), &prologue, la, unix_ms()).unwrap();
+    let (hs_b, msg2) = Handshake::respond(&ib, &prologue, &msg1, lb, unix_ms()).unwrap();
+    hs_a.read(&msg2).unwrap();
+    let now = tokio::time::Instant::now();
+    (
+        hs_a.into_established(now).unwrap().transport,
+        hs_b.into_established(now).unwrap().transport,
+    )
+}
+
+/// ns per datagram to turn `datagram` into bytes with `tx` and back with
+/// `rx`, over `count` datagrams in batches (bounded by `cap`). Returns
+/// (seal ns, open ns, bytes on the wire).
+fn time_channel(
+    tx: &mut dyn Channel,
+    rx: &mut dyn Channel,
+    datagram: &Datagram,
+    count: usize,
+    cap: Duration,
+) -> (f64, f64, usize) {
+    const BATCH: usize = 1000;
+    let now = tokio::time::Instant::now();
+    let (mut seal, mut open) = (Duration::ZERO, Duration::ZERO);
+    let started = Instant::now();
+    let (mut done, mut size) = (0, 0);
+    while done < count && started.elapsed() < cap {
+        let t = Instant::now();
+        let sealed: Vec<Vec<u8>> = (0..BATCH)
+            .map(|_| tx.seal(datagram, now).expect("seal"))
+            .collect();
+        let t1 = Instant::now();
+        for bytes in &sealed {
+            let got = rx.open(bytes, now).expect("open");
+            std::hint::black_box(got);
+        }
+        let t2 = Instant::now();
+        seal += t1 - t;
+        open += t2 - t1;
+        size = sealed[0].len();
+        done += BATCH;
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / done.max(1) as f64;
+    (per(seal), per(open), size)
+}
+
+fn crypto_cost(runs: Option<usize>, samples: Option<usize>, messages: Option<usize>) {
+    let runs = runs.unwrap_or(5);
+    let handshakes = samples.unwrap_or(1000);
+    let datagrams = messages.unwrap_or(200_000);
+    let cap = Duration::from_secs(30);
+    println!(
+        "{runs} runs of {handshakes} handshakes and {datagrams} datagrams per size; median of \
+         the runs; one thread"
+    );
+    let mut ik: Vec<[f64; 5]> = Vec::new();
+    let mut xx: Vec<[f64; 5]> = Vec::new();
+    for run in 0..runs {
+        let (r, n) = time_handshakes(false, handshakes, cap);
+        let (x, m) = time_handshakes(true, handshakes, cap);
+        println!(
+            "run {run}: IK {:.1} µs per handshake ({n}), XX {:.1} µs ({m})",
+            r.iter().sum::<f64>() / 1000.0,
+            x.iter().sum::<f64>() / 1000.0
+        );
+        ik.push(r);
+        xx.push(x);
+    }
+    let step = |v: &[[f64; 5]], i: usize| median(v.iter().map(|r| r[i]).collect());
+    let total = |v: &[[f64; 5]]| median(v.iter().map(|r| r.iter().sum()).collect());
+    println!("\n| handshake, both sides, one core | IK µs | XX µs |");
+    println!("|---|---|---|");
+    for (i, name) in [
+        "initiator: write msg1",
+        "responder: read msg1, write msg2",
+        "initiator: read msg2 (XX: write msg3)",
+        "responder: read msg3 (XX only)",
+        "both: split into transport keys",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            step(&ik, i) / 1000.0,
+            step(&xx, i) / 1000.0
+        );
+    }
+    println!(
+        "| **whole handshake** | **{:.1}** | **{:.1}** |",
+        total(&ik) / 1000.0,
+        total(&xx) / 1000.0
+    );
+
+    // Per datagram: the channel the session sends through, plaintext JSON
+    // against JSON sealed in the Noise transport.
+    let mut rows = Vec::new();
+    for body_bytes in [BODY_BYTES, 1000] {
+        let mut text = body(1);
+        while text.len() < body_bytes {
+            text.push('x');
+        }
+        let mut message = p2pchat_client::wire::Message::plain(PeerId::random(), text);
+        message.id = Some(1_000_000);
+        let datagram = Datagram::Message(message);
+        let (mut plain_seal, mut plain_open, mut sealed_seal, mut sealed_open) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut plain_size, mut sealed_size) = (0, 0);
+        for _ in 0..runs {
+            let (mut ptx, mut prx) = (Plaintext, Plaintext);
+            let (s, o, n) = time_channel(&mut ptx, &mut prx, &datagram, datagrams, cap);
+            plain_seal.push(s);
+            plain_open.push(o);
+            plain_size = n;
+            let (mut stx, mut srx) = transports();
+            let (s, o, n) = time_channel(&mut stx, &mut srx, &datagram, datagrams, cap);
+            sealed_seal.push(s);
+            sealed_open.push(o);
+            sealed_size = n;
+        }
+        // The Noise transport alone, on bytes of the JSON's size.
+        let alone: Vec<(f64, f64)> = (0..runs)
+            .map(|_| time_transport(plain_size, datagrams, cap))
+            .collect();
+        rows.push((
+            body_bytes,
+            plain_size,
+            sealed_size,
+            [
+                median(plain_seal),
+                median(plain_open),
+                median(sealed_seal),
+                median(sealed_open),
+                median(alone.iter().map(|x| x.0).collect()),
+                median(alone.iter().map(|x| x.1).collect()),
+            ],
+        ));
+    }
+    println!(
+        "\n| per datagram, one {BODY_BYTES}/1000-byte line | wire bytes | plaintext: encode / decode ns | sealed: encode+seal / open+decode ns | Noise transport alone: seal / open ns |"
+    );
+    println!("|---|---|---|---|---|");
+    for (body_bytes, ps, ss, [pe, pd, se, sd, ts, to]) in rows {
+        println!(
+            "| {body_bytes}-byte line | {ps} plain, {ss} sealed | {pe:.0} / {pd:.0} | {se:.0} / {sd:.0} | {ts:.0} / {to:.0} |"
+        );
+    }
 }
