@@ -2,20 +2,32 @@
 //! `> ` prompt, `[name]: text` for incoming lines. Used when stdin is not a
 //! terminal or with `--plain`.
 //!
+//! Encryption is said on every session: `connected` says whether it is
+//! end-to-end encrypted (or warns that a seed peer's plaintext is not),
+//! every line from an unencrypted session starts with
+//! [`UNENCRYPTED_MARK`] (encrypted lines keep the seed's exact
+//! `[name]: text`), `/status` lists each session's protection and safety
+//! number, and `/verify [name]` shows the number to compare out of band
+//! (asking the engine for a `status` first when it does not know it).
+//!
 //! Everything that came from the network (usernames, message text, error
 //! details) goes through [`sanitize_display`] before it is printed.
 //! Run it with [`super::frontend::drive`].
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use p2pchat::PeerId;
 
-use super::engine::{Command, DisconnectReason, Event, PeerSummary, SessionStatus, Via};
-use super::frontend::FrontEnd;
-use super::input::{HELP, Input, parse_line};
+use super::engine::{
+    Command, DisconnectReason, Event, PeerSummary, Request, RequestId, SessionState, SessionStatus,
+    Via,
+};
+use super::frontend::{FrontEnd, Verifier};
+use super::input::{HELP, Input, UNENCRYPTED_MARK, parse_line};
 use super::text::{
-    error_message, restarted, rtt_suffix, sanitize_display, server_lost, server_state,
-    session_details, short, why_ended,
+    encryption_note, error_message, restarted, rtt_suffix, sanitize_display, server_lost,
+    server_state, session_details, short, why_ended,
 };
 
 /// The console. Keeps what it needs to interpret plain lines like the seed
@@ -27,6 +39,13 @@ pub struct Console<W: Write> {
     shown: Vec<PeerSummary>,
     /// Peers we have a session with.
     connected: Vec<PeerId>,
+    /// Each session's protection and safety number, for `/verify`.
+    verifier: Verifier,
+    /// `/verify` targets waiting for the `status` asked for them, by the
+    /// id of that request.
+    verifying: HashMap<RequestId, Option<String>>,
+    /// The id of our next request that needs one.
+    next_request: RequestId,
 }
 
 impl<W: Write> Console<W> {
@@ -36,7 +55,23 @@ impl<W: Write> Console<W> {
             out,
             shown: Vec::new(),
             connected: Vec::new(),
+            verifier: Verifier::default(),
+            verifying: HashMap::new(),
+            next_request: 1,
         }
+    }
+
+    /// `/verify [target]`: the answer, or (when the engine may know more)
+    /// a `status` request whose answer is turned into it.
+    fn verify(&mut self, target: Option<String>) -> (Option<Request>, String) {
+        let found = self.verifier.verify(target.as_deref());
+        if !found.worth_asking() {
+            return (None, found.lines().join("\n"));
+        }
+        let id = self.next_request;
+        self.next_request += 1;
+        self.verifying.insert(id, target);
+        (Some(Command::Status.with_id(id)), String::new())
     }
 
     /// Prints `text` and the prompt. The prompt stays pending at the end of
@@ -53,17 +88,23 @@ impl<W: Write> Console<W> {
 
 impl<W: Write> FrontEnd for Console<W> {
     fn on_event(&mut self, event: &Event) {
+        self.verifier.on_event(event);
         let text = self.render(event);
         if !text.is_empty() {
             self.print(&text);
         }
     }
 
-    fn on_line(&mut self, line: &str) -> Option<Command> {
+    fn on_line(&mut self, line: &str) -> Option<Request> {
         let (command, reply) = match parse_line(line) {
             Input::Empty => (None, String::new()),
             Input::Help => (None, HELP.to_owned()),
             Input::Invalid(message) => (None, format!("Error: {message}")),
+            Input::Verify(target) => {
+                let (request, reply) = self.verify(target);
+                self.print(&reply);
+                return request;
+            }
             Input::Command(command) => (Some(command), String::new()),
             Input::Text(text) if self.connected.is_empty() => {
                 // Seed style: before a chat, a line names the peer to call.
@@ -84,7 +125,7 @@ impl<W: Write> FrontEnd for Console<W> {
             Input::Text(text) => (Some(Command::Send(text)), String::new()),
         };
         self.print(&reply);
-        command
+        command.map(Request::from)
     }
 
     fn on_exit(&mut self) {
@@ -142,7 +183,21 @@ impl<W: Write> Console<W> {
                     .map_or_else(|| short(peer_id, 8), |p| s(&p.username));
                 format!("* Chat with {name} now uses the {path} path ({})", s(addr))
             }
-            Event::Message { username, text, .. } => format!("[{}]: {}", s(username), s(text)),
+            Event::Message {
+                username,
+                text,
+                encrypted,
+                ..
+            } => {
+                // Encrypted lines keep the seed's exact format; plaintext
+                // ones are marked before anything the peer controls.
+                let mark = if *encrypted {
+                    String::new()
+                } else {
+                    format!("{UNENCRYPTED_MARK} ")
+                };
+                format!("{mark}[{}]: {}", s(username), s(text))
+            }
             Event::Sent { .. }
             | Event::Delivered { .. }
             | Event::Rtt { .. }
@@ -161,10 +216,14 @@ impl<W: Write> Console<W> {
             Event::ServerLost { error } => format!("! Lost {}", server_lost(error)),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
             Event::Status {
+                id,
                 server_connected,
                 sessions,
-                ..
-            } => render_status(*server_connected, sessions),
+            } => match id.and_then(|id| self.verifying.remove(&id)) {
+                // Asked for by `/verify`: only its answer is shown.
+                Some(target) => self.verifier.verify(target.as_deref()).lines().join("\n"),
+                None => render_status(*server_connected, sessions),
+            },
             Event::Info { message } => s(message),
             Event::Error { code, message, .. } => {
                 format!("Error: {}", s(&error_message(*code, message)))
@@ -202,6 +261,7 @@ impl<W: Write> Console<W> {
             rtt_ms,
             reliable,
             incoming,
+            encrypted,
             ..
         } = event
         else {
@@ -218,7 +278,8 @@ impl<W: Write> Console<W> {
             format!("Connected to {name}")
         };
         format!(
-            "{how} at {} ({path}{}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---",
+            "{how} ({})\n  at {} ({path}{}{mode})\n\n--- Chat started. Type messages and press Enter. Type '/quit' to exit ---",
+            encryption_note(&name, *encrypted),
             sanitize_display(addr),
             rtt_suffix(*rtt_ms)
         )
@@ -247,6 +308,16 @@ fn render_status(server_connected: bool, sessions: &[SessionStatus]) -> String {
             sanitize_display(&st.username),
             session_details(st)
         ));
+        match &st.safety_number {
+            Some(number) => text.push_str(&format!(
+                "\n      safety number: {}",
+                sanitize_display(number)
+            )),
+            None if st.encrypted && st.state == SessionState::Connected => {
+                text.push_str("\n      safety number: not proven yet");
+            }
+            None => {}
+        }
     }
     text
 }
@@ -265,6 +336,133 @@ mod tests {
 
     fn output(console: Console<Vec<u8>>) -> String {
         String::from_utf8(console.out).unwrap()
+    }
+
+    /// The command a typed line asks for (its request id aside).
+    fn cmd(c: &mut Console<Vec<u8>>, line: &str) -> Option<Command> {
+        c.on_line(line).map(|r| r.command)
+    }
+
+    const NUMBER: &str = "11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890";
+
+    fn connected(peer: &str, name: &str, encrypted: bool, number: Option<&str>) -> Event {
+        Event::Connected {
+            peer_id: id(peer),
+            username: name.into(),
+            addr: "127.0.0.1:9".into(),
+            path: Path::Lan,
+            rtt_ms: None,
+            reliable: encrypted,
+            incoming: false,
+            probe_rounds: 1,
+            encrypted,
+            safety_number: number.map(str::to_owned),
+        }
+    }
+
+    fn message(peer: &str, name: &str, text: &str, encrypted: bool) -> Event {
+        Event::Message {
+            from: id(peer),
+            username: name.into(),
+            text: text.into(),
+            sent_at: 1.0,
+            encrypted,
+        }
+    }
+
+    #[test]
+    fn encrypted_sessions_say_so_and_plaintext_lines_are_marked() {
+        let mut c = Console::new(Vec::new());
+        c.on_event(&connected(BOB, "bob", true, Some(NUMBER)));
+        c.on_event(&message(BOB, "bob", "hi", true));
+        c.on_event(&connected(ALICE, "seedy", false, None));
+        c.on_event(&message(ALICE, "seedy", "plain hi", false));
+        let out = output(c);
+        assert!(
+            out.contains(
+                "Connected to bob (end-to-end encrypted; /verify shows the safety number)\n  at 127.0.0.1:9 (lan)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "Connected to seedy (NOT encrypted: seedy speaks the seed protocol; anyone on the path can read and forge these lines)"
+            ),
+            "{out}"
+        );
+        // Encrypted lines keep the seed's format exactly.
+        assert!(out.contains("\n> [bob]: hi\n"), "{out}");
+        assert!(!out.contains("[unencrypted] [bob]"), "{out}");
+        assert!(out.contains("> [unencrypted] [seedy]: plain hi\n"), "{out}");
+    }
+
+    #[test]
+    fn verify_shows_the_number_or_asks_the_engine_first() {
+        let mut c = Console::new(Vec::new());
+        // Nothing known: ask for a status, answer when it comes.
+        let asked = c.on_line("/verify").expect("a status request");
+        assert_eq!(asked.command, Command::Status);
+        let status = |request, number: Option<&str>| Event::Status {
+            id: request,
+            server_connected: true,
+            sessions: vec![SessionStatus {
+                peer_id: id(BOB),
+                username: "bob".into(),
+                state: SessionState::Connected,
+                active: true,
+                addr: Some("127.0.0.1:9".into()),
+                path: Some(Path::Lan),
+                rtt_ms: Some(1.25),
+                reliable: true,
+                pending: 0,
+                encrypted: true,
+                safety_number: number.map(str::to_owned),
+            }],
+        };
+        c.on_event(&status(asked.id, Some(NUMBER)));
+        // Known now: answered at once.
+        assert_eq!(cmd(&mut c, "/verify bob"), None);
+        c.on_event(&connected(ALICE, "seedy", false, None));
+        assert_eq!(cmd(&mut c, "/verify seedy"), None);
+        // Asked for a peer nobody knows: one status, then the answer.
+        let asked = c.on_line("/verify carol").expect("a status request");
+        c.on_event(&status(asked.id, Some(NUMBER)));
+        // A status the user asked for is listed in full.
+        c.on_event(&status(None, Some(NUMBER)));
+        c.on_event(&status(None, None));
+        let out = output(c);
+        let verified = "Safety number with bob:\n    11111 22222 33333 44444\n    55555 66666 77777 88888\n    99999 00000 12345 67890\nCompare it with the number bob sees";
+        assert_eq!(out.matches(verified).count(), 2, "{out}");
+        assert!(out.contains("out of band"), "{out}");
+        assert!(
+            out.contains("There is no encrypted session with seedy: it speaks the seed protocol"),
+            "{out}"
+        );
+        assert!(
+            out.contains("There is no encrypted session with carol; /connect to it first."),
+            "{out}"
+        );
+        assert_eq!(
+            out.matches("Signaling server: connected").count(),
+            2,
+            "the statuses /verify asked for are not listed: {out}"
+        );
+        assert!(
+            out.contains("* bob (connected, lan 127.0.0.1:9, rtt 1.2 ms, end-to-end encrypted)\n      safety number: 11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890"),
+            "{out}"
+        );
+        assert!(out.contains("safety number: not proven yet"), "{out}");
+    }
+
+    #[test]
+    fn trust_goes_to_the_engine() {
+        let mut c = Console::new(Vec::new());
+        assert_eq!(
+            cmd(&mut c, "/trust bob"),
+            Some(Command::Trust("bob".into()))
+        );
+        assert_eq!(cmd(&mut c, "/trust"), None);
+        assert!(output(c).contains("Error: usage: /trust <username>"));
     }
 
     #[test]
@@ -303,29 +501,18 @@ mod tests {
             via: Via::Grpc,
         };
         c.on_event(&Event::peers(vec![peer(ALICE, "alice"), peer(BOB, "bob")]));
-        assert_eq!(c.on_line("2"), Some(Command::Connect(BOB.into())));
-        assert_eq!(c.on_line("7"), Some(Command::Connect("7".into())));
-        assert_eq!(c.on_line("bob"), Some(Command::Connect("bob".into())));
-        assert_eq!(c.on_line("q"), Some(Command::Quit));
-        c.on_event(&Event::Connected {
-            peer_id: id(BOB),
-            username: "bob".into(),
-            addr: "127.0.0.1:9".into(),
-            path: Path::Lan,
-            rtt_ms: None,
-            reliable: true,
-            incoming: false,
-            probe_rounds: 1,
-            encrypted: true,
-            safety_number: None,
-        });
-        assert_eq!(c.on_line("2"), Some(Command::Send("2".into())));
+        assert_eq!(cmd(&mut c, "2"), Some(Command::Connect(BOB.into())));
+        assert_eq!(cmd(&mut c, "7"), Some(Command::Connect("7".into())));
+        assert_eq!(cmd(&mut c, "bob"), Some(Command::Connect("bob".into())));
+        assert_eq!(cmd(&mut c, "q"), Some(Command::Quit));
+        c.on_event(&connected(BOB, "bob", true, None));
+        assert_eq!(cmd(&mut c, "2"), Some(Command::Send("2".into())));
         c.on_event(&Event::Disconnected {
             peer_id: id(BOB),
             username: "bob".into(),
             reason: DisconnectReason::Timeout,
         });
-        assert_eq!(c.on_line("alice"), Some(Command::Connect("alice".into())));
+        assert_eq!(cmd(&mut c, "alice"), Some(Command::Connect("alice".into())));
         let out = output(c);
         assert!(
             out.contains("bob is offline (no answer to keep-alive)"),

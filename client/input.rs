@@ -11,15 +11,27 @@ pub enum Input {
     Text(String),
     /// `/help`.
     Help,
+    /// `/verify [NAME]`: show the safety number of the active session, or
+    /// of NAME's (a username, peer id or id prefix). Answered by the front
+    /// end from what it last heard (see `crate::frontend::Verifier`).
+    Verify(Option<String>),
     /// Nothing to do (an empty line).
     Empty,
     /// `/something` we do not know, or a command missing its argument.
     Invalid(String),
 }
 
+/// How lines from an unencrypted (seed-protocol) session are marked, in
+/// the console and the full-screen UI alike.
+pub const UNENCRYPTED_MARK: &str = "[unencrypted]";
+
 /// The help text listing every command.
-pub const HELP: &str = "commands: /connect <peer id, id prefix or username>, /peers, /status, /leave, /quit, /help; \
-any other line is sent to the connected peer (start it with // to send a leading /)";
+pub const HELP: &str = "commands: /connect <peer id, id prefix or username>, /peers, /status, \
+/verify [name] (the safety number to compare with the peer out of band), \
+/trust <username> (accept a peer's changed key), /leave, /quit, /help; \
+any other line is sent to the connected peer (start it with // to send a leading /); \
+lines marked [unencrypted] come from a seed-protocol peer in plaintext: anyone on the path \
+can read and forge them";
 
 /// Parses one line (without its newline).
 pub fn parse_line(line: &str) -> Input {
@@ -45,6 +57,12 @@ pub fn parse_line(line: &str) -> Input {
         ("peers" | "list", _) => Input::Command(Command::Peers),
         ("leave" | "disconnect", _) => Input::Command(Command::Leave),
         ("status", _) => Input::Command(Command::Status),
+        ("verify", "") => Input::Verify(None),
+        ("verify", target) => Input::Verify(Some(target.to_owned())),
+        ("trust", "") => {
+            Input::Invalid("usage: /trust <username> (forgets the key pinned for that name)".into())
+        }
+        ("trust", name) => Input::Command(Command::Trust(name.to_owned())),
         ("quit" | "exit" | "q", _) => Input::Command(Command::Quit),
         ("help" | "h" | "?", _) => Input::Help,
         _ => Input::Invalid(format!("unknown command '/{name}'; try /help")),
@@ -70,5 +88,25 @@ mod tests {
         assert_eq!(parse_line("/quit\r"), Input::Command(Command::Quit));
         assert_eq!(parse_line("/help"), Input::Help);
         assert!(matches!(parse_line("/nope"), Input::Invalid(_)));
+    }
+
+    #[test]
+    fn parses_verify_and_trust() {
+        assert_eq!(parse_line("/verify"), Input::Verify(None));
+        assert_eq!(parse_line("/verify  "), Input::Verify(None));
+        assert_eq!(
+            parse_line("/verify bob "),
+            Input::Verify(Some("bob".into()))
+        );
+        assert_eq!(
+            parse_line("/trust bob"),
+            Input::Command(Command::Trust("bob".into()))
+        );
+        match parse_line("/trust") {
+            Input::Invalid(message) => assert!(message.contains("/trust <username>"), "{message}"),
+            other => panic!("a bare /trust is not a command: {other:?}"),
+        }
+        assert!(HELP.contains("/verify [name]") && HELP.contains("/trust <username>"));
+        assert!(HELP.contains(UNENCRYPTED_MARK));
     }
 }

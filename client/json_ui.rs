@@ -1,10 +1,15 @@
 //! The `--json` front end: one JSON object per line for every [`Event`] on
 //! the output, chat lines and `/commands` on the input. Meant for scripts
 //! and tests.
+//!
+//! Encryption is in the events themselves: `connected` carries `encrypted`
+//! and `safety_number`, `message` carries `encrypted`, and every session of
+//! a `status` both. `/verify` therefore asks for a `status` (the numbers of
+//! every session, structured); `/trust NAME` is the engine's command.
 
 use std::io::Write;
 
-use super::engine::{Command, ErrorCode, Event};
+use super::engine::{Command, ErrorCode, Event, Request};
 use super::frontend::FrontEnd;
 use super::input::{HELP, Input, parse_line};
 use super::text::{error_message, escape_json_for_terminal};
@@ -56,10 +61,12 @@ impl<W: Write> FrontEnd for JsonUi<W> {
         }
     }
 
-    fn on_line(&mut self, line: &str) -> Option<Command> {
+    fn on_line(&mut self, line: &str) -> Option<Request> {
+        // No request ids: the stream stays what scripts have always read.
         match parse_line(line) {
-            Input::Command(command) => Some(command),
-            Input::Text(text) => Some(Command::Send(text)),
+            Input::Command(command) => Some(command.into()),
+            Input::Text(text) => Some(Command::Send(text).into()),
+            Input::Verify(_) => Some(Command::Status.into()),
             Input::Help => {
                 self.write(&Event::Info {
                     message: HELP.into(),
@@ -102,8 +109,13 @@ mod tests {
     #[test]
     fn lines_become_commands() {
         let mut ui = JsonUi::new(Vec::new());
-        assert_eq!(ui.on_line("hi"), Some(Command::Send("hi".into())));
-        assert_eq!(ui.on_line("/quit"), Some(Command::Quit));
+        assert_eq!(ui.on_line("hi"), Some(Command::Send("hi".into()).into()));
+        assert_eq!(ui.on_line("/quit"), Some(Command::Quit.into()));
+        assert_eq!(
+            ui.on_line("/trust bob"),
+            Some(Command::Trust("bob".into()).into())
+        );
+        assert_eq!(ui.on_line("/verify bob"), Some(Command::Status.into()));
         assert_eq!(ui.on_line("/nope"), None);
         assert_eq!(ui.on_line("/help"), None);
         let out = String::from_utf8(ui.out).unwrap();
@@ -124,5 +136,82 @@ mod tests {
             out,
             "{\"event\":\"error\",\"code\":\"not_connected\",\"message\":\"not connected to a peer; use /connect <peer>\"}\n"
         );
+    }
+
+    #[test]
+    fn encryption_fields_are_in_connected_message_and_status_events() {
+        let peer = p2pchat::PeerId::parse("0000beef-0000-4000-8000-000000000001").unwrap();
+        let number = "11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890";
+        let mut ui = JsonUi::new(Vec::new());
+        ui.on_event(&Event::Connected {
+            peer_id: peer,
+            username: "bob".into(),
+            addr: "127.0.0.1:9".into(),
+            path: crate::engine::Path::Lan,
+            rtt_ms: None,
+            reliable: true,
+            incoming: false,
+            probe_rounds: 1,
+            encrypted: true,
+            safety_number: Some(number.into()),
+        });
+        ui.on_event(&Event::Connected {
+            peer_id: peer,
+            username: "seedy".into(),
+            addr: "127.0.0.1:9".into(),
+            path: crate::engine::Path::Lan,
+            rtt_ms: None,
+            reliable: false,
+            incoming: true,
+            probe_rounds: 0,
+            encrypted: false,
+            safety_number: None,
+        });
+        for encrypted in [true, false] {
+            ui.on_event(&Event::Message {
+                from: peer,
+                username: "bob".into(),
+                text: "hi".into(),
+                sent_at: 1.0,
+                encrypted,
+            });
+        }
+        ui.on_event(&Event::Status {
+            id: None,
+            server_connected: true,
+            sessions: vec![crate::engine::SessionStatus {
+                peer_id: peer,
+                username: "bob".into(),
+                state: crate::engine::SessionState::Connected,
+                active: true,
+                addr: Some("127.0.0.1:9".into()),
+                path: Some(crate::engine::Path::Lan),
+                rtt_ms: None,
+                reliable: true,
+                pending: 0,
+                encrypted: true,
+                safety_number: Some(number.into()),
+            }],
+        });
+        let out = String::from_utf8(ui.out).unwrap();
+        let events: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(events.len(), 5, "{out}");
+        assert_eq!(events[0]["event"], "connected");
+        assert_eq!(events[0]["encrypted"], true);
+        assert_eq!(events[0]["safety_number"], number);
+        assert_eq!(events[1]["encrypted"], false);
+        assert!(
+            events[1]["safety_number"].is_null(),
+            "present and null for a plaintext session: {out}"
+        );
+        assert!(events[1].get("safety_number").is_some(), "{out}");
+        assert_eq!(events[2]["event"], "message");
+        assert_eq!(events[2]["encrypted"], true);
+        assert_eq!(events[3]["encrypted"], false);
+        assert_eq!(events[4]["sessions"][0]["encrypted"], true);
+        assert_eq!(events[4]["sessions"][0]["safety_number"], number);
     }
 }

@@ -29,8 +29,9 @@ const INPUT_BUFFER: usize = 256;
 /// with --plain, or when stdin is not a terminal, a line console (seed
 /// style); with --json, one JSON object per event for scripts. Input lines
 /// are chat messages or commands: /connect <id, id prefix or username>,
-/// /peers, /status, /leave, /quit, /help. Logs go to stderr (in the
-/// full-screen UI only when stderr is redirected); set RUST_LOG (e.g.
+/// /peers, /status, /verify [name], /trust <name>, /leave, /quit, /help.
+/// Logs go to stderr (in the full-screen UI only when stderr is
+/// redirected); set RUST_LOG (e.g.
 /// RUST_LOG=debug) for more.
 #[derive(Debug, Parser)]
 #[command(name = "peer", version, about, long_about)]

@@ -10,6 +10,48 @@ use crate::engine::{DisconnectReason, ErrorCode, SessionState, SessionStatus};
 /// The hint shown when a line is typed with no conversation.
 pub const CONNECT_HINT: &str = "use /connect <peer>";
 
+/// The mark of an end-to-end encrypted session (peer list, chat header);
+/// an unencrypted one is marked [`crate::input::UNENCRYPTED_MARK`]. Both
+/// ASCII, so every terminal shows them one column per character.
+pub const ENCRYPTED_MARK: &str = "[e2e]";
+
+/// Safety-number groups (of 5 digits) per row when shown on its own.
+pub const SAFETY_GROUPS_PER_ROW: usize = 4;
+
+/// What a new session's protection means, after its peer's name: for an
+/// encrypted one where its safety number is; for a plaintext (seed) one a
+/// plain warning.
+pub fn encryption_note(name: &str, encrypted: bool) -> String {
+    if encrypted {
+        "end-to-end encrypted; /verify shows the safety number".to_owned()
+    } else {
+        format!(
+            "NOT encrypted: {name} speaks the seed protocol; anyone on the path can read and \
+             forge these lines"
+        )
+    }
+}
+
+/// A safety number (12 groups of 5 digits) as rows of
+/// [`SAFETY_GROUPS_PER_ROW`] groups, easier to read aloud and compare.
+/// Sanitised (it is engine output, but cheap to be sure).
+pub fn safety_number_rows(number: &str) -> Vec<String> {
+    let groups: Vec<&str> = number.split_whitespace().collect();
+    groups
+        .chunks(SAFETY_GROUPS_PER_ROW)
+        .map(|row| sanitize_display(&row.join(" ")))
+        .collect()
+}
+
+/// The one line on how to use a safety number shown with `name`.
+pub fn verify_howto(name: &str) -> String {
+    format!(
+        "Compare it with the number {name} sees (/verify on their side) out of band: in person \
+         or on a call, not in this chat. The same digits mean no one is in the middle; different \
+         digits mean someone may be reading along: do not trust this chat."
+    )
+}
+
 /// Neutralises text received from the network before it reaches a terminal:
 /// control characters (C0, DEL, C1) become visible escapes like `\x1b`, so
 /// ANSI/OSC sequences, cursor moves and bells cannot take effect. Tabs
@@ -111,7 +153,8 @@ pub fn rtt_suffix(rtt_ms: Option<f64>) -> String {
 }
 
 /// A session's details for `/status`: state, path and address, RTT,
-/// protocol, unacknowledged lines. Sanitised.
+/// protocol, encryption, unacknowledged lines. Sanitised. (The safety
+/// number is left to the caller: it is long.)
 pub fn session_details(st: &SessionStatus) -> String {
     let mut details = vec![st.state.to_string()];
     if let (Some(path), Some(addr)) = (st.path, &st.addr) {
@@ -122,6 +165,16 @@ pub fn session_details(st: &SessionStatus) -> String {
     }
     if !st.reliable && st.state == SessionState::Connected {
         details.push("seed protocol".to_owned());
+    }
+    if st.state == SessionState::Connected {
+        details.push(
+            if st.encrypted {
+                "end-to-end encrypted"
+            } else {
+                "NOT encrypted"
+            }
+            .to_owned(),
+        );
     }
     if st.pending > 0 {
         details.push(format!("{} unacknowledged", st.pending));
@@ -157,5 +210,23 @@ mod tests {
         assert_eq!(shown, "not connected to a peer; use /connect <peer>");
         assert_eq!(error_message(ErrorCode::NotConnected, &shown), shown);
         assert_eq!(error_message(ErrorCode::SendFailed, "x"), "x");
+    }
+
+    #[test]
+    fn safety_numbers_are_shown_in_rows_of_four_groups() {
+        let number = (0..12)
+            .map(|i| format!("{i:05}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert_eq!(
+            safety_number_rows(&number),
+            [
+                "00000 00001 00002 00003",
+                "00004 00005 00006 00007",
+                "00008 00009 00010 00011"
+            ]
+        );
+        assert!(encryption_note("bob", false).starts_with("NOT encrypted: bob speaks the seed"));
+        assert!(encryption_note("bob", true).contains("/verify"));
     }
 }

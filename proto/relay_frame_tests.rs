@@ -3,6 +3,10 @@
 //! wrong keys and kinds), and a bounded pseudo-random decoder sweep.
 
 use super::*;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
 
 const A: Uuid = Uuid::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888);
 const B: Uuid = Uuid::from_u128(0x9999_aaaa_bbbb_cccc_dddd_eeee_ffff_0000);

@@ -126,6 +126,12 @@ pub async fn start_with_store(
     launch(config, store, None).await
 }
 
+/// Binds the STUN + relay socket, naming the address in the error.
+fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    udp::bind(addr)
+        .map_err(|err| std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}")))
+}
+
 /// Binds, spawns every task, and stops `store_guard`'s store once the
 /// accept loop has ended (as long as the server runs, its store does, even
 /// when the [`RunningServer`] handle is dropped).
@@ -136,16 +142,8 @@ async fn launch(
 ) -> std::io::Result<RunningServer> {
     let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
-    let udp = match config.udp_listen {
-        Some(addr) => Some(udp::bind(addr).map_err(|err| {
-            std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}"))
-        })?),
-        None => None,
-    };
-    let udp_addr = match &udp {
-        Some(socket) => Some(socket.local_addr()?),
-        None => None,
-    };
+    let udp = config.udp_listen.map(bind_udp).transpose()?;
+    let udp_addr = udp.as_ref().map(|s| s.local_addr()).transpose()?;
     // With the relay on, registrations teach it each peer's relay key (the
     // MAC key of its BIND frames, derived from its token).
     let relay_keys = udp.as_ref().map(|_| udp::RelayKeys::new());

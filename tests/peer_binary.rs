@@ -2,7 +2,10 @@
 //! binary on loopback. Two `peer --json` processes chat and exit cleanly; a
 //! hand-written seed-protocol peer (plain UDP + the REST shim) chats with
 //! ours both ways; a flood of malformed datagrams leaves a live session
-//! untouched; an unreachable server gives one clear error line.
+//! untouched; an unreachable server gives one clear error line. Two of
+//! ours are end-to-end encrypted and show the same safety number (in
+//! `--json` and through the console's `/verify`); a seed peer's lines are
+//! marked unencrypted, and `--require-encryption` refuses it both ways.
 
 #[path = "support/bins.rs"]
 mod bins;
@@ -360,12 +363,15 @@ async fn seed_protocol_peer_chats_with_ours_both_ways() {
         "a seed peer gets the seed protocol"
     );
     assert_eq!(connected["username"], "seedy");
+    assert_eq!(connected["encrypted"], false, "{connected}");
+    assert!(connected["safety_number"].is_null(), "{connected}");
 
     // Seed -> ours.
     seed.send("message", "Hello from Python!", ours_addr).await;
     let msg = ours.event("message").await;
     assert_eq!(msg["text"], "Hello from Python!");
     assert_eq!(msg["from"], seed.id.as_str());
+    assert_eq!(msg["encrypted"], false, "{msg}");
 
     // Ours -> seed: plain messages, no id, exactly once (no retransmission
     // although the seed never acks).
@@ -581,16 +587,34 @@ async fn console_mode_is_seed_like_and_neutralises_escapes() {
     stdin.write_all(b"1\n").await.unwrap();
     let (_, ours_addr) = seed.recv_until("hello", |v| v["type"] == "hello").await;
     seed.send("hello", "", ours_addr).await;
-    read_until(&mut out, &mut buf, "--- Chat started.").await;
+    let text = read_until(&mut out, &mut buf, "--- Chat started.").await;
+    assert!(
+        text.contains(
+            "Connected to seedy (NOT encrypted: seedy speaks the seed protocol; anyone on the \
+             path can read and forge these lines)"
+        ),
+        "{text}"
+    );
 
-    // A hostile message: clear screen, bell, colour, CR.
+    // A hostile message: clear screen, bell, colour, CR. Marked: it came
+    // in plaintext.
     seed.send("message", "\u{1b}[2J\u{7}evil\r\u{1b}[31mred", ours_addr)
         .await;
     let text = read_until(&mut out, &mut buf, "[31mred").await;
     assert!(
-        text.contains(r"> [seedy]: \x1b[2J\x07evil\x0d\x1b[31mred"),
+        text.contains(r"> [unencrypted] [seedy]: \x1b[2J\x07evil\x0d\x1b[31mred"),
         "{text:?}"
     );
+    // /verify has no number to show for a plaintext session, and says so.
+    stdin.write_all(b"/verify\n").await.unwrap();
+    read_until(
+        &mut out,
+        &mut buf,
+        "There is no encrypted session with seedy: it speaks the seed protocol",
+    )
+    .await;
+    stdin.write_all(b"/status\n").await.unwrap();
+    read_until(&mut out, &mut buf, "seed protocol, NOT encrypted)").await;
     assert!(
         !buf.contains(&0x1b) && !buf.contains(&0x07),
         "raw escape reached the terminal"
@@ -731,4 +755,250 @@ async fn server_killed_mid_chat_then_back_peers_re_register() {
     assert_eq!(alice.exit_code().await, 0);
     bob.line("/quit").await;
     assert_eq!(bob.exit_code().await, 0);
+}
+
+/// The 60 digits of a safety number as 12 groups of 5.
+fn assert_safety_number(number: &str) {
+    let groups: Vec<&str> = number.split(' ').collect();
+    assert_eq!(groups.len(), 12, "{number:?}");
+    assert!(
+        groups
+            .iter()
+            .all(|g| g.len() == 5 && g.bytes().all(|b| b.is_ascii_digit())),
+        "{number:?}"
+    );
+}
+
+#[tokio::test]
+async fn json_peers_are_encrypted_and_agree_on_the_safety_number() {
+    let server = start_server().await;
+    let mut alice = PeerProc::start(&server, "alice", &[]).await;
+    alice.event("registered").await;
+    let mut bob = PeerProc::start(&server, "bob", &["--connect", "alice"]).await;
+    let bob_connected = bob.event("connected").await;
+    let alice_connected = alice.event("connected").await;
+    for connected in [&bob_connected, &alice_connected] {
+        assert_eq!(connected["encrypted"], true, "{connected}");
+        // Present in the event, a number once the key is proven.
+        assert!(connected.get("safety_number").is_some(), "{connected}");
+    }
+    let number = bob_connected["safety_number"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no safety number: {bob_connected}"))
+        .to_owned();
+    assert_safety_number(&number);
+    // The callee learned bob's key from the first handshake message.
+    assert_eq!(
+        alice_connected["safety_number"],
+        number.as_str(),
+        "both sides see the same digits"
+    );
+
+    bob.line("sealed hello").await;
+    let msg = alice.event("message").await;
+    assert_eq!(msg["text"], "sealed hello");
+    assert_eq!(msg["encrypted"], true, "{msg}");
+    alice.line("sealed reply").await;
+    let msg = bob.event("message").await;
+    assert_eq!(msg["encrypted"], true, "{msg}");
+
+    // /verify in --json answers with a status: every session's number.
+    for peer in [&mut alice, &mut bob] {
+        peer.line("/verify").await;
+        let status = peer.event("status").await;
+        let session = &status["sessions"][0];
+        assert_eq!(session["encrypted"], true, "{status}");
+        assert_eq!(session["safety_number"], number.as_str(), "{status}");
+    }
+    alice.line("/quit").await;
+    assert_eq!(alice.exit_code().await, 0);
+    bob.line("/quit").await;
+    assert_eq!(bob.exit_code().await, 0);
+}
+
+/// A `--plain --ephemeral` peer: its stdin and what it printed so far.
+struct PlainPeer {
+    child: Child,
+    stdin: ChildStdin,
+    out: tokio::process::ChildStdout,
+    buf: Vec<u8>,
+}
+
+impl PlainPeer {
+    async fn start(server: &Server, name: &str, extra: &[&str]) -> PlainPeer {
+        let mut child = Command::new(PEER.path())
+            .args([
+                "--server",
+                &server.url,
+                "--username",
+                name,
+                "--bind",
+                "127.0.0.1",
+                "--plain",
+                "--ephemeral",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "off")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        PlainPeer {
+            stdin: child.stdin.take().unwrap(),
+            out: child.stdout.take().unwrap(),
+            child,
+            buf: Vec::new(),
+        }
+    }
+
+    async fn line(&mut self, text: &str) {
+        self.stdin
+            .write_all(format!("{text}\n").as_bytes())
+            .await
+            .unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// Everything printed so far once `pattern` is in it.
+    async fn until(&mut self, pattern: &str) -> String {
+        read_until(&mut self.out, &mut self.buf, pattern).await
+    }
+
+    /// Forgets what was printed so far (the next `until` reads on).
+    fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Types `/verify` and returns the safety number it prints (the rows
+    /// after `Safety number with <peer>:`, joined).
+    async fn verify(&mut self, peer: &str) -> String {
+        self.clear();
+        self.line("/verify").await;
+        let text = self.until("Compare it with the number").await;
+        let after = text
+            .split(&format!("Safety number with {peer}:\n"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no safety number in {text:?}"));
+        let rows: Vec<&str> = after.lines().take(3).map(str::trim).collect();
+        let how = after.lines().nth(3).unwrap_or_default();
+        assert!(how.starts_with("Compare it with the number"), "{text:?}");
+        assert!(how.contains("out of band"), "{text:?}");
+        rows.join(" ")
+    }
+
+    async fn quit(mut self) {
+        self.line("/quit").await;
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("peer exits in time")
+            .unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+}
+
+#[tokio::test]
+async fn console_peers_say_encrypted_and_verify_the_same_number() {
+    let server = start_server().await;
+    let mut alice = PlainPeer::start(&server, "alice", &[]).await;
+    alice.until("Username: alice").await;
+    let mut bob = PlainPeer::start(&server, "bob", &["--connect", "alice"]).await;
+    let text = bob.until("--- Chat started.").await;
+    assert!(
+        text.contains("Connected to alice (end-to-end encrypted; /verify shows the safety number)"),
+        "{text}"
+    );
+    let text = alice.until("--- Chat started.").await;
+    assert!(
+        text.contains(
+            "bob connected to us (end-to-end encrypted; /verify shows the safety number)"
+        ),
+        "{text}"
+    );
+    // Encrypted lines keep the seed's exact format: no mark.
+    bob.line("hello alice").await;
+    let text = alice.until("[bob]: hello alice").await;
+    assert!(!text.contains("[unencrypted]"), "{text}");
+    alice.line("hello bob").await;
+    bob.until("> [alice]: hello bob").await;
+
+    let on_bob = bob.verify("alice").await;
+    let on_alice = alice.verify("bob").await;
+    assert_safety_number(&on_bob);
+    assert_eq!(on_bob, on_alice, "both sides must see the same digits");
+    // /status lists the protection and the same number.
+    bob.clear();
+    bob.line("/status").await;
+    let text = bob.until("safety number: ").await;
+    let text = if text.contains(&on_bob) {
+        text
+    } else {
+        bob.until(&on_bob).await
+    };
+    assert!(text.contains("end-to-end encrypted)"), "{text}");
+    // By name too; an unknown name is answered after asking the engine.
+    bob.clear();
+    bob.line("/verify carol").await;
+    bob.until("There is no encrypted session with carol").await;
+    bob.quit().await;
+    alice.quit().await;
+}
+
+#[tokio::test]
+async fn require_encryption_refuses_a_seed_peer_both_ways() {
+    let server = start_server().await;
+    let seed = SeedPeer::register(&server, "seedy").await;
+    // We call it: refused before a single datagram goes out.
+    let mut ours = PeerProc::start(
+        &server,
+        "strict",
+        &["--require-encryption", "--connect", "seedy"],
+    )
+    .await;
+    let reg = ours.event("registered").await;
+    let error = ours.event("error").await;
+    assert_eq!(error["code"], "refused", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("seedy"), "{message}");
+    assert!(message.contains("does not encrypt"), "{message}");
+    assert!(message.contains("--require-encryption"), "{message}");
+    // It calls us: its hellos are dropped, nothing answers them.
+    let ours_addr: SocketAddr = ([127, 0, 0, 1], reg["udp_port"].as_u64().unwrap() as u16).into();
+    for _ in 0..5 {
+        seed.send("hello", "", ours_addr).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answer = tokio::time::timeout(
+        Duration::from_millis(1500),
+        seed.recv_until("any answer", |_| true),
+    )
+    .await;
+    assert!(answer.is_err(), "a refused seed peer got {answer:?}");
+    ours.line("/status").await;
+    let status = ours.event("status").await;
+    assert_eq!(status["sessions"], json!([]), "{status}");
+    assert!(
+        !ours.seen.iter().any(|e| e["event"] == "connected"),
+        "{:?}",
+        ours.seen
+    );
+    ours.line("/quit").await;
+    assert_eq!(ours.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn require_encryption_in_the_console_says_why() {
+    let server = start_server().await;
+    let _seed = SeedPeer::register(&server, "seedy").await;
+    let mut ours = PlainPeer::start(&server, "strict", &["--require-encryption"]).await;
+    ours.until("1. seedy (ID: ").await;
+    ours.line("seedy").await;
+    let text = ours.until("and --require-encryption is set").await;
+    assert!(
+        text.contains("Error: refusing to connect to seedy: it does not encrypt"),
+        "{text}"
+    );
+    assert!(!text.contains("--- Chat started."), "{text}");
+    ours.quit().await;
 }

@@ -3,8 +3,10 @@
 //! binaries; `send-keys` types, `capture-pane` reads the screen. Checks
 //! that the peer list updates live (no key press), that arrow keys + Enter
 //! connect to the selected peer, that messages show on both sides with
-//! their delivery mark, and that `/quit` and Ctrl+C exit 0 with the
-//! terminal restored (cooked mode, normal screen).
+//! their delivery mark, that the session is marked end-to-end encrypted
+//! and `/verify` shows the same safety number on both sides, and that
+//! `/quit` and Ctrl+C exit 0 with the terminal restored (cooked mode,
+//! normal screen).
 //!
 //! Needs tmux (`.ci/run` installs it): without it the test says why it
 //! skipped; under `CI=true` it fails instead.
@@ -180,6 +182,23 @@ fn peer_pane(screen: &str) -> String {
         .join("\n")
 }
 
+/// The safety number `/verify` put in the chat pane: the groups of five
+/// digits on the rows after `Safety number with`.
+fn safety_number(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .skip_while(|l| !l.contains("Safety number with"))
+        .skip(1)
+        .take(3)
+        .flat_map(|l| {
+            l.split(|c: char| !c.is_ascii_digit())
+                .filter(|w| w.len() == 5)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The process in `name` exited 0 and left the terminal as it found it.
 fn assert_clean_exit(tmux: &Tmux, name: &str) {
     let screen = tmux.wait(name, "the shell after exit", |s| s.contains("TERMINAL="));
@@ -238,9 +257,20 @@ fn two_peers_chat_in_real_terminals() {
     // The first row is selected; Down selects carol, Enter connects.
     tmux.keys("alice", &["Down"]);
     tmux.keys("alice", &["Enter"]);
-    tmux.wait_text("alice", "carol: connected, lan");
+    let screen = tmux.wait_text("alice", "carol: connected, lan");
+    let bar = screen
+        .lines()
+        .find(|l| l.contains("carol: connected, lan"))
+        .unwrap_or_default();
+    assert!(
+        bar.trim_end().ends_with(", end-to-end encrypted"),
+        "{screen}"
+    );
+    assert!(peer_pane(&screen).contains("carol [e2e]"), "{screen}");
+    assert!(screen.contains("chat with carol [e2e]"), "{screen}");
     let screen = tmux.wait_text("carol", "alice connected to you from 127.0.0.1:");
     assert!(screen.contains("alice: connected, lan"), "{screen}");
+    assert!(screen.contains("end-to-end encrypted"), "{screen}");
     assert!(
         !tmux.screen("bob").contains("connected to you"),
         "bob was not selected"
@@ -253,6 +283,18 @@ fn two_peers_chat_in_real_terminals() {
     tmux.type_line("carol", "hi alice");
     tmux.wait_text("carol", "carol: hi alice \u{2713}\u{2713}");
     tmux.wait_text("alice", "carol: hi alice");
+    assert!(
+        !tmux.screen("alice").contains("[unencrypted]"),
+        "encrypted lines are not marked"
+    );
+
+    // /verify shows the same safety number on both sides.
+    tmux.type_line("alice", "/verify");
+    tmux.type_line("carol", "/verify");
+    let on_alice = safety_number(&tmux.wait_text("alice", "Compare it with the number"));
+    let on_carol = safety_number(&tmux.wait_text("carol", "Compare it with the number"));
+    assert_eq!(on_alice.len(), 12, "12 groups of 5 digits: {on_alice:?}");
+    assert_eq!(on_alice, on_carol, "both sides see the same digits");
 
     // Bob quits: gone from alice's list without a key press.
     tmux.type_line("bob", "/quit");

@@ -34,17 +34,14 @@ use tokio::time::Instant;
 use super::api::{Command, ErrorCode, Event, Request, RequestId};
 use super::directory::Directory;
 use super::focus::Focus;
-use super::table::{ReplyBudget, Tombstones};
+use super::table::{MAX_HANDSHAKE_ANSWERS_PER_SEC, ReplyBudget, Tombstones};
 use crate::identity::{Identity, KnownPeers};
 use crate::relay::RelayClient;
 use crate::session::{Action, Phase, SendError, Session, SessionConfig};
 use crate::signaling::RemotePeer;
 use crate::wire::Datagram;
 use incoming::PendingHandshake;
-pub use incoming::{
-    MAX_NEW_HANDSHAKES_PER_SEC, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER,
-    PENDING_HANDSHAKE_TIMEOUT,
-};
+pub use incoming::{MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER, PENDING_HANDSHAKE_TIMEOUT};
 use paths::StunRefresh;
 
 /// Most sessions at once: further hellos, connect requests and connects
@@ -168,8 +165,7 @@ pub struct Core {
     deferred: Vec<(Option<RequestId>, String)>,
     tombstones: Tombstones,
     stranger_replies: ReplyBudget,
-    /// First handshake messages of strangers read this second.
-    handshake_budget: ReplyBudget,
+    handshake_answers: ReplyBudget,
     /// Actions of sessions replaced before `flush` could collect them.
     orphaned: Vec<(PeerId, Action)>,
     relay: Option<RelayClient>,
@@ -204,7 +200,7 @@ impl Core {
             deferred: Vec::new(),
             tombstones: Tombstones::default(),
             stranger_replies: ReplyBudget::new(now),
-            handshake_budget: ReplyBudget::with_limit(incoming::MAX_NEW_HANDSHAKES_PER_SEC, now),
+            handshake_answers: ReplyBudget::per_second(MAX_HANDSHAKE_ANSWERS_PER_SEC, now),
             orphaned: Vec::new(),
             relay: config.relay.map(RelayClient::new),
             relay_token: None,

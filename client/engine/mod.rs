@@ -40,11 +40,16 @@ pub use self::api::{
     SessionState, SessionStatus, Via,
 };
 pub use self::core::paths::STUN_REFRESH_TIMEOUT;
-pub use self::core::{MAX_DEFERRED_CONNECTS, MAX_QUEUED_EVENTS, MAX_SESSIONS};
+pub use self::core::{
+    MAX_DEFERRED_CONNECTS, MAX_PENDING_HANDSHAKES, MAX_PENDING_PER_PEER, MAX_QUEUED_EVENTS,
+    MAX_SESSIONS, PENDING_HANDSHAKE_TIMEOUT,
+};
 pub use self::directory::{ResolveError, resolve};
 use self::io::{AbortOnDrop, Io};
 pub use self::io::{FINAL_EVENTS_TIMEOUT, MAX_BACKGROUND_TASKS, UNREGISTER_TIMEOUT};
-pub use self::table::{MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL};
+pub use self::table::{
+    MAX_HANDSHAKE_ANSWERS_PER_SEC, MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL,
+};
 use crate::session::SessionConfig;
 use crate::signaling::SignalingError;
 use crate::transport::{self, Transport};

@@ -15,9 +15,10 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30);
 /// Most closed sessions remembered ([`TOMBSTONE_TTL`]).
 pub const MAX_TOMBSTONES: usize = 256;
 
-/// Most `disconnect` answers per second to datagrams from peers we have no
-/// session with (they tell a half-open peer to close at once; bounded so a
-/// flood of spoofed datagrams cannot turn us into a reflector).
+/// Most `disconnect` answers per second to seed-protocol datagrams from
+/// peers we have no session with (they tell a half-open peer to close at
+/// once; bounded so a flood of spoofed datagrams cannot turn us into a
+/// reflector).
 pub const MAX_STRANGER_REPLIES_PER_SEC: u32 = 20;
 
 /// Recently closed sessions: peer -> (its session id then, until when).
@@ -46,37 +47,41 @@ impl Tombstones {
     }
 }
 
-/// A per-second budget of answers to strangers (or of other work done for
-/// them).
+/// Most first handshake messages from strangers examined per second (each
+/// costs a key exchange and, if valid, one answer): bounds the CPU and the
+/// reflection a flood of them can get out of us.
+pub const MAX_HANDSHAKE_ANSWERS_PER_SEC: u32 = 64;
+
+/// A per-second budget of answers to strangers.
 #[derive(Debug)]
 pub struct ReplyBudget {
     since: Instant,
     used: u32,
-    limit: u32,
+    per_sec: u32,
 }
 
 impl ReplyBudget {
     /// A full budget of [`MAX_STRANGER_REPLIES_PER_SEC`] from `now`.
     pub fn new(now: Instant) -> ReplyBudget {
-        ReplyBudget::with_limit(MAX_STRANGER_REPLIES_PER_SEC, now)
+        ReplyBudget::per_second(MAX_STRANGER_REPLIES_PER_SEC, now)
     }
 
-    /// A full budget of `limit` per second from `now`.
-    pub fn with_limit(limit: u32, now: Instant) -> ReplyBudget {
+    /// A full budget of `per_sec` answers a second from `now`.
+    pub fn per_second(per_sec: u32, now: Instant) -> ReplyBudget {
         ReplyBudget {
             since: now,
             used: 0,
-            limit,
+            per_sec,
         }
     }
 
-    /// Takes one; false when the second's budget is used up.
+    /// Takes one answer; false when this second's are used up.
     pub fn take(&mut self, now: Instant) -> bool {
         if now.saturating_duration_since(self.since) >= Duration::from_secs(1) {
             self.since = now;
             self.used = 0;
         }
-        if self.used >= self.limit {
+        if self.used >= self.per_sec {
             return false;
         }
         self.used += 1;
@@ -116,6 +121,17 @@ mod tests {
         // Once the old graves expire there is room again.
         graves.bury(late, Some(1), now + TOMBSTONE_TTL);
         assert!(graves.is_buried(late, Some(1), now + TOMBSTONE_TTL));
+    }
+
+    #[test]
+    fn the_handshake_budget_is_its_own_at_its_edge() {
+        let now = Instant::now();
+        let mut budget = ReplyBudget::per_second(MAX_HANDSHAKE_ANSWERS_PER_SEC, now);
+        for _ in 0..MAX_HANDSHAKE_ANSWERS_PER_SEC {
+            assert!(budget.take(now));
+        }
+        assert!(!budget.take(now + Duration::from_millis(999)));
+        assert!(budget.take(now + Duration::from_secs(1)));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod keyfile;
 pub mod known_peers;
 pub mod safety;
 #[cfg(test)]
+#[cfg(test)]
 mod test_dir;
 
 pub use error::IdentityError;

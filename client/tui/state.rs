@@ -9,7 +9,8 @@
 //! * `chat.rs`: the chat pane's entries and the delivery marks on our lines;
 //! * `sessions.rs`: sessions, the active peer and what `/status` reports;
 //! * `peers.rs`: the peer list and its selection;
-//! * `input.rs`: key presses, the input line and what Enter sends.
+//! * `input.rs`: key presses, the input line and what Enter sends (and
+//!   `/verify`, answered here from what the engine reported).
 //!
 //! Every string from the network (usernames, messages, error details) is
 //! passed through [`sanitize_display`] when it enters this state, so the
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use p2pchat::PeerId;
 
 use crate::engine::RequestId;
+use crate::frontend::Verifier;
 use crate::text::{sanitize_display, short};
 
 mod chat;
@@ -94,6 +96,11 @@ pub struct App {
     peers_requested: HashSet<RequestId>,
     /// Whether the how-to line was shown (with the first peer list).
     greeted: bool,
+    /// Each session's protection and safety number, for `/verify`.
+    verifier: Verifier,
+    /// `/verify` targets waiting for the `status` asked for them, by the
+    /// id of that request.
+    verifying: HashMap<RequestId, Option<String>>,
 }
 
 impl App {
@@ -122,6 +129,8 @@ impl App {
             quitting: false,
             peers_requested: HashSet::new(),
             greeted: false,
+            verifier: Verifier::default(),
+            verifying: HashMap::new(),
         }
     }
 
@@ -148,6 +157,12 @@ impl App {
             None if row.online => PeerState::Online,
             None => PeerState::Offline,
         }
+    }
+
+    /// Whether the session with the peer in `row` is end-to-end encrypted:
+    /// `None` while there is no session up (nothing to mark yet).
+    pub fn encrypted(&self, row: &PeerRow) -> Option<bool> {
+        self.sessions.get(&row.id).and_then(SessionView::encrypted)
     }
 
     /// Index of the selected row in [`App::peers`].

@@ -108,6 +108,9 @@ fn joined(id: &str, name: &str) -> Event {
     }
 }
 
+const NUMBER: &str = "11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890";
+
+/// A session coming up; an unreliable one is a seed peer's: plaintext.
 fn connected(id: &str, name: &str, path: Path, reliable: bool) -> Event {
     Event::Connected {
         peer_id: self::id(id),
@@ -118,8 +121,18 @@ fn connected(id: &str, name: &str, path: Path, reliable: bool) -> Event {
         reliable,
         incoming: false,
         probe_rounds: 1,
-        encrypted: true,
-        safety_number: None,
+        encrypted: reliable,
+        safety_number: reliable.then(|| NUMBER.to_owned()),
+    }
+}
+
+fn message(id: &str, name: &str, text: &str, encrypted: bool) -> Event {
+    Event::Message {
+        from: self::id(id),
+        username: name.into(),
+        text: text.into(),
+        sent_at: 1.0,
+        encrypted,
     }
 }
 
@@ -220,8 +233,8 @@ fn messages_show_senders_times_and_delivery_marks() {
         text.contains("* connected to bob at 127.0.0.1:40000 (lan)"),
         "{text}"
     );
-    // The peer list marks the active peer.
-    assert!(line_with(&rows, "│▶ bob").is_some(), "{text}");
+    // The peer list marks the active peer, and its encryption.
+    assert!(line_with(&rows, "│▶ bob [e2e]").is_some(), "{text}");
     assert!(line_with(&rows, "b0b0b0b0 connected").is_some(), "{text}");
     assert_layout(&rows, 100);
 }
@@ -499,4 +512,103 @@ fn a_directory_at_its_limit_is_listed_and_follows_the_selection() {
             "00000032-0000-4000-8000-000000000000".into()
         ))
     );
+}
+
+#[test]
+fn encryption_is_marked_in_the_list_titles_status_bar_and_lines() {
+    let mut app = app();
+    app.on_event(&joined(BOB, "bob"));
+    app.on_event(&joined(CAROL, "seedy"));
+    connect(&mut app, CAROL, "seedy", Path::Lan, false);
+    connect(&mut app, BOB, "bob", Path::Lan, true);
+    app.on_event(&message(BOB, "bob", "sealed hello", true));
+    app.on_event(&message(CAROL, "seedy", "plain hello", false));
+    let rows = draw(&mut app, 160, 30);
+    let text = screen(&rows);
+    assert_layout(&rows, 160);
+    assert!(line_with(&rows, "│▶ bob [e2e]").is_some(), "{text}");
+    assert!(
+        line_with(&rows, "│  seedy [unencrypted]").is_some(),
+        "{text}"
+    );
+    assert!(text.contains("chat with bob [e2e]"), "{text}");
+    assert!(text.contains("message to bob [e2e]"), "{text}");
+    assert!(
+        rows[29].contains("bob: connected, lan, end-to-end encrypted"),
+        "{}",
+        rows[29]
+    );
+    // An encrypted line looks as it always did; a plaintext one is marked
+    // before anything its sender controls.
+    assert!(text.contains("12:34 bob: sealed hello"), "{text}");
+    assert!(!text.contains("[unencrypted] bob"), "{text}");
+    assert!(
+        text.contains("12:34 [unencrypted] seedy: plain hello"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "* connected to bob at 127.0.0.1:40000 (lan); end-to-end encrypted; /verify shows the safety number"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("! NOT encrypted: seedy speaks the seed protocol; anyone on the path"),
+        "{text}"
+    );
+
+    // The plaintext session in front: every header says so.
+    app.on_event(&Event::Focus {
+        peer_id: Some(id(CAROL)),
+    });
+    let rows = draw(&mut app, 100, 30);
+    let text = screen(&rows);
+    assert!(text.contains("chat with seedy [unencrypted]"), "{text}");
+    assert!(text.contains("message to seedy [unencrypted]"), "{text}");
+    assert!(
+        rows[29].contains("seedy: connected, lan, seed protocol, NOT encrypted"),
+        "{}",
+        rows[29]
+    );
+    // Narrow: the list stacks above the chat and keeps the marks.
+    let rows = draw(&mut app, 50, 24);
+    assert_layout(&rows, 50);
+    let text = screen(&rows);
+    assert!(
+        line_with(&rows, "bob [e2e] b0b0b0b0 connected").is_some(),
+        "{text}"
+    );
+    assert!(
+        line_with(&rows, "seedy [unencrypted] ca201ca2").is_some(),
+        "{text}"
+    );
+}
+
+#[test]
+fn verify_shows_the_safety_number_in_the_chat_pane() {
+    let mut app = app();
+    app.on_event(&joined(BOB, "bob"));
+    connect(&mut app, BOB, "bob", Path::Lan, true);
+    assert_eq!(type_line(&mut app, "/verify"), None, "known: no request");
+    let rows = draw(&mut app, 100, 30);
+    let text = screen(&rows);
+    assert!(text.contains("* Safety number with bob:"), "{text}");
+    assert!(text.contains("*     11111 22222 33333 44444"), "{text}");
+    assert!(text.contains("*     55555 66666 77777 88888"), "{text}");
+    assert!(text.contains("*     99999 00000 12345 67890"), "{text}");
+    assert!(
+        text.contains("* Compare it with the number bob sees"),
+        "{text}"
+    );
+    assert_layout(&rows, 100);
+    assert_eq!(
+        type_line(&mut app, "/trust bob"),
+        Some(Command::Trust("bob".into()))
+    );
+    app.on_event(&Event::Info {
+        message: "forgot the key pinned for bob; the next connection pins the key it presents"
+            .into(),
+    });
+    let text = screen(&draw(&mut app, 100, 30));
+    assert!(text.contains("* forgot the key pinned for bob"), "{text}");
 }

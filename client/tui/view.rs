@@ -2,6 +2,12 @@
 //! and status bar. Pure rendering (any backend, e.g. ratatui's
 //! `TestBackend`); all text in the state is already sanitised.
 //!
+//! A session that is up is marked [`ENCRYPTED_MARK`] (green) or
+//! [`UNENCRYPTED_MARK`] (red) in the peer list, the chat and input titles
+//! and the status bar, and every line from an unencrypted session carries
+//! the unencrypted mark. Both marks are ASCII: one column per character in
+//! every terminal.
+//!
 //! The chat pane wraps its lines itself (word wrap, continuation rows
 //! indented past the timestamp; the wrapping is in `wrap.rs`) and only as
 //! far back as the rows on screen, so drawing costs the same however long
@@ -14,6 +20,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, List, ListItem, ListState, Paragraph};
 
 use super::state::{App, ChatEntry, Delivery, EntryKind, PeerState, short_id};
+use crate::input::UNENCRYPTED_MARK;
+use crate::text::ENCRYPTED_MARK;
 
 mod wrap;
 
@@ -99,18 +107,20 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
                 name_style = name_style.add_modifier(Modifier::BOLD);
             }
             let name = Span::styled(row.name.clone(), name_style);
+            let protection = protection_span(app.encrypted(row));
             let id = Span::styled(short_id(&row.id), dim());
             let label = Span::styled(state.label(), state_style(state));
             let seed = Span::styled(if row.seed { " seed" } else { "" }, dim());
             if two_line {
                 ListItem::new(vec![
-                    Line::from(vec![marker, name]),
+                    Line::from(vec![marker, name, protection]),
                     Line::from(vec![Span::raw("  "), id, Span::raw(" "), label, seed]),
                 ])
             } else {
                 ListItem::new(Line::from(vec![
                     marker,
                     name,
+                    protection,
                     Span::raw(" "),
                     id,
                     Span::raw(" "),
@@ -125,6 +135,21 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
         .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
     let mut state = ListState::default().with_selected(app.selected_index());
     frame.render_stateful_widget(list, area, &mut state);
+}
+
+/// ` [e2e]` (green) for an encrypted session, ` [unencrypted]` (red,
+/// bold) for a plaintext one, nothing without a session up.
+fn protection_span(encrypted: Option<bool>) -> Span<'static> {
+    match encrypted {
+        Some(true) => Span::styled(format!(" {ENCRYPTED_MARK}"), Style::new().fg(Color::Green)),
+        Some(false) => Span::styled(format!(" {UNENCRYPTED_MARK}"), warning()),
+        None => Span::raw(""),
+    }
+}
+
+/// How the unencrypted mark stands out.
+fn warning() -> Style {
+    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD)
 }
 
 fn state_style(state: PeerState) -> Style {
@@ -142,17 +167,26 @@ fn dim() -> Style {
 
 fn draw_chat(frame: &mut Frame, app: &App, area: Rect) -> ViewInfo {
     let mut title = match app.active_session() {
-        Some(s) => format!(" chat with {} ", s.name),
-        None => " chat ".to_owned(),
+        Some(s) => vec![
+            Span::raw(format!(" chat with {}", s.name)),
+            protection_span(s.encrypted()),
+            Span::raw(" "),
+        ],
+        None => vec![Span::raw(" chat ")],
     };
     let block = Block::bordered();
     let inner = block.inner(area);
     let height = usize::from(inner.height);
     let (rows, scroll) = chat_rows(app, inner.width, height, app.scroll);
     if scroll > 0 {
-        title.push_str(&format!("- scrolled up {scroll} rows (PageDown) "));
+        title.push(Span::raw(format!(
+            "- scrolled up {scroll} rows (PageDown) "
+        )));
     }
-    frame.render_widget(Paragraph::new(rows).block(block.title(title)), area);
+    frame.render_widget(
+        Paragraph::new(rows).block(block.title(Line::from(title))),
+        area,
+    );
     ViewInfo {
         chat_rows: height,
         scroll,
@@ -201,7 +235,10 @@ fn entry_spans(app: &App, entry: &ChatEntry) -> Vec<(String, Style)> {
         EntryKind::Error => {
             spans.push((format!("! {}", entry.text), Style::new().fg(Color::Red)));
         }
-        EntryKind::Incoming { from } => {
+        EntryKind::Incoming { from, encrypted } => {
+            if !encrypted {
+                spans.push((format!("{UNENCRYPTED_MARK} "), warning()));
+            }
             let style = Style::new().fg(Color::Magenta).add_modifier(Modifier::BOLD);
             spans.push((from.clone(), style));
             spans.push((format!(": {}", entry.text), Style::new()));
@@ -228,8 +265,12 @@ fn entry_spans(app: &App, entry: &ChatEntry) -> Vec<(String, Style)> {
 fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {
     let block = if bordered {
         let title = match app.active_session() {
-            Some(s) if s.connected() => format!(" message to {} ", s.name),
-            _ => " message ".to_owned(),
+            Some(s) if s.connected() => Line::from(vec![
+                Span::raw(format!(" message to {}", s.name)),
+                protection_span(s.encrypted()),
+                Span::raw(" "),
+            ]),
+            _ => Line::from(" message "),
         };
         Block::bordered().title(title)
     } else {
@@ -315,6 +356,11 @@ fn session_text(s: &super::state::SessionView) -> String {
             }
             if !s.reliable {
                 text.push_str(", seed protocol");
+            }
+            match s.encrypted() {
+                Some(true) => text.push_str(", end-to-end encrypted"),
+                Some(false) => text.push_str(", NOT encrypted"),
+                None => {}
             }
             text
         }

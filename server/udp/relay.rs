@@ -67,6 +67,7 @@
 //! NAT; it could also just drop or delay the traffic it carries. Payloads
 //! are opaque to the relay; see `SECURITY.md`.
 
+use bucket::Bucket;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -141,40 +142,6 @@ pub struct RelayStats {
     pub dropped_replayed: u64,
     /// REFUSED not sent because of [`MAX_REFUSALS_PER_SEC`].
     pub refusals_suppressed: u64,
-}
-
-/// A token bucket refilled continuously, holding at most one second's rate.
-#[derive(Debug, Clone)]
-struct Bucket {
-    rate: f64,
-    level: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(rate: u32, now: Instant) -> Bucket {
-        Bucket {
-            rate: f64::from(rate),
-            level: f64::from(rate),
-            at: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        self.level = (self.level + secs * self.rate).min(self.rate);
-        self.at = now;
-    }
-
-    /// Takes `amount` if it is there.
-    fn take(&mut self, amount: f64, now: Instant) -> bool {
-        self.refill(now);
-        if self.level < amount {
-            return false;
-        }
-        self.level -= amount;
-        true
-    }
 }
 
 /// An address and the channel the relay sent there.
@@ -329,40 +296,8 @@ impl RelayTable {
             return Err(Denied::Replayed);
         }
         let (key, side) = pair(peer, target);
-        if !self.sessions.contains_key(&key) {
-            if self.sessions.len() >= self.limits.max_sessions {
-                return Err(Denied::Refuse(RefuseCode::Full));
-            }
-            let crowded = |p: &PeerId| {
-                self.by_peer
-                    .get(p)
-                    .is_some_and(|s| s.len() >= MAX_SESSIONS_PER_PEER)
-            };
-            if crowded(&peer) || crowded(&target) {
-                return Err(Denied::Refuse(RefuseCode::Full));
-            }
-            self.sessions.insert(
-                key,
-                Session {
-                    peers: [key.0, key.1],
-                    sides: [None, None],
-                    last_active: now,
-                    packets: Bucket::new(self.limits.rate_pps, now),
-                    bytes: Bucket::new(self.limits.rate_bytes, now),
-                },
-            );
-            for p in [peer, target] {
-                self.by_peer.entry(p).or_default().insert(key);
-            }
-        }
-        let step = match self.sessions.get(&key).and_then(|s| s.sides[side].as_ref()) {
-            Some(s) if s.route.is_some_and(|r| r.is(from, echo)) => Step::Refresh,
-            Some(s) if s.challenge.is_some_and(|c| c.is(from, echo)) => Step::Confirm,
-            Some(Side {
-                challenge: Some(c), ..
-            }) if c.addr == from => Step::Challenge(Some(c.channel)),
-            _ => Step::Challenge(None),
-        };
+        self.open_session(key, peer, target, now)?;
+        let step = self.step_for(key, side, from, echo);
         let new_channel = match step {
             Step::Challenge(None) => Some(self.fresh_channel()),
             _ => None,
@@ -409,31 +344,27 @@ impl RelayTable {
             }
         };
         let other = session.sides[1 - side].as_ref().and_then(|s| s.route);
-        let ready = routed && other.is_some();
-        let mut out = Vec::with_capacity(2);
-        out.push((
+        Ok(bound_answers(
+            peer,
+            target,
             from,
-            RelayFrame::Bound {
-                target: *target.as_uuid(),
-                channel,
-                ready,
-            }
-            .to_bytes(),
-        ));
-        if let Some(other) = other
-            && newly_routed
-        {
-            out.push((
-                other.addr,
-                RelayFrame::Bound {
-                    target: *peer.as_uuid(),
-                    channel: other.channel,
-                    ready: true,
-                }
-                .to_bytes(),
-            ));
+            channel,
+            routed,
+            newly_routed,
+            other,
+        ))
+    }
+
+    /// What a BIND from `from` echoing `echo` does to `side` of `key`.
+    fn step_for(&self, key: PairKey, side: usize, from: SocketAddr, echo: u64) -> Step {
+        match self.sessions.get(&key).and_then(|s| s.sides[side].as_ref()) {
+            Some(s) if s.route.is_some_and(|r| r.is(from, echo)) => Step::Refresh,
+            Some(s) if s.challenge.is_some_and(|c| c.is(from, echo)) => Step::Confirm,
+            Some(Side {
+                challenge: Some(c), ..
+            }) if c.addr == from => Step::Challenge(Some(c.channel)),
+            _ => Step::Challenge(None),
         }
-        Ok(out)
     }
 
     /// A DATA frame from `from` on `channel`: the frame to forward, or
@@ -483,79 +414,6 @@ impl RelayTable {
         ))
     }
 
-    /// An authenticated RELEASE by `peer` of its session with `target`,
-    /// echoing `echo` with `counter`: frees the session if `peer`'s side
-    /// exists, the counter is fresh and the echo is one of the side's
-    /// channels. True if it did.
-    pub fn release(&mut self, peer: PeerId, target: PeerId, echo: u64, counter: u64) -> bool {
-        let (key, side) = pair(peer, target);
-        let Some(mine) = self.sessions.get(&key).and_then(|s| s.sides[side].as_ref()) else {
-            return false;
-        };
-        if counter <= mine.highest {
-            self.stats.dropped_replayed += 1;
-            return false;
-        }
-        if !mine.knows(echo) {
-            return false;
-        }
-        self.remove(key)
-    }
-
-    /// Frees every session of a peer that left the store.
-    pub fn peer_left(&mut self, peer: PeerId) -> usize {
-        let keys: Vec<PairKey> = self
-            .by_peer
-            .get(&peer)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        keys.into_iter().filter(|k| self.remove(*k)).count()
-    }
-
-    /// Frees sessions idle for longer than the limit; returns how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
-        let idle = self.limits.idle;
-        let stale: Vec<PairKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now.saturating_duration_since(s.last_active) >= idle)
-            .map(|(k, _)| *k)
-            .collect();
-        stale.into_iter().filter(|k| self.remove(*k)).count()
-    }
-
-    /// Frees sessions for which `online` says a peer is gone (a sweep after
-    /// missed store changes).
-    pub fn retain_online(&mut self, online: impl Fn(&PeerId) -> bool) -> usize {
-        let gone: Vec<PairKey> = self
-            .sessions
-            .values()
-            .filter(|s| !s.peers.iter().all(&online))
-            .map(|s| (s.peers[0], s.peers[1]))
-            .collect();
-        gone.into_iter().filter(|k| self.remove(*k)).count()
-    }
-
-    fn remove(&mut self, key: PairKey) -> bool {
-        let Some(session) = self.sessions.remove(&key) else {
-            return false;
-        };
-        for side in session.sides.iter().flatten() {
-            for route in [side.route, side.challenge].iter().flatten() {
-                self.channels.remove(&route.channel);
-            }
-        }
-        for p in session.peers {
-            if let Some(set) = self.by_peer.get_mut(&p) {
-                set.remove(&key);
-                if set.is_empty() {
-                    self.by_peer.remove(&p);
-                }
-            }
-        }
-        true
-    }
-
     /// A random channel id, never [`NO_CHANNEL`], not in use. Channels are
     /// guesses an attacker would need besides the route's source address,
     /// and the nonce a BIND echoes to prove it got BOUND.
@@ -572,6 +430,46 @@ impl RelayTable {
     }
 }
 
+/// The BOUND answers to a BIND: to `from`, and to the other side when
+/// this BIND made the session ready.
+fn bound_answers(
+    peer: PeerId,
+    target: PeerId,
+    from: SocketAddr,
+    channel: u64,
+    routed: bool,
+    newly_routed: bool,
+    other: Option<Route>,
+) -> Vec<Outgoing> {
+    let ready = routed && other.is_some();
+    let mut out = Vec::with_capacity(2);
+    out.push((
+        from,
+        RelayFrame::Bound {
+            target: *target.as_uuid(),
+            channel,
+            ready,
+        }
+        .to_bytes(),
+    ));
+    if let Some(other) = other
+        && newly_routed
+    {
+        out.push((
+            other.addr,
+            RelayFrame::Bound {
+                target: *peer.as_uuid(),
+                channel: other.channel,
+                ready: true,
+            }
+            .to_bytes(),
+        ));
+    }
+    out
+}
+
+mod bucket;
+mod lifecycle;
 #[cfg(test)]
 #[path = "relay_tests.rs"]
 mod tests;

@@ -47,16 +47,6 @@ pub const MAX_PENDING_PER_PEER: usize = 2;
 /// not make us send anything more than the one answer).
 pub const PENDING_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most first handshake messages per second that are read for peers we
-/// have no session or pending handshake with. Reading one costs the
-/// responder two to four X25519 operations (~0.1 ms refused, ~0.3 ms
-/// answered on a 2.4 GHz core, see BENCHMARKS.md) whoever sent it, and
-/// garbage with the right tag byte costs the sender nothing: without a
-/// bound, a flood of them takes the engine's one thread and every
-/// session's keep-alives and lines with it. Peers the server announced
-/// (a connect request) have a session waiting and are not counted.
-pub const MAX_NEW_HANDSHAKES_PER_SEC: u32 = 20;
-
 /// A handshake we answered, waiting for the initiator's proof.
 #[derive(Debug)]
 pub(super) struct PendingHandshake {
@@ -146,36 +136,32 @@ impl Core {
             }
             return;
         }
+        self.open_pending(dg, from, now);
+    }
+
+    /// A new first handshake message: answered as a pending handshake
+    /// (bounded), never a session. Only a message that is valid for our key
+    /// takes a place, so garbage never pushes a real handshake out.
+    fn open_pending(&mut self, dg: &Datagram, from: SocketAddr, now: Instant) {
+        let peer = dg.from();
         if self.tombstones.is_buried(peer, dg.session_id(), now) {
             tracing::debug!(%from, %peer, "hello of a closed session ignored");
             return;
         }
         self.expire_pending(now);
-        if !self.handshake_budget.take(now) {
-            // Before anything is evicted or read.
-            tracing::debug!(%from, "too many new handshakes this second; hello ignored");
-            return;
-        }
         let of_peer = self
             .pending
             .iter()
             .filter(|p| p.session.remote_id() == peer)
             .count();
-        if of_peer >= MAX_PENDING_PER_PEER {
-            // Drop this peer's oldest: a live initiator repeats its message.
-            if let Some(pos) = self
-                .pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.session.remote_id() == peer)
-                .min_by_key(|(_, p)| p.since)
-                .map(|(i, _)| i)
-            {
-                self.pending.swap_remove(pos);
-            }
-        }
-        if self.pending.len() >= MAX_PENDING_HANDSHAKES {
+        if of_peer < MAX_PENDING_PER_PEER && self.pending.len() >= MAX_PENDING_HANDSHAKES {
             tracing::debug!(%from, "pending handshake limit reached; hello ignored");
+            return;
+        }
+        if !self.handshake_answers.take(now) {
+            // MAX_HANDSHAKE_ANSWERS_PER_SEC: a flood of first messages costs
+            // us at most that many key exchanges and answers a second.
+            tracing::debug!(%from, "handshake budget spent; hello ignored");
             return;
         }
         let protection = self.noise(Role::Respond);
@@ -193,6 +179,19 @@ impl Core {
             // sent.
             session.take_actions();
             return;
+        }
+        if of_peer >= MAX_PENDING_PER_PEER {
+            // Drop this peer's oldest: a live initiator repeats its message.
+            if let Some(pos) = self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.session.remote_id() == peer)
+                .min_by_key(|(_, p)| p.since)
+                .map(|(i, _)| i)
+            {
+                self.pending.swap_remove(pos);
+            }
         }
         if self.relay.as_ref().is_some_and(|r| r.server() == from) {
             session.add_relay(from, now);

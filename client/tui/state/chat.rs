@@ -37,6 +37,9 @@ pub enum EntryKind {
     Incoming {
         /// Sender's display name.
         from: String,
+        /// Whether it came end-to-end encrypted (false: a seed peer's
+        /// plaintext, shown with the unencrypted mark).
+        encrypted: bool,
     },
     /// A line of ours.
     Outgoing {

@@ -12,6 +12,7 @@ impl App {
     /// Applies one engine event.
     pub fn on_event(&mut self, event: &Event) {
         let s = sanitize_display;
+        self.verifier.on_event(event);
         match event {
             Event::Registered {
                 peer_id,
@@ -36,10 +37,15 @@ impl App {
                 from,
                 username,
                 text,
+                encrypted,
                 ..
             } => {
                 let from = self.name_of(*from, username);
-                self.push(EntryKind::Incoming { from }, s(text));
+                let kind = EntryKind::Incoming {
+                    from,
+                    encrypted: *encrypted,
+                };
+                self.push(kind, s(text));
             }
             Event::Sent {
                 id,
@@ -58,10 +64,10 @@ impl App {
             Event::ServerLost { error } => self.on_server(Some(error)),
             Event::ServerRestored {} => self.on_server(None),
             Event::Status {
+                id,
                 server_connected,
                 sessions,
-                ..
-            } => self.apply_status(*server_connected, sessions),
+            } => self.apply_status(*id, *server_connected, sessions),
             Event::Focus { peer_id } => self.focus(*peer_id),
             Event::Info { message } => self.system(&s(message)),
             Event::Error { id, code, message } => self.on_error(*id, *code, message),

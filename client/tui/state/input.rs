@@ -19,7 +19,8 @@ pub const MAX_INPUT_BYTES: usize = MAX_LINE_BYTES;
 pub const KEYS_HELP: &str = "keys: Up/Down select a peer, Enter (empty input) connects to it, \
 PageUp/PageDown scroll the chat, Left/Right/Home/End/Backspace/Delete edit, Esc clears the input, \
 Ctrl+C quits; marks on your lines: \u{b7} queued, \u{2713} sent, \u{2713}\u{2713} delivered, \
-\u{2717} failed";
+\u{2717} failed; marks on sessions: [e2e] end-to-end encrypted (/verify shows the safety number), \
+[unencrypted] a seed-protocol peer in plaintext (its lines carry the mark too)";
 
 impl App {
     /// Applies one key press; returns the command it asks for, if any.
@@ -61,6 +62,21 @@ impl App {
         self.page.saturating_sub(1).max(1)
     }
 
+    /// `/verify [target]`: shows the safety number if the last events
+    /// told it; else asks the engine for a `status` and answers when it
+    /// comes (see `apply_status`).
+    fn verify(&mut self, target: Option<String>) -> Option<Request> {
+        if !self.verifier.verify(target.as_deref()).worth_asking() {
+            self.show_verification(target.as_deref());
+            return None;
+        }
+        let request = self.request(Command::Status);
+        if let Some(id) = request.id {
+            self.verifying.insert(id, target);
+        }
+        Some(request)
+    }
+
     fn quit(&mut self) -> Option<Request> {
         if self.quitting {
             return None;
@@ -99,6 +115,7 @@ impl App {
                 self.error(&message);
                 None
             }
+            Input::Verify(target) => self.verify(target),
             Input::Command(Command::Quit) => self.quit(),
             Input::Command(command) => {
                 let request = self.request(command);

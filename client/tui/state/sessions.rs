@@ -6,9 +6,10 @@
 use p2pchat::PeerId;
 
 use super::App;
-use crate::engine::{DisconnectReason, Event, Path, SessionState, SessionStatus};
+use crate::engine::{DisconnectReason, Event, Path, RequestId, SessionState, SessionStatus};
 use crate::text::{
-    restarted, rtt_suffix, sanitize_display, server_lost, server_state, session_details, why_ended,
+    encryption_note, restarted, rtt_suffix, sanitize_display, server_lost, server_state,
+    session_details, why_ended,
 };
 
 /// A session as the status bar shows it.
@@ -25,12 +26,21 @@ pub struct SessionView {
     pub rtt_ms: Option<f64>,
     /// Whether delivery receipts come.
     pub reliable: bool,
+    /// Whether it is end-to-end encrypted; `None` while probing (the
+    /// engine says when it comes up).
+    pub encrypted: Option<bool>,
 }
 
 impl SessionView {
     /// Whether the session is up (not probing).
     pub fn connected(&self) -> bool {
         self.path.is_some()
+    }
+
+    /// Whether the session, once up, is end-to-end encrypted (`None`:
+    /// not up, nothing to mark).
+    pub fn encrypted(&self) -> Option<bool> {
+        self.encrypted.filter(|_| self.connected())
     }
 }
 
@@ -61,6 +71,7 @@ impl App {
             attempt: 0,
             rtt_ms: None,
             reliable: true,
+            encrypted: None,
         });
         session.attempt = attempt;
         self.connecting = Some(peer_id);
@@ -77,6 +88,7 @@ impl App {
             rtt_ms,
             reliable,
             incoming,
+            encrypted,
             ..
         } = event
         else {
@@ -92,6 +104,7 @@ impl App {
                 attempt: 0,
                 rtt_ms: *rtt_ms,
                 reliable: *reliable,
+                encrypted: Some(*encrypted),
             },
         );
         if self.connecting == Some(*peer_id) {
@@ -107,11 +120,20 @@ impl App {
         } else {
             format!("connected to {name} at")
         };
+        let protection = if *encrypted {
+            format!("; {}", encryption_note(&name, true))
+        } else {
+            String::new()
+        };
         self.system(&format!(
-            "{how} {} ({path}{}){seed}",
+            "{how} {} ({path}{}){seed}{protection}",
             sanitize_display(addr),
             rtt_suffix(*rtt_ms)
         ));
+        if !*encrypted {
+            // A warning of its own, in the error colour: hard to miss.
+            self.error(&encryption_note(&name, false));
+        }
     }
 
     /// A session ended; the peer's row goes too unless it is online.
@@ -163,8 +185,14 @@ impl App {
     }
 
     /// `/status` answered: its session list replaces ours (the engine's
-    /// view wins), and one line sums it up.
-    pub(super) fn apply_status(&mut self, server_connected: bool, sessions: &[SessionStatus]) {
+    /// view wins), and one line sums it up; or, when `/verify` asked for
+    /// it (request `id`), the verification is shown instead.
+    pub(super) fn apply_status(
+        &mut self,
+        id: Option<RequestId>,
+        server_connected: bool,
+        sessions: &[SessionStatus],
+    ) {
         self.server_connected = server_connected;
         let old = std::mem::take(&mut self.sessions);
         self.active = None;
@@ -185,6 +213,7 @@ impl App {
                 attempt: old.get(&st.peer_id).map_or(0, |v| v.attempt),
                 rtt_ms: st.rtt_ms,
                 reliable: st.reliable,
+                encrypted: Some(st.encrypted),
             };
             if st.active {
                 self.active = Some(st.peer_id);
@@ -201,6 +230,16 @@ impl App {
         for id in old.keys() {
             self.prune_peer(*id);
         }
-        self.system(&text);
+        match id.and_then(|id| self.verifying.remove(&id)) {
+            Some(target) => self.show_verification(target.as_deref()),
+            None => self.system(&text),
+        }
+    }
+
+    /// Shows what `/verify [target]` finds in what the engine reported.
+    pub(super) fn show_verification(&mut self, target: Option<&str>) {
+        for line in self.verifier.verify(target).lines() {
+            self.system(&line);
+        }
     }
 }

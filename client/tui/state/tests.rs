@@ -2,7 +2,10 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::*;
-use crate::engine::{Command, DisconnectReason, ErrorCode, Event, Path, PeerSummary, Request, Via};
+use crate::engine::{
+    Command, DisconnectReason, ErrorCode, Event, Path, PeerSummary, Request, SessionState,
+    SessionStatus, Via,
+};
 
 /// A peer id from a short hex tag ("bbbb").
 fn id(tag: &str) -> PeerId {
@@ -347,4 +350,187 @@ fn unknown_events_are_shown_generically() {
     app.on_other_event(&moved);
     let path = app.active_session().and_then(|s| s.path.clone());
     assert_eq!(path.as_deref(), Some("relayed"));
+}
+
+const NUMBER: &str = "11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890";
+
+fn seed_connected(tag: &str, name: &str) -> Event {
+    let mut event = connected(tag, name, true);
+    if let Event::Connected {
+        reliable,
+        encrypted,
+        safety_number,
+        ..
+    } = &mut event
+    {
+        *reliable = false;
+        *encrypted = false;
+        *safety_number = None;
+    }
+    event
+}
+
+fn status(id: Option<u64>, sessions: Vec<SessionStatus>) -> Event {
+    Event::Status {
+        id,
+        server_connected: true,
+        sessions,
+    }
+}
+
+fn session(tag: &str, name: &str, encrypted: bool, number: Option<&str>) -> SessionStatus {
+    SessionStatus {
+        peer_id: id(tag),
+        username: name.into(),
+        state: SessionState::Connected,
+        active: true,
+        addr: Some("127.0.0.1:9".into()),
+        path: Some(Path::Lan),
+        rtt_ms: None,
+        reliable: encrypted,
+        pending: 0,
+        encrypted,
+        safety_number: number.map(str::to_owned),
+    }
+}
+
+fn texts(app: &App) -> Vec<String> {
+    app.entries().map(|e| e.text.clone()).collect()
+}
+
+#[test]
+fn sessions_know_their_protection_and_lines_are_marked() {
+    let mut app = app();
+    app.on_event(&joined("bbbb", "bob"));
+    app.on_event(&joined("5eed", "seedy"));
+    app.on_event(&Event::Connecting {
+        peer_id: id("bbbb"),
+        username: "bob".into(),
+        attempt: 1,
+        endpoints: vec![],
+    });
+    let row = |app: &App, name: &str| {
+        app.peers()
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(app.encrypted(&row(&app, "bob")), None, "probing: no mark");
+    app.on_event(&connected("bbbb", "bob", false));
+    app.on_event(&seed_connected("5eed", "seedy"));
+    assert_eq!(app.encrypted(&row(&app, "bob")), Some(true));
+    assert_eq!(app.encrypted(&row(&app, "seedy")), Some(false));
+    // The plaintext warning is an error line of its own.
+    assert!(app.entries().any(|e| e.kind == EntryKind::Error
+        && e.text
+            == "NOT encrypted: seedy speaks the seed protocol; anyone on the path can read and forge these lines"));
+    for (tag, name, encrypted) in [("bbbb", "bob", true), ("5eed", "seedy", false)] {
+        app.on_event(&Event::Message {
+            from: id(tag),
+            username: name.into(),
+            text: format!("from {name}"),
+            sent_at: 1.0,
+            encrypted,
+        });
+    }
+    let kinds: Vec<&EntryKind> = app
+        .entries()
+        .filter(|e| e.text.starts_with("from "))
+        .map(|e| &e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            &EntryKind::Incoming {
+                from: "bob".into(),
+                encrypted: true
+            },
+            &EntryKind::Incoming {
+                from: "seedy".into(),
+                encrypted: false
+            }
+        ]
+    );
+    // A status says it too (and replaces what connected said).
+    app.on_event(&status(None, vec![session("bbbb", "bob", false, None)]));
+    assert_eq!(app.encrypted(&row(&app, "bob")), Some(false));
+    assert!(
+        texts(&app).last().is_some_and(
+            |t| t.contains("bob (connected, lan 127.0.0.1:9, seed protocol, NOT encrypted)")
+        ),
+        "{:?}",
+        texts(&app)
+    );
+}
+
+#[test]
+fn verify_answers_from_events_or_asks_for_a_status_first() {
+    let mut app = app();
+    // Nothing known yet: a status request, answered with the number only.
+    let asked = typed_request(&mut app, "/verify").expect("a status request");
+    assert_eq!(asked.command, Command::Status);
+    let before = app.entries().len();
+    app.on_event(&status(
+        asked.id,
+        vec![session("bbbb", "bob", true, Some(NUMBER))],
+    ));
+    let shown: Vec<String> = texts(&app)[before..].to_vec();
+    assert_eq!(
+        shown[..4],
+        [
+            "Safety number with bob:",
+            "    11111 22222 33333 44444",
+            "    55555 66666 77777 88888",
+            "    99999 00000 12345 67890"
+        ]
+    );
+    assert!(shown[4].contains("out of band"), "{shown:?}");
+    assert_eq!(shown.len(), 5, "no status summary: {shown:?}");
+    // Known now: answered without asking.
+    assert_eq!(typed(&mut app, "/verify bob"), None);
+    assert_eq!(
+        texts(&app)
+            .iter()
+            .filter(|t| *t == "Safety number with bob:")
+            .count(),
+        2
+    );
+    // A plaintext session has no number, and says why.
+    app.on_event(&seed_connected("5eed", "seedy"));
+    assert_eq!(typed(&mut app, "/verify seedy"), None);
+    assert!(texts(&app).last().is_some_and(|t| {
+        t.starts_with("There is no encrypted session with seedy: it speaks the seed protocol")
+    }));
+    // Nobody by that name even after asking.
+    let asked = typed_request(&mut app, "/verify carol").expect("a status request");
+    app.on_event(&status(
+        asked.id,
+        vec![session("bbbb", "bob", true, Some(NUMBER))],
+    ));
+    assert_eq!(
+        texts(&app).last().map(String::as_str),
+        Some("There is no encrypted session with carol; /connect to it first.")
+    );
+    // A status the user asked for still gets its summary.
+    assert_eq!(typed(&mut app, "/status"), Some(Command::Status));
+    app.on_event(&status(
+        None,
+        vec![session("bbbb", "bob", true, Some(NUMBER))],
+    ));
+    assert!(
+        texts(&app)
+            .last()
+            .is_some_and(|t| t.starts_with("signaling server: connected"))
+    );
+    assert_eq!(
+        typed(&mut app, "/trust bob"),
+        Some(Command::Trust("bob".into()))
+    );
+    assert_eq!(typed(&mut app, "/trust"), None);
+    assert!(
+        app.entries()
+            .last()
+            .is_some_and(|e| e.kind == EntryKind::Error)
+    );
 }

@@ -156,25 +156,7 @@ impl MemoryStore {
             return Err(StoreError::PermissionDenied(KEY_MISMATCH));
         }
         let existing = state.peers.get(&reg.peer_id);
-        let (token, took_over) = match (existing, reg.token, reg.public_key) {
-            (Some(entry), Some(given), _) if given.matches(&entry.token) => (entry.token, false),
-            // The owner of the key owns the id: a fresh proof takes the
-            // registration over, whoever held its token.
-            (Some(_), _, Some(_)) => (SessionToken::generate(), true),
-            (Some(_), Some(_), None) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
-            (Some(_), None, None) => {
-                return Err(StoreError::PermissionDenied(
-                    "peer_id is already registered; re-registering needs its session token",
-                ));
-            }
-            // A key-derived id is only ever registered with its key.
-            (None, _, None) if reg.peer_id.is_key_derived() => {
-                return Err(StoreError::KeyRequired);
-            }
-            // No record (never registered, unregistered or purged): the id is
-            // free, and a stale token proves nothing.
-            (None, _, _) => (SessionToken::generate(), false),
-        };
+        let (token, took_over) = token_for(existing, &reg)?;
         let previous = existing.map(|e| e.info.clone());
         if previous.is_none() && state.peers.len() >= self.config().max_peers {
             state.evict_one(self.config().max_peers)?;
@@ -500,4 +482,28 @@ impl PeerStore for MemoryStore {
     fn watch(&self, resume_from: Option<u64>) -> StoreFuture<'_, WatchStream> {
         Box::pin(std::future::ready(Ok(self.watch_now(resume_from))))
     }
+}
+
+/// The token for `reg`: its holder's, or a new one (free id, or key takeover).
+fn token_for(
+    existing: Option<&Entry>,
+    reg: &Registration,
+) -> Result<(SessionToken, bool), StoreError> {
+    Ok(match (existing, reg.token, reg.public_key) {
+        (Some(entry), Some(given), _) if given.matches(&entry.token) => (entry.token, false),
+        // A fresh proof of the key takes the registration over.
+        (Some(_), _, Some(_)) => (SessionToken::generate(), true),
+        (Some(_), Some(_), None) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
+        (Some(_), None, None) => {
+            return Err(StoreError::PermissionDenied(
+                "peer_id is already registered; re-registering needs its session token",
+            ));
+        }
+        // A key-derived id is only ever registered with its key.
+        (None, _, None) if reg.peer_id.is_key_derived() => {
+            return Err(StoreError::KeyRequired);
+        }
+        // No record: the id is free, and a stale token proves nothing.
+        (None, _, _) => (SessionToken::generate(), false),
+    })
 }
