@@ -198,6 +198,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Whether `payload` was sent (directly, or inside a relay DATA frame) by
+/// a recorded peer in `log`.
+fn sent_before(log: &[Record], payload: &[u8]) -> bool {
+    log.iter().filter(|r| r.sent).any(|r| {
+        r.bytes == payload
+            || matches!(RelayFrame::decode(&r.bytes), Ok(RelayFrame::Data { payload: p, .. }) if p == payload)
+    })
+}
+
 /// What an eavesdropper got, summed up per kind.
 #[derive(Debug, Default)]
 struct Seen {
@@ -207,8 +216,10 @@ struct Seen {
 }
 
 /// Checks every recorded datagram; `chat_from` is the log index from which
-/// the chat lines were sent (all datagrams between the peers from there on
-/// must be sealed). The first violation is the error.
+/// the chat lines were sent: every datagram sent between the peers from
+/// there on must be sealed, and a plaintext one received after it must be a
+/// late copy of one sent before (a probe still in flight, e.g. through the
+/// relay). The first violation is the error.
 fn check_wire(
     log: &[Record],
     chat_from: usize,
@@ -221,7 +232,7 @@ fn check_wire(
         if markers.iter().any(|m| contains(&r.bytes, m.as_bytes())) {
             return Err(format!("datagram {i} carries a chat line in clear: {r:?}"));
         }
-        let chat = i >= chat_from;
+        let chat = i >= chat_from && r.sent;
         let between_peers = peers.contains(&r.local) && peers.contains(&r.remote);
         if !between_peers && r.remote != server_udp {
             return Err(format!("datagram {i} to a stranger: {r:?}"));
@@ -248,11 +259,23 @@ fn check_wire(
             DatagramKind::Sealed => seen.sealed_relayed += 1,
             _ if chat => {
                 return Err(format!(
-                    "datagram {i} after the handshake is not sealed: {:?}",
+                    "datagram {i} after the handshake is not sealed ({} {} {} {}): {:?}",
+                    if r.sent { "sent by" } else { "received by" },
+                    r.local,
+                    if r.sent { "to" } else { "from" },
+                    r.remote,
                     String::from_utf8_lossy(bytes)
                 ));
             }
-            // Before: only the handshake and hole punching.
+            // Sent before the chat, and received late: only the handshake
+            // and hole punching.
+            _ if i >= chat_from && !sent_before(&log[..chat_from], bytes) => {
+                return Err(format!(
+                    "datagram {i}: plaintext received after the handshake that nobody \
+                     sent before it: {:?}",
+                    String::from_utf8_lossy(bytes)
+                ));
+            }
             _ => match Datagram::decode(bytes) {
                 Ok(Datagram::Hello(_) | Datagram::Pong(_)) => seen.plaintext_handshake += 1,
                 other => {
@@ -395,5 +418,22 @@ fn the_checker_catches_plaintext() {
     .to_bytes();
     assert!(!run(vec![sealed.clone(), record(relay, framed)]));
     // Plaintext other than hello/pong before it.
-    assert!(!run(vec![record(b, line("hello")), sealed]));
+    assert!(!run(vec![record(b, line("hello")), sealed.clone()]));
+    // A hello received after it: fine if it was sent before (late), not if
+    // nobody sent it.
+    let hello = Datagram::Hello(p2pchat_client::wire::Hello {
+        header: p2pchat_client::wire::Header::now(id),
+        announce: p2pchat_client::wire::Announce::ours(1),
+        username: None,
+    })
+    .encode()
+    .unwrap();
+    let received = Record {
+        sent: false,
+        local: b,
+        remote: a,
+        bytes: hello.clone(),
+    };
+    assert!(run(vec![record(b, hello), received.clone()]));
+    assert!(!run(vec![sealed, received]));
 }
