@@ -1,7 +1,7 @@
 //! `peer`: the p2pchat peer. Parses flags, sets up logging, starts the
 //! engine from the library and runs a front end on it.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -164,12 +164,16 @@ async fn main() {
         )
         .with_writer(writer)
         .with_ansi(stderr_is_tty)
+        // A failed log write (stderr's reader went away) is dropped, not
+        // reported with a panicking `eprintln!`.
+        .log_internal_errors(false)
         .init();
     let code = match run(args, full_screen).await {
         Ok(()) => 0,
         Err(err) => {
-            // One clear line, with the causes folded in.
-            eprintln!("error: {err:#}");
+            // One clear line, with the causes folded in; a closed stderr
+            // must not turn it into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
             1
         }
     };
@@ -249,7 +253,8 @@ fn load_identity(args: &Args) -> anyhow::Result<(Identity, KnownPeers, Option<Pa
     };
     let (identity, status) = keyfile::load_or_create(&path)?;
     if status == KeyFileStatus::Created {
-        eprintln!(
+        let _ = writeln!(
+            std::io::stderr(),
             "created a new identity key at {} (back it up: it is who you are)",
             path.display()
         );

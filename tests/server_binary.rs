@@ -98,11 +98,16 @@ fn busy_udp_port_is_a_clear_error() {
     assert!(err.contains("or 'off'"), "{err}");
 }
 
-#[tokio::test]
-async fn serves_then_exits_cleanly_on_sigterm() {
+type StderrLines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+
+/// Starts the real binary on loopback ports with `extra` flags and `RUST_LOG`
+/// = `log`, and returns it, its stderr lines and the REST/gRPC address it
+/// logged.
+async fn spawn_server(extra: &[&str], log: &str) -> (tokio::process::Child, StderrLines, String) {
     let mut child = Command::new(BIN.path())
         .args(["--listen", "127.0.0.1:0", "--udp-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
+        .args(extra)
+        .env("RUST_LOG", log)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -118,7 +123,22 @@ async fn serves_then_exits_cleanly_on_sigterm() {
     })
     .await
     .expect("address logged in time");
+    (child, lines, addr)
+}
 
+/// Sends `signal` (e.g. "-TERM") to the child.
+fn send_signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+#[tokio::test]
+async fn serves_then_exits_cleanly_on_sigterm() {
+    let (mut child, mut lines, addr) = spawn_server(&[], "info").await;
     let body: serde_json::Value = reqwest::get(format!("http://{addr}/"))
         .await
         .unwrap()
@@ -127,12 +147,7 @@ async fn serves_then_exits_cleanly_on_sigterm() {
         .unwrap();
     assert_eq!(body["status"], "running");
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    send_signal(&child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits in time after SIGTERM")
@@ -146,4 +161,78 @@ async fn serves_then_exits_cleanly_on_sigterm() {
         rest.iter().any(|l| l.contains("signaling server stopped")),
         "{rest:?}"
     );
+}
+
+/// `signaling-server 2>&1 | tee log` with `tee` gone: every later log write
+/// fails with EPIPE. Before, tracing-subscriber reported that with a
+/// panicking `eprintln!`, which killed request tasks and the signal task.
+#[tokio::test]
+async fn a_closed_log_pipe_neither_fails_requests_nor_blocks_shutdown() {
+    let (mut child, lines, addr) = spawn_server(&[], "debug").await;
+    drop(lines); // the reader goes away: stderr is now a broken pipe
+    let http = reqwest::Client::new();
+    for n in 0..5 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let resp = http
+            .post(format!("http://{addr}/register"))
+            .json(&serde_json::json!({"peer_id": id, "username": format!("pipe{n}"), "port": 40000 + n}))
+            .send()
+            .await
+            .expect("the server still answers");
+        assert_eq!(resp.status(), reqwest::StatusCode::OK, "registration {n}");
+    }
+    let peers: serde_json::Value = http
+        .get(format!("http://{addr}/peers"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(peers["count"], 5, "{peers}");
+
+    send_signal(&child, "-TERM");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("SIGTERM still stops the server")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// A client holding a connection open makes the graceful shutdown wait (up
+/// to the grace period); a second signal does not.
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let (mut child, mut lines, addr) =
+        spawn_server(&["--shutdown-grace-secs", "120"], "info").await;
+    // A request whose body never arrives keeps its connection busy.
+    let mut held = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let partial = "POST /register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                   Content-Length: 100\r\n\r\n{";
+    tokio::io::AsyncWriteExt::write_all(&mut held, partial.as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_signal(&child, "-INT");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("shutdown signal received") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the first signal starts the shutdown");
+    let waited = tokio::time::timeout(Duration::from_millis(1500), child.wait()).await;
+    assert!(
+        waited.is_err(),
+        "the graceful shutdown waits for the open connection"
+    );
+    send_signal(&child, "-INT");
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("the second signal exits at once")
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(held);
 }

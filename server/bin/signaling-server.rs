@@ -1,11 +1,16 @@
 //! `signaling-server`: parses flags, sets up logging, runs the server until
-//! Ctrl+C or SIGTERM, then shuts down gracefully.
+//! Ctrl+C or SIGTERM, then shuts down gracefully; a second signal exits at
+//! once.
 
 use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::Parser;
 use p2pchat_server::{self as server, ServerArgs};
+
+/// Exit status after a second signal cut the graceful shutdown short
+/// (128 + SIGINT, as shells report an interrupted program).
+const EXIT_INTERRUPTED: i32 = 130;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -16,6 +21,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A failed log write (stderr piped into a reader that went away) is
+        // dropped: reporting it with `eprintln!` would panic on the same
+        // broken pipe, inside whichever task logged.
+        .log_internal_errors(false)
         .init();
 
     let args = ServerArgs::parse();
@@ -27,8 +36,11 @@ async fn main() -> anyhow::Result<()> {
     let trigger = running.shutdown_trigger();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received");
+        tracing::info!("shutdown signal received; a second one exits at once");
         let _ = trigger.send(());
+        wait_for_signal().await;
+        tracing::warn!("second shutdown signal: exiting without waiting for open connections");
+        std::process::exit(EXIT_INTERRUPTED);
     });
     running.wait().await;
     tracing::info!("signaling server stopped");
