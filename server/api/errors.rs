@@ -362,4 +362,29 @@ mod tests {
             assert_eq!(tonic::Status::from(err.clone()).code(), code, "{err:?}");
         }
     }
+
+    #[test]
+    fn quotas_are_429_with_retry_after_and_resource_exhausted() {
+        use crate::quota::{Quota, QuotaExceeded};
+        let err = ApiError::from(QuotaExceeded {
+            quota: Quota::ConnectsPerCaller,
+            limit: 10,
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(
+            tonic::Status::from(err.clone()).code(),
+            tonic::Code::ResourceExhausted
+        );
+        let response = HttpError::from(err).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let taken = ApiError::NameTaken {
+            name: "Alice".into(),
+        };
+        assert_eq!(taken.http_status(), StatusCode::CONFLICT);
+        assert_eq!(
+            tonic::Status::from(taken).code(),
+            tonic::Code::AlreadyExists
+        );
+    }
 }

@@ -19,6 +19,8 @@
 pub mod memory;
 pub mod names;
 
+#[cfg(test)]
+mod claims_tests;
 mod feed;
 #[cfg(test)]
 mod tests;
