@@ -101,10 +101,4 @@ impl Claims {
             self.names.remove(&claim.name_key);
         }
     }
-
-    /// Online records `source` holds.
-    #[cfg(test)]
-    pub fn held(&self, source: &SourceKey) -> usize {
-        self.sources.held(source)
-    }
 }
