@@ -154,30 +154,37 @@ impl From<RendezvousError> for tonic::Status {
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        let message = err.to_string();
-        match err {
-            ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
-            ApiError::NotFound | ApiError::TargetNotFound => tonic::Status::not_found(message),
-            ApiError::PeerOffline | ApiError::TargetOffline => {
-                tonic::Status::failed_precondition(message)
-            }
-            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
-            ApiError::ProofRequired | ApiError::BadSignature => {
-                tonic::Status::unauthenticated(message)
-            }
-            ApiError::Challenge(ChallengeError::Exhausted { .. })
-            | ApiError::RegistryFull { .. }
-            | ApiError::TooManyWatchers { .. }
-            | ApiError::Quota(_) => tonic::Status::resource_exhausted(message),
-            ApiError::NameTaken { .. } => tonic::Status::already_exists(message),
-            ApiError::Challenge(ChallengeError::Malformed) => {
-                tonic::Status::invalid_argument(message)
-            }
-            ApiError::Challenge(_) => tonic::Status::unauthenticated(message),
-            ApiError::ShuttingDown | ApiError::Unavailable(_) => {
-                tonic::Status::unavailable(message)
-            }
+        let mut status = status_of(&err);
+        if let Some(wait) = err.retry_after() {
+            // The same hint REST gives in its header, for gRPC clients
+            // that look.
+            status
+                .metadata_mut()
+                .insert("retry-after", retry_after_secs(wait).into());
         }
+        status
+    }
+}
+
+/// The gRPC status of `err`.
+fn status_of(err: &ApiError) -> tonic::Status {
+    let message = err.to_string();
+    match err {
+        ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+        ApiError::NotFound | ApiError::TargetNotFound => tonic::Status::not_found(message),
+        ApiError::PeerOffline | ApiError::TargetOffline => {
+            tonic::Status::failed_precondition(message)
+        }
+        ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+        ApiError::ProofRequired | ApiError::BadSignature => tonic::Status::unauthenticated(message),
+        ApiError::Challenge(ChallengeError::Exhausted { .. })
+        | ApiError::RegistryFull { .. }
+        | ApiError::TooManyWatchers { .. }
+        | ApiError::Quota(_) => tonic::Status::resource_exhausted(message),
+        ApiError::NameTaken { .. } => tonic::Status::already_exists(message),
+        ApiError::Challenge(ChallengeError::Malformed) => tonic::Status::invalid_argument(message),
+        ApiError::Challenge(_) => tonic::Status::unauthenticated(message),
+        ApiError::ShuttingDown | ApiError::Unavailable(_) => tonic::Status::unavailable(message),
     }
 }
 
@@ -375,6 +382,8 @@ mod tests {
             tonic::Status::from(err.clone()).code(),
             tonic::Code::ResourceExhausted
         );
+        let status = tonic::Status::from(err.clone());
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
         let response = HttpError::from(err).into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
