@@ -5,9 +5,12 @@
 //! characters, mixed scripts) is the API's input rule; the store only keeps
 //! names unique among online peers.
 
-/// The skeleton of `name` (unicode-security's UTS #39 tables).
+/// The skeleton of `name` (unicode-security's UTS #39 tables), with runs
+/// of whitespace squeezed to one space and none at either end: `Alice ` and
+/// `Al  ice` look like `Alice` and `Al ice` in any list.
 pub fn name_key(name: &str) -> String {
-    unicode_security::skeleton(name).collect()
+    let squeezed = name.split_whitespace().collect::<Vec<_>>().join(" ");
+    unicode_security::skeleton(&squeezed).collect()
 }
 
 #[cfg(test)]
@@ -25,6 +28,9 @@ mod tests {
         ] {
             assert_eq!(name_key(lookalike), alice, "{lookalike}");
         }
+        assert_eq!(name_key(" Alice  "), alice, "whitespace is hard to see");
+        assert_eq!(name_key("Al  ice"), name_key("Al\u{3000}ice"));
+        assert_ne!(name_key("Al ice"), alice);
         assert_ne!(name_key("Bob"), alice);
         assert_ne!(name_key("alice"), alice, "case is visible");
     }
