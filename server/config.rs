@@ -213,12 +213,12 @@ pub struct ServerArgs {
     // one: RESOURCE_EXHAUSTED over gRPC, HTTP 429 with Retry-After over REST.
     /// Most registrations (online peers) one source may hold, REST and gRPC
     /// together. A refresh of one's own registration is not a new one.
-    #[arg(long, env = "P2PCHAT_MAX_REGISTRATIONS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_REGISTRATIONS_PER_SOURCE)]
-    pub max_registrations_per_source: usize,
+    #[arg(long, env = "P2PCHAT_MAX_REGISTRATIONS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_REGISTRATIONS_PER_SOURCE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_registrations_per_source: u64,
 
     /// Most WatchPeers streams one source may have open at once.
-    #[arg(long, env = "P2PCHAT_MAX_WATCHERS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_WATCHERS_PER_SOURCE)]
-    pub max_watchers_per_source: usize,
+    #[arg(long, env = "P2PCHAT_MAX_WATCHERS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_WATCHERS_PER_SOURCE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_watchers_per_source: u64,
 
     /// RequestConnect calls per second one source may make (also the burst).
     #[arg(long, env = "P2PCHAT_CONNECTS_PER_CALLER", default_value_t = crate::quota::DEFAULT_CONNECTS_PER_CALLER, value_parser = clap::value_parser!(u32).range(1..))]
@@ -247,6 +247,8 @@ impl ServerArgs {
     pub fn into_config(self) -> ServerConfig {
         let defaults = ServerConfig::default();
         let lease = Duration::from_secs(self.lease_secs);
+        let registrations_per_source =
+            usize::try_from(self.max_registrations_per_source).unwrap_or(usize::MAX);
         ServerConfig {
             listen: self.listen,
             lease,
@@ -258,7 +260,7 @@ impl ServerArgs {
                 max_endpoints: self.max_endpoints,
                 history_len: self.history_len,
                 watch_buffer: usize::try_from(self.watch_buffer).unwrap_or(usize::MAX),
-                registrations_per_source: self.max_registrations_per_source,
+                registrations_per_source,
             },
             max_watchers: self.max_watchers,
             max_body_bytes: self.max_body_bytes,
@@ -276,8 +278,9 @@ impl ServerArgs {
                 rate_bytes: self.relay_rate_bytes,
             },
             quotas: QuotaConfig {
-                registrations_per_source: self.max_registrations_per_source,
-                watchers_per_source: self.max_watchers_per_source,
+                registrations_per_source,
+                watchers_per_source: usize::try_from(self.max_watchers_per_source)
+                    .unwrap_or(usize::MAX),
                 connects_per_caller: self.connects_per_caller,
                 connects_per_target: self.connects_per_target,
             },
