@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::api::grpc::GrpcLimits;
 use crate::net::limits::ConnectionLimits;
+use crate::quota::QuotaConfig;
 use crate::store::StoreConfig;
 use crate::udp::RelayLimits;
 
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub udp_listen: Option<SocketAddr>,
     /// The relay's limits.
     pub relay: RelayLimits,
+    /// Per-source quotas (registrations, watchers, RequestConnect rates);
+    /// `quotas.registrations_per_source` overrides the `registry`'s.
+    pub quotas: QuotaConfig,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             relay: RelayLimits::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -75,6 +80,8 @@ impl ServerConfig {
             max_page_size: self.max_page_size,
             max_message_bytes: self.max_message_bytes,
             udp_port,
+            watchers_per_source: self.quotas.watchers_per_source,
+            connects_per_caller: self.quotas.connects_per_caller,
         }
     }
 
@@ -87,10 +94,12 @@ impl ServerConfig {
         }
     }
 
-    /// The store's configuration, with the gRPC lease applied.
+    /// The store's configuration, with the gRPC lease and the
+    /// registrations quota applied.
     pub(crate) fn store_config(&self) -> StoreConfig {
         StoreConfig {
             lease: self.lease,
+            registrations_per_source: self.quotas.registrations_per_source,
             ..self.registry.clone()
         }
     }
@@ -199,6 +208,25 @@ pub struct ServerArgs {
     /// Payload bytes per second one relay session may forward (both ways).
     #[arg(long, env = "P2PCHAT_RELAY_RATE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1500..))]
     pub relay_rate_bytes: u32,
+
+    // Per-source quotas (a source is an IPv4 address or an IPv6 /64). Past
+    // one: RESOURCE_EXHAUSTED over gRPC, HTTP 429 with Retry-After over REST.
+    /// Most registrations (online peers) one source may hold, REST and gRPC
+    /// together. A refresh of one's own registration is not a new one.
+    #[arg(long, env = "P2PCHAT_MAX_REGISTRATIONS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_REGISTRATIONS_PER_SOURCE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_registrations_per_source: u64,
+
+    /// Most WatchPeers streams one source may have open at once.
+    #[arg(long, env = "P2PCHAT_MAX_WATCHERS_PER_SOURCE", default_value_t = crate::quota::DEFAULT_WATCHERS_PER_SOURCE as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_watchers_per_source: u64,
+
+    /// RequestConnect calls per second one source may make (also the burst).
+    #[arg(long, env = "P2PCHAT_CONNECTS_PER_CALLER", default_value_t = crate::quota::DEFAULT_CONNECTS_PER_CALLER, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connects_per_caller: u32,
+
+    /// Connect requests per second one peer may be sent (also the burst).
+    #[arg(long, env = "P2PCHAT_CONNECTS_PER_TARGET", default_value_t = crate::quota::DEFAULT_CONNECTS_PER_TARGET, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connects_per_target: u32,
 }
 
 /// `--udp-listen`: an address, or `off`.
@@ -219,6 +247,8 @@ impl ServerArgs {
     pub fn into_config(self) -> ServerConfig {
         let defaults = ServerConfig::default();
         let lease = Duration::from_secs(self.lease_secs);
+        let registrations_per_source =
+            usize::try_from(self.max_registrations_per_source).unwrap_or(usize::MAX);
         ServerConfig {
             listen: self.listen,
             lease,
@@ -230,6 +260,7 @@ impl ServerArgs {
                 max_endpoints: self.max_endpoints,
                 history_len: self.history_len,
                 watch_buffer: usize::try_from(self.watch_buffer).unwrap_or(usize::MAX),
+                registrations_per_source,
             },
             max_watchers: self.max_watchers,
             max_body_bytes: self.max_body_bytes,
@@ -245,6 +276,13 @@ impl ServerArgs {
                 idle: Duration::from_secs(self.relay_idle_secs),
                 rate_pps: self.relay_rate_pps,
                 rate_bytes: self.relay_rate_bytes,
+            },
+            quotas: QuotaConfig {
+                registrations_per_source,
+                watchers_per_source: usize::try_from(self.max_watchers_per_source)
+                    .unwrap_or(usize::MAX),
+                connects_per_caller: self.connects_per_caller,
+                connects_per_target: self.connects_per_target,
             },
         }
     }

@@ -1,6 +1,8 @@
 //! The signaling service. Layers, each in the module named after it, each
 //! using only the ones listed before it:
 //!
+//! * [`quota`]: the per-source quotas' pure accounting (counts held,
+//!   token buckets) and the source key (IPv4 address, IPv6 /64).
 //! * [`store`]: where peer records live: the async [`PeerStore`] trait
 //!   (records, tokens, leases, a revisioned change feed) and the embedded
 //!   in-memory [`MemoryStore`].
@@ -25,6 +27,7 @@ pub mod api;
 pub mod challenge;
 pub mod config;
 pub mod net;
+pub mod quota;
 pub mod rendezvous;
 pub mod store;
 pub mod udp;
@@ -153,7 +156,7 @@ async fn launch(
     };
     let (shutdown_tx, _) = broadcast::channel(1);
     let signal = || Shutdown::new(shutdown_tx.subscribe());
-    let rendezvous = Rendezvous::new(store.clone());
+    let rendezvous = Rendezvous::with_target_rate(store.clone(), config.quotas.connects_per_target);
     let tasks = Tasks::new();
     let limits = config.grpc_limits(udp_addr.map_or(0, |a| a.port()));
     // Challenges bound to this process (its secret) and its address.

@@ -21,6 +21,7 @@ use tokio_stream::StreamExt;
 use uuid::Uuid;
 
 use crate::net::shutdown::Shutdown;
+use crate::quota::{DEFAULT_CONNECTS_PER_TARGET, Quota, QuotaExceeded, Rates};
 use crate::store::{ChangeKind, Credential, HoldId, PeerRecord, PeerStore, StoreError, WatchEvent};
 
 /// Connect requests buffered per inbox; past it a request is not delivered
@@ -48,6 +49,10 @@ pub enum RendezvousError {
     /// The peer to connect to is offline.
     #[error("Target peer is offline")]
     TargetOffline,
+    /// The target was sent as many connect requests as it may be this
+    /// second.
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// A connect request pushed to a peer's inbox.
@@ -104,6 +109,8 @@ struct Shared {
     store: Arc<dyn PeerStore>,
     inboxes: Mutex<HashMap<PeerId, Slot>>,
     next_id: AtomicU64,
+    /// Connect requests per second each target may be sent.
+    per_target: Rates<PeerId>,
 }
 
 #[derive(Debug)]
@@ -116,13 +123,22 @@ struct Slot {
 }
 
 impl Rendezvous {
-    /// Routes through the inboxes of peers in `store`.
+    /// Routes through the inboxes of peers in `store`, with the default
+    /// per-target rate.
     pub fn new(store: Arc<dyn PeerStore>) -> Rendezvous {
+        Rendezvous::with_target_rate(store, DEFAULT_CONNECTS_PER_TARGET)
+    }
+
+    /// Routes through the inboxes of peers in `store`; each target may be
+    /// sent `per_second` connect requests a second (also the burst), so a
+    /// flood of callers cannot make one peer send without bound.
+    pub fn with_target_rate(store: Arc<dyn PeerStore>, per_second: u32) -> Rendezvous {
         Rendezvous {
             shared: Arc::new(Shared {
                 store,
                 inboxes: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
+                per_target: Rates::new(Quota::ConnectsPerTarget, per_second),
             }),
         }
     }
@@ -194,6 +210,9 @@ impl Rendezvous {
         if !callee.online {
             return Err(RendezvousError::TargetOffline);
         }
+        // Counted only for requests that pass every other check, so
+        // refused strangers do not spend the target's budget.
+        self.shared.per_target.check(*target)?;
         let connect_id = Uuid::new_v4();
         let target_notified = self.inboxes().get(target).is_some_and(|slot| {
             slot.sender

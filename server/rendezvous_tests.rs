@@ -151,3 +151,36 @@ async fn an_inbox_ends_when_its_peer_unregisters() {
     let _ = shutdown_tx.send(());
     task.await.expect("the rendezvous task ends on shutdown");
 }
+
+#[tokio::test]
+async fn a_target_is_sent_at_most_its_rate_and_strangers_spend_none_of_it() {
+    let (store, _guard) = MemoryStore::new(StoreConfig::default());
+    let store: Arc<dyn PeerStore> = Arc::new(store);
+    let rendezvous = Rendezvous::with_target_rate(store.clone(), 3);
+    let (alice, alice_token) = register(&*store).await;
+    let (bob, _) = register(&*store).await;
+    let (carol, _) = register(&*store).await;
+    let stranger = Credential::Token(SessionToken::generate());
+    for _ in 0..10 {
+        let refused = rendezvous.request_connect(&alice, &stranger, &bob).await;
+        assert!(matches!(refused, Err(RendezvousError::Store(_))));
+    }
+    for i in 0..3 {
+        rendezvous
+            .request_connect(&alice, &alice_token, &bob)
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+    }
+    let refused = rendezvous
+        .request_connect(&alice, &alice_token, &bob)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, RendezvousError::Quota(q) if q.limit == 3),
+        "{refused:?}"
+    );
+    rendezvous
+        .request_connect(&alice, &alice_token, &carol)
+        .await
+        .expect("another target has its own rate");
+}

@@ -257,8 +257,10 @@ async fn two_peers_connect_and_chat_both_ways() {
 async fn unknown_and_ambiguous_targets_are_reported() {
     let server = start_server("127.0.0.1:0".parse().unwrap(), Duration::from_secs(30)).await;
     let mut a = Peer::start(config(&server, "alice")).await;
+    // Two online peers cannot share a name (the server refuses the second
+    // "bob"), but "bob" and "Bob" can, and "BOB" matches both.
     let b1 = Peer::start(config(&server, "bob")).await;
-    let b2 = Peer::start(config(&server, "bob")).await;
+    let b2 = Peer::start(config(&server, "Bob")).await;
     let mut seen = 0;
     a.wait("two bobs", |e| {
         match e {
@@ -269,7 +271,7 @@ async fn unknown_and_ambiguous_targets_are_reported() {
         seen >= 2
     })
     .await;
-    a.cmd(Command::Connect("bob".into())).await;
+    a.cmd(Command::Connect("BOB".into())).await;
     a.wait("ambiguous", |e| {
         matches!(
             e,

@@ -194,7 +194,8 @@ async fn register_validation_errors_at_the_edges() {
                 kind: 1,
             })
             .collect(),
-        ..register_req(&new_id(), "x", 1)
+        // Another name: two online peers cannot share one.
+        ..register_req(&new_id(), "y", 1)
     })
     .await
     .unwrap();
@@ -654,6 +655,8 @@ fn apply(
 async fn slow_watcher_gets_a_fresh_snapshot_and_ends_consistent() {
     let mut config = ServerConfig::default();
     config.registry.watch_buffer = 4;
+    // Every registration comes from 127.0.0.1.
+    config.quotas.registrations_per_source = 2_000;
     let server = start(config).await;
     // A small receive window, so the unread stream backs up into the server.
     let channel =
@@ -900,11 +903,13 @@ async fn shutdown_ends_streams_cleanly() {
 #[tokio::test]
 async fn pages_and_snapshot_chunks_fit_the_message_limit() {
     let limit = 8 * 1024;
-    let server = start(ServerConfig {
+    let mut config = ServerConfig {
         max_message_bytes: limit,
         ..Default::default()
-    })
-    .await;
+    };
+    // Every registration comes from 127.0.0.1.
+    config.quotas.registrations_per_source = 300;
+    let server = start(config).await;
     let mut c = client(&server).await;
     let mut ids = Vec::new();
     for i in 0..300 {

@@ -3,12 +3,16 @@
 //! `tonic::Status` for gRPC and to an HTTP status plus a FastAPI-style body
 //! for the REST shim. Nothing below the API layer knows either protocol.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::challenge::ChallengeError;
+use crate::quota::QuotaExceeded;
+use crate::quota::rate::retry_after_secs;
 use crate::rendezvous::RendezvousError;
 use crate::store::{KEY_REQUIRED, StoreError};
 
@@ -67,6 +71,15 @@ pub enum ApiError {
         /// The configured limit.
         limit: usize,
     },
+    /// The caller's address went past a per-source quota.
+    #[error("{0}")]
+    Quota(QuotaExceeded),
+    /// The username looks like (or is) the name of another online peer.
+    #[error("username {name:?} is taken: it looks like the name of a peer online now")]
+    NameTaken {
+        /// The name asked for (normalised).
+        name: String,
+    },
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -86,6 +99,8 @@ impl From<StoreError> for ApiError {
             StoreError::PermissionDenied(why) => ApiError::PermissionDenied(why),
             StoreError::KeyRequired => ApiError::ProofRequired,
             StoreError::Full { limit } => ApiError::RegistryFull { limit },
+            StoreError::Quota(exceeded) => ApiError::Quota(exceeded),
+            StoreError::NameTaken { name } => ApiError::NameTaken { name },
             StoreError::ShuttingDown => ApiError::ShuttingDown,
             other @ StoreError::Unavailable(_) => ApiError::Unavailable(other.to_string()),
         }
@@ -102,6 +117,7 @@ impl From<RendezvousError> for ApiError {
             },
             RendezvousError::TargetNotFound => ApiError::TargetNotFound,
             RendezvousError::TargetOffline => ApiError::TargetOffline,
+            RendezvousError::Quota(exceeded) => ApiError::Quota(exceeded),
         }
     }
 }
@@ -115,6 +131,12 @@ impl From<ChallengeError> for ApiError {
             },
             other => ApiError::Challenge(other),
         }
+    }
+}
+
+impl From<QuotaExceeded> for ApiError {
+    fn from(err: QuotaExceeded) -> Self {
+        ApiError::Quota(err)
     }
 }
 
@@ -132,28 +154,37 @@ impl From<RendezvousError> for tonic::Status {
 
 impl From<ApiError> for tonic::Status {
     fn from(err: ApiError) -> Self {
-        let message = err.to_string();
-        match err {
-            ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
-            ApiError::NotFound | ApiError::TargetNotFound => tonic::Status::not_found(message),
-            ApiError::PeerOffline | ApiError::TargetOffline => {
-                tonic::Status::failed_precondition(message)
-            }
-            ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
-            ApiError::ProofRequired | ApiError::BadSignature => {
-                tonic::Status::unauthenticated(message)
-            }
-            ApiError::Challenge(ChallengeError::Exhausted { .. })
-            | ApiError::RegistryFull { .. }
-            | ApiError::TooManyWatchers { .. } => tonic::Status::resource_exhausted(message),
-            ApiError::Challenge(ChallengeError::Malformed) => {
-                tonic::Status::invalid_argument(message)
-            }
-            ApiError::Challenge(_) => tonic::Status::unauthenticated(message),
-            ApiError::ShuttingDown | ApiError::Unavailable(_) => {
-                tonic::Status::unavailable(message)
-            }
+        let mut status = status_of(&err);
+        if let Some(wait) = err.retry_after() {
+            // The same hint REST gives in its header, for gRPC clients
+            // that look.
+            status
+                .metadata_mut()
+                .insert("retry-after", retry_after_secs(wait).into());
         }
+        status
+    }
+}
+
+/// The gRPC status of `err`.
+fn status_of(err: &ApiError) -> tonic::Status {
+    let message = err.to_string();
+    match err {
+        ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+        ApiError::NotFound | ApiError::TargetNotFound => tonic::Status::not_found(message),
+        ApiError::PeerOffline | ApiError::TargetOffline => {
+            tonic::Status::failed_precondition(message)
+        }
+        ApiError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+        ApiError::ProofRequired | ApiError::BadSignature => tonic::Status::unauthenticated(message),
+        ApiError::Challenge(ChallengeError::Exhausted { .. })
+        | ApiError::RegistryFull { .. }
+        | ApiError::TooManyWatchers { .. }
+        | ApiError::Quota(_) => tonic::Status::resource_exhausted(message),
+        ApiError::NameTaken { .. } => tonic::Status::already_exists(message),
+        ApiError::Challenge(ChallengeError::Malformed) => tonic::Status::invalid_argument(message),
+        ApiError::Challenge(_) => tonic::Status::unauthenticated(message),
+        ApiError::ShuttingDown | ApiError::Unavailable(_) => tonic::Status::unavailable(message),
     }
 }
 
@@ -170,6 +201,8 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Challenge(_) | ApiError::BadSignature => StatusCode::UNAUTHORIZED,
+            ApiError::Quota(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NameTaken { .. } => StatusCode::CONFLICT,
             ApiError::RegistryFull { .. }
             | ApiError::TooManyWatchers { .. }
             | ApiError::ShuttingDown
@@ -187,22 +220,55 @@ impl ApiError {
             other => json!({ "detail": other.to_string() }),
         }
     }
+
+    /// How long the client should wait before retrying (HTTP
+    /// `Retry-After`), for refusals that say.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Quota(exceeded) => Some(exceeded.retry_after),
+            _ => None,
+        }
+    }
 }
 
-/// A REST error response: a status plus a FastAPI-style `{"detail": ...}`
-/// body.
+/// A REST error response: a status, a FastAPI-style `{"detail": ...}` body
+/// and, for 429, a `Retry-After` in whole seconds.
 #[derive(Debug)]
-pub struct HttpError(pub StatusCode, pub Value);
+pub struct HttpError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The JSON body.
+    pub body: Value,
+    /// Sent as `Retry-After` (rounded up to whole seconds) when set.
+    pub retry_after: Option<Duration>,
+}
 
 impl HttpError {
+    /// An error with this status and body.
+    pub fn new(status: StatusCode, body: Value) -> HttpError {
+        HttpError {
+            status,
+            body,
+            retry_after: None,
+        }
+    }
+
     /// An error with a plain-text detail.
     pub fn detail(status: StatusCode, message: impl Into<String>) -> HttpError {
-        HttpError(status, json!({ "detail": message.into() }))
+        HttpError::new(status, json!({ "detail": message.into() }))
+    }
+
+    /// A 415 for a body that is not `application/json`.
+    pub fn unsupported_media_type() -> HttpError {
+        HttpError::detail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "request body must be JSON: send 'Content-Type: application/json'",
+        )
     }
 
     /// A 422 listing FastAPI/pydantic-style validation errors.
     pub fn unprocessable(errors: Vec<Value>) -> HttpError {
-        HttpError(
+        HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "detail": errors }),
         )
@@ -211,7 +277,11 @@ impl HttpError {
 
 impl From<ApiError> for HttpError {
     fn from(err: ApiError) -> Self {
-        HttpError(err.http_status(), err.http_body())
+        HttpError {
+            status: err.http_status(),
+            body: err.http_body(),
+            retry_after: err.retry_after(),
+        }
     }
 }
 
@@ -223,7 +293,14 @@ impl From<StoreError> for HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (self.0, Json(self.1)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(wait) = self.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs(wait)),
+            );
+        }
+        response
     }
 }
 
@@ -291,5 +368,32 @@ mod tests {
             assert_eq!(err.http_status(), http, "{err:?}");
             assert_eq!(tonic::Status::from(err.clone()).code(), code, "{err:?}");
         }
+    }
+
+    #[test]
+    fn quotas_are_429_with_retry_after_and_resource_exhausted() {
+        use crate::quota::{Quota, QuotaExceeded};
+        let err = ApiError::from(QuotaExceeded {
+            quota: Quota::ConnectsPerCaller,
+            limit: 10,
+            retry_after: Duration::from_millis(1500),
+        });
+        assert_eq!(
+            tonic::Status::from(err.clone()).code(),
+            tonic::Code::ResourceExhausted
+        );
+        let status = tonic::Status::from(err.clone());
+        assert_eq!(status.metadata().get("retry-after").unwrap(), "2");
+        let response = HttpError::from(err).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let taken = ApiError::NameTaken {
+            name: "Alice".into(),
+        };
+        assert_eq!(taken.http_status(), StatusCode::CONFLICT);
+        assert_eq!(
+            tonic::Status::from(taken).code(),
+            tonic::Code::AlreadyExists
+        );
     }
 }

@@ -17,6 +17,7 @@ use crate::challenge::{CHALLENGE_TTL, Challenges};
 use crate::net::RemoteAddr;
 use crate::net::shutdown::Shutdown;
 use crate::net::tasks::Tasks;
+use crate::quota::{Quota, Rates, SourceKey, Watchers};
 use crate::rendezvous::Rendezvous;
 use crate::store::{Credential, KEY_MISMATCH, ListQuery, PeerStore, RegisteredVia, Registration};
 use p2pchat::keys::registration_message;
@@ -41,6 +42,10 @@ pub struct GrpcLimits {
     pub max_message_bytes: usize,
     /// The STUN + relay UDP port announced in Register responses (0: none).
     pub udp_port: u16,
+    /// Most WatchPeers streams one source may have open.
+    pub watchers_per_source: usize,
+    /// RequestConnect calls per second one source may make.
+    pub connects_per_caller: u32,
 }
 
 impl GrpcLimits {
@@ -58,6 +63,10 @@ pub struct SignalingService {
     challenges: Arc<Challenges>,
     limits: GrpcLimits,
     watch_permits: Arc<Semaphore>,
+    /// Open WatchPeers streams per source.
+    watchers: Watchers,
+    /// RequestConnect calls per second per source.
+    connects: Rates<SourceKey>,
     shutdown: broadcast::Sender<()>,
     /// Where the stream tasks are spawned, so shutdown waits for them.
     tasks: Tasks,
@@ -76,12 +85,16 @@ impl SignalingService {
         tasks: Tasks,
     ) -> Self {
         let watch_permits = Arc::new(Semaphore::new(limits.max_watchers));
+        let watchers = Watchers::new(limits.watchers_per_source);
+        let connects = Rates::new(Quota::ConnectsPerCaller, limits.connects_per_caller);
         Self {
             store,
             rendezvous,
             challenges,
             limits,
             watch_permits,
+            watchers,
+            connects,
             shutdown,
             tasks,
         }
@@ -183,9 +196,9 @@ impl proto::signaling_server::Signaling for SignalingService {
         if registered.took_over {
             // The previous holder's inbox stops receiving connect requests.
             self.rendezvous.taken_over(&peer_id, registered.revision);
-            tracing::info!(peer_id = %peer_id, "registration taken over with a proof of the key");
+            tracing::debug!(peer_id = %peer_id, "registration taken over with a proof of the key");
         }
-        tracing::info!(peer_id = %peer_id, username = %registered.peer.username, keyed = public_key.is_some(), "registered over gRPC");
+        tracing::debug!(peer_id = %peer_id, username = %registered.peer.username, keyed = public_key.is_some(), "registered over gRPC");
         Ok(Response::new(proto::RegisterResponse {
             session_token: registered.token.to_hex(),
             observed_ip: observed_ip.to_string(),
@@ -267,7 +280,7 @@ impl proto::signaling_server::Signaling for SignalingService {
         let peer_id = validate::peer_id("peer_id", &req.peer_id)?;
         let token = Credential::parse(&req.session_token);
         let revision = self.store.unregister(&peer_id, &token).await?;
-        tracing::info!(peer_id = %peer_id, "unregistered over gRPC");
+        tracing::debug!(peer_id = %peer_id, "unregistered over gRPC");
         Ok(Response::new(proto::UnregisterResponse { revision }))
     }
 
@@ -277,6 +290,13 @@ impl proto::signaling_server::Signaling for SignalingService {
         &self,
         request: Request<proto::WatchPeersRequest>,
     ) -> Result<Response<Self::WatchPeersStream>, Status> {
+        let source = SourceKey::from(observed_ip(&request));
+        // The source's own quota first: one source alone cannot take the
+        // global slots from everyone else.
+        let slot = self.watchers.open(source).map_err(|err| {
+            tracing::debug!(%source, "watcher refused: source quota");
+            ApiError::from(err)
+        })?;
         let permit = self
             .watch_permits
             .clone()
@@ -295,6 +315,7 @@ impl proto::signaling_server::Signaling for SignalingService {
         self.tasks.spawn(async move {
             run_watch(feed, tx, shutdown, budget).await;
             drop(permit);
+            drop(slot);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -321,6 +342,12 @@ impl proto::signaling_server::Signaling for SignalingService {
         &self,
         request: Request<proto::RequestConnectRequest>,
     ) -> Result<Response<proto::RequestConnectResponse>, Status> {
+        let source = SourceKey::from(observed_ip(&request));
+        // Before any lookup: a flood costs the server one bucket check.
+        self.connects.check(source).map_err(|err| {
+            tracing::debug!(%source, "RequestConnect refused: caller rate");
+            ApiError::from(err)
+        })?;
         let req = request.into_inner();
         let from = validate::peer_id("peer_id", &req.peer_id)?;
         let target = validate::peer_id("target_peer_id", &req.target_peer_id)?;
@@ -329,7 +356,7 @@ impl proto::signaling_server::Signaling for SignalingService {
             .rendezvous
             .request_connect(&from, &token, &target)
             .await?;
-        tracing::info!(from = %from, target = %target, notified = outcome.target_notified, "connect requested");
+        tracing::debug!(from = %from, target = %target, notified = outcome.target_notified, "connect requested");
         Ok(Response::new(proto::RequestConnectResponse {
             connect_id: outcome.connect_id.to_string(),
             target: Some(peer_to_proto(&outcome.target)),

@@ -187,6 +187,19 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
+/// Whether the request says its body is JSON (`application/json`, any
+/// parameters such as `charset=utf-8`). Anything else is refused: a web
+/// page can POST `text/plain` or a form to any address without asking (no
+/// CORS preflight), but not `application/json`, so this keeps pages a user
+/// visits from registering peers on a LAN or localhost server.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+}
+
 fn body_rejection(rejection: BytesRejection) -> HttpError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -205,6 +218,9 @@ async fn register(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    if !is_json(&headers) {
+        return Err(HttpError::unsupported_media_type());
+    }
     let body = body.map_err(body_rejection)?;
     let fields = parse_register_body(&body)?;
     let peer_id = validate::peer_id("peer_id", &fields.peer_id)?;
@@ -239,7 +255,7 @@ async fn register(
             via: RegisteredVia::Rest,
         })
         .await?;
-    tracing::info!(peer_id = %peer_id, username = %registered.peer.username, "registered over REST");
+    tracing::debug!(peer_id = %peer_id, username = %registered.peer.username, "registered over REST");
     Ok(Json(json!({
         "status": "success",
         "message": "Peer registered successfully",
@@ -297,7 +313,7 @@ async fn delete_peer(
     store
         .unregister(&peer.peer_id, &Credential::parse(&token))
         .await?;
-    tracing::info!(peer_id = %peer.peer_id, "unregistered over REST");
+    tracing::debug!(peer_id = %peer.peer_id, "unregistered over REST");
     Ok(Json(
         json!({ "status": "success", "message": "Peer unregistered" }),
     ))

@@ -17,7 +17,10 @@
 //! [`memory::MemoryStore`] is the embedded default.
 
 pub mod memory;
+pub mod names;
 
+#[cfg(test)]
+mod claims_tests;
 mod feed;
 #[cfg(test)]
 mod tests;
@@ -32,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use p2pchat::{PeerId, PublicKey, SessionToken};
 use tokio_stream::Stream;
 
+use crate::quota::{DEFAULT_REGISTRATIONS_PER_SOURCE, QuotaExceeded};
 pub use memory::{MemoryStore, MemoryStoreGuard};
 
 /// What every store method returns: a boxed, sendable future, so the trait
@@ -73,6 +77,17 @@ pub enum StoreError {
     Full {
         /// The configured limit.
         limit: usize,
+    },
+    /// The registration's source holds as many online records as it may
+    /// ([`StoreConfig::registrations_per_source`]).
+    #[error("{0}")]
+    Quota(QuotaExceeded),
+    /// Another online peer's name has the same confusable skeleton (or is
+    /// the same name).
+    #[error("username {name:?} is taken: it looks like the name of a peer online now")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
     },
     /// The store is shutting down and takes no new registrations or holds.
     #[error("server is shutting down")]
@@ -168,7 +183,9 @@ pub enum RegisteredVia {
 pub struct PeerRecord {
     /// The peer's id.
     pub peer_id: PeerId,
-    /// Display name (validated: 1-64 characters, no control characters).
+    /// Display name (validated: NFC, 1-64 characters, no control or
+    /// invisible characters, one script; unique by confusable skeleton
+    /// among online peers).
     pub username: String,
     /// The IP the registration came from.
     pub observed_ip: IpAddr,
@@ -385,6 +402,9 @@ pub struct StoreConfig {
     pub history_len: usize,
     /// Changes buffered per watcher before it is considered lagging.
     pub watch_buffer: usize,
+    /// Most online records registered from one source (an IPv4 address or
+    /// an IPv6 /64), so one client cannot fill `max_peers`.
+    pub registrations_per_source: usize,
 }
 
 impl StoreConfig {
@@ -407,6 +427,7 @@ impl Default for StoreConfig {
             max_endpoints: 16,
             history_len: 4096,
             watch_buffer: 1024,
+            registrations_per_source: DEFAULT_REGISTRATIONS_PER_SOURCE,
         }
     }
 }
@@ -420,7 +441,9 @@ pub trait PeerStore: Send + Sync + fmt::Debug + 'static {
     /// id. A key-derived (version 8) id needs one of the two
     /// ([`StoreError::KeyRequired`]). A re-registration that changes nothing
     /// visible is a pure refresh: the lease restarts, the revision does not
-    /// move and no change is published.
+    /// move and no change is published. Refused past the source's quota
+    /// ([`StoreError::Quota`]) and for a name that looks like another online
+    /// peer's ([`StoreError::NameTaken`]).
     fn register(&self, reg: Registration) -> StoreFuture<'_, Registered>;
 
     /// Restarts an online peer's lease without changing its record (a

@@ -4,12 +4,51 @@
 //! `Notify` when an earlier one appears (mini-redis' `purge_expired_tasks`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use p2pchat::PeerId;
+use p2pchat::{PeerId, SessionToken};
 use tokio::time::Instant;
 
-use super::{MemoryStore, State};
-use crate::store::{ChangeKind, LeftReason, StoreError};
+use super::{Claim, Entry, MemoryStore, State};
+
+/// Shortest time between two info lines about expired leases.
+pub const EXPIRY_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Expired leases not yet reported at info.
+struct ExpirySummary {
+    pending: usize,
+    last: Instant,
+}
+
+impl ExpirySummary {
+    fn new(now: Instant) -> Self {
+        Self {
+            pending: 0,
+            last: now,
+        }
+    }
+
+    /// Adds `expired` and logs the summary when one is due; returns when
+    /// the next is due, if any is pending.
+    fn add(&mut self, expired: usize, now: Instant) -> Option<Instant> {
+        self.pending += expired;
+        if self.pending == 0 {
+            return None;
+        }
+        let due = self.last + EXPIRY_SUMMARY_INTERVAL;
+        if now < due {
+            return Some(due);
+        }
+        tracing::info!(
+            expired = self.pending,
+            "leases expired since the last summary"
+        );
+        self.pending = 0;
+        self.last = now;
+        None
+    }
+}
+use crate::store::{ChangeKind, LeftReason, PeerRecord, StoreError};
 
 impl MemoryStore {
     /// Queues a lease deadline, waking the expiry task when it is the
@@ -23,8 +62,9 @@ impl MemoryStore {
     }
 
     /// Expires due leases and purges due offline records. Returns the next
-    /// deadline, or `None` when shutting down.
-    fn expire_due(&self) -> Option<Option<Instant>> {
+    /// deadline and how many leases ran out, or `None` when shutting down.
+    fn expire_due(&self) -> Option<(Option<Instant>, usize)> {
+        let mut expired = 0;
         let now = Instant::now();
         let mut guard = self.state();
         let state = &mut *guard;
@@ -45,6 +85,7 @@ impl MemoryStore {
                 state.leases.insert((entry.deadline, id));
                 continue;
             }
+            state.claims.release(&id, &entry.claim);
             entry.deadline = now + self.config().offline_retention;
             state.purges.insert((entry.deadline, id));
             let mut info = (*entry.info).clone();
@@ -53,6 +94,8 @@ impl MemoryStore {
             entry.info = Arc::new(info);
             let info = entry.info.clone();
             state.online -= 1;
+            expired += 1;
+            tracing::debug!(peer_id = %id, "lease expired");
             let reason = ChangeKind::Left(LeftReason::LeaseExpired);
             state.feed.publish(reason, info);
         }
@@ -65,14 +108,55 @@ impl MemoryStore {
         }
         let next_lease = state.leases.first().map(|(d, _)| *d);
         let next_purge = state.purges.first().map(|(d, _)| *d);
-        Some(match (next_lease, next_purge) {
+        let next = match (next_lease, next_purge) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        })
+        };
+        Some((next, expired))
     }
 }
 
 impl State {
+    /// Stores `info` as its peer's entry (new, or replacing the old one's
+    /// record, token, claim and deadline), after unscheduling the old
+    /// deadline. A takeover also drops the old holder.
+    pub(super) fn put(
+        &mut self,
+        info: Arc<PeerRecord>,
+        token: SessionToken,
+        claim: Claim,
+        deadline: Instant,
+        took_over: bool,
+    ) {
+        let id = info.peer_id;
+        match self.peers.get_mut(&id) {
+            Some(entry) => {
+                if entry.info.online {
+                    self.leases.remove(&(entry.deadline, id));
+                } else {
+                    self.purges.remove(&(entry.deadline, id));
+                }
+                entry.info = info;
+                entry.deadline = deadline;
+                entry.token = token;
+                entry.claim = claim;
+                if took_over {
+                    entry.holder = None;
+                }
+            }
+            None => {
+                let entry = Entry {
+                    info,
+                    token,
+                    deadline,
+                    holder: None,
+                    claim,
+                };
+                self.peers.insert(id, entry);
+            }
+        }
+    }
+
     /// Removes a record's pending deadline (its lease when online, its
     /// purge when offline).
     pub(super) fn unschedule(&mut self, online: bool, deadline: Instant, peer: PeerId) {
@@ -96,9 +180,17 @@ impl State {
     }
 }
 
-/// The sweeping task: runs until the store shuts down.
+/// The sweeping task: runs until the store shuts down. Expiries are logged
+/// at debug one by one and at info as one summary line per
+/// [`EXPIRY_SUMMARY_INTERVAL`] at most, however many leases run out.
 pub(super) async fn run(store: MemoryStore) {
-    while let Some(next) = store.expire_due() {
+    let mut summary = ExpirySummary::new(Instant::now());
+    while let Some((next, expired)) = store.expire_due() {
+        let summary_due = summary.add(expired, Instant::now());
+        let next = match (next, summary_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match next {
             Some(when) => {
                 tokio::select! {

@@ -8,7 +8,6 @@
 //! appears; a [`MemoryStoreGuard`] stops that task.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,14 +16,18 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+mod claims;
 mod expiry;
+mod record;
 
-use super::feed::{Feed, Subscription};
+use super::feed::Feed;
 use super::{
-    ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, KEY_MISMATCH, LeftReason,
-    ListQuery, Page, PeerRecord, PeerStore, Registered, Registration, StoreConfig, StoreCounts,
-    StoreError, StoreFuture, TOKEN_MISMATCH, WatchStream, default_username,
+    ChangeKind, Credential, Held, HoldId, KEY_MISMATCH, LeftReason, ListQuery, Page, PeerRecord,
+    PeerStore, Registered, Registration, StoreConfig, StoreCounts, StoreError, StoreFuture,
+    TOKEN_MISMATCH, WatchStream, default_username,
 };
+use claims::{Claim, Claims};
+use record::{record_for, subscribe, token_for};
 
 /// Handle to the in-memory store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -48,6 +51,8 @@ struct State {
     /// Purge deadlines of offline peers.
     purges: BTreeSet<(Instant, PeerId)>,
     online: usize,
+    /// Source slots and name skeletons of online records.
+    claims: Claims,
     feed: Feed,
     shutdown: bool,
 }
@@ -60,6 +65,8 @@ struct Entry {
     deadline: Instant,
     /// The open inbox keeping the lease alive, if any.
     holder: Option<HoldId>,
+    /// What the record claims while online (source slot, name skeleton).
+    claim: Claim,
 }
 
 /// Stops the store's expiry task when dropped or [`stopped`](Self::stop)
@@ -100,6 +107,7 @@ impl MemoryStore {
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
         let feed = Feed::new(revision, config.history_len, config.watch_buffer);
+        let claims = Claims::new(config.registrations_per_source);
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(State {
@@ -107,6 +115,7 @@ impl MemoryStore {
                 leases: BTreeSet::new(),
                 purges: BTreeSet::new(),
                 online: 0,
+                claims,
                 feed,
                 shutdown: false,
             }),
@@ -158,6 +167,17 @@ impl MemoryStore {
         let existing = state.peers.get(&reg.peer_id);
         let (token, took_over) = token_for(existing, &reg)?;
         let previous = existing.map(|e| e.info.clone());
+        // Only an online record holds a claim; an offline one comes back
+        // as a new registration of its source and name.
+        let current = existing.filter(|e| e.info.online).map(|e| e.claim.clone());
+        let username = reg
+            .username
+            .clone()
+            .unwrap_or_else(|| default_username(&reg.peer_id));
+        let claim = Claim::of(reg.observed_ip, &username);
+        state
+            .claims
+            .check(&reg.peer_id, current.as_ref(), &claim, &username)?;
         if previous.is_none() && state.peers.len() >= self.config().max_peers {
             state.evict_one(self.config().max_peers)?;
         }
@@ -166,32 +186,10 @@ impl MemoryStore {
             // The previous holder's inbox no longer speaks for the peer.
             info.inbox_open = false;
         }
+        state.claims.replace(info.peer_id, current.as_ref(), &claim);
         let info = Arc::new(info);
         let deadline = Instant::now() + lease;
-        match state.peers.get_mut(&info.peer_id) {
-            Some(entry) => {
-                if entry.info.online {
-                    state.leases.remove(&(entry.deadline, info.peer_id));
-                } else {
-                    state.purges.remove(&(entry.deadline, info.peer_id));
-                }
-                entry.info = info.clone();
-                entry.deadline = deadline;
-                entry.token = token;
-                if took_over {
-                    entry.holder = None;
-                }
-            }
-            None => {
-                let entry = Entry {
-                    info: info.clone(),
-                    token,
-                    deadline,
-                    holder: None,
-                };
-                state.peers.insert(info.peer_id, entry);
-            }
-        }
+        state.put(info.clone(), token, claim, deadline, took_over);
         self.schedule_lease(state, deadline, info.peer_id);
         match previous {
             Some(old) if old.online => {
@@ -297,6 +295,7 @@ impl MemoryStore {
         };
         state.unschedule(entry.info.online, entry.deadline, *peer);
         if entry.info.online {
+            state.claims.release(peer, &entry.claim);
             state.online -= 1;
             let mut info = (*entry.info).clone();
             info.online = false;
@@ -387,50 +386,6 @@ impl MemoryStore {
     }
 }
 
-/// The record a registration makes, keeping what `previous` says about the
-/// inbox.
-fn record_for(reg: Registration, previous: Option<&PeerRecord>) -> PeerRecord {
-    let username = reg
-        .username
-        .unwrap_or_else(|| default_username(&reg.peer_id));
-    let mut endpoints: Vec<Endpoint> = reg.endpoints;
-    let observed = Endpoint {
-        addr: SocketAddr::new(reg.observed_ip, reg.udp_port),
-        kind: EndpointKind::Observed,
-    };
-    if !endpoints.iter().any(|e| e.addr == observed.addr) {
-        endpoints.push(observed);
-    }
-    PeerRecord {
-        peer_id: reg.peer_id,
-        username,
-        observed_ip: reg.observed_ip,
-        udp_port: reg.udp_port,
-        endpoints,
-        online: true,
-        last_seen: SystemTime::now(),
-        registered_via: reg.via,
-        inbox_open: previous.is_some_and(|p| p.inbox_open),
-        // A token refresh keeps the key proven earlier.
-        public_key: reg.public_key.or(previous.and_then(|p| p.public_key)),
-    }
-}
-
-/// The online peers and a subscription to the changes after them, taken
-/// under one lock.
-fn subscribe(state: &State) -> Subscription {
-    Subscription {
-        revision: state.feed.revision(),
-        peers: state
-            .peers
-            .values()
-            .filter(|e| e.info.online)
-            .map(|e| e.info.clone())
-            .collect(),
-        changes: state.feed.subscribe(),
-    }
-}
-
 /// The memory store answers at once: every future is already complete.
 impl PeerStore for MemoryStore {
     fn register(&self, reg: Registration) -> StoreFuture<'_, Registered> {
@@ -482,28 +437,4 @@ impl PeerStore for MemoryStore {
     fn watch(&self, resume_from: Option<u64>) -> StoreFuture<'_, WatchStream> {
         Box::pin(std::future::ready(Ok(self.watch_now(resume_from))))
     }
-}
-
-/// The token for `reg`: its holder's, or a new one (free id, or key takeover).
-fn token_for(
-    existing: Option<&Entry>,
-    reg: &Registration,
-) -> Result<(SessionToken, bool), StoreError> {
-    Ok(match (existing, reg.token, reg.public_key) {
-        (Some(entry), Some(given), _) if given.matches(&entry.token) => (entry.token, false),
-        // A fresh proof of the key takes the registration over.
-        (Some(_), _, Some(_)) => (SessionToken::generate(), true),
-        (Some(_), Some(_), None) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
-        (Some(_), None, None) => {
-            return Err(StoreError::PermissionDenied(
-                "peer_id is already registered; re-registering needs its session token",
-            ));
-        }
-        // A key-derived id is only ever registered with its key.
-        (None, _, None) if reg.peer_id.is_key_derived() => {
-            return Err(StoreError::KeyRequired);
-        }
-        // No record: the id is free, and a stale token proves nothing.
-        (None, _, _) => (SessionToken::generate(), false),
-    })
 }
