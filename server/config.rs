@@ -199,6 +199,12 @@ pub struct ServerArgs {
     /// Payload bytes per second one relay session may forward (both ways).
     #[arg(long, env = "P2PCHAT_RELAY_RATE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1500..))]
     pub relay_rate_bytes: u32,
+
+    /// STUN answers per second one source (an IPv4 address, an IPv6 /64)
+    /// gets, in bursts of up to one second's worth; the rest get no answer,
+    /// so the port cannot be aimed at a spoofed victim.
+    #[arg(long, env = "P2PCHAT_STUN_RATE", default_value_t = crate::udp::stun_limit::DEFAULT_STUN_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stun_rate: u32,
 }
 
 /// `--udp-listen`: an address, or `off`.
@@ -245,6 +251,7 @@ impl ServerArgs {
                 idle: Duration::from_secs(self.relay_idle_secs),
                 rate_pps: self.relay_rate_pps,
                 rate_bytes: self.relay_rate_bytes,
+                stun_rate: self.stun_rate,
             },
         }
     }

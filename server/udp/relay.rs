@@ -67,7 +67,7 @@
 //! NAT; it could also just drop or delay the traffic it carries. Payloads
 //! are opaque to the relay; see `SECURITY.md`.
 
-use bucket::Bucket;
+use super::bucket::Bucket;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,7 +88,8 @@ pub const MAX_SESSIONS_PER_PEER: usize = 32;
 /// against fresh bindings from spoofed sources.
 pub const MAX_REFUSALS_PER_SEC: u32 = 100;
 
-/// The relay's limits; each is a server flag.
+/// The UDP port's limits (the relay's, and STUN answers per source); each
+/// is a server flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayLimits {
     /// Most sessions at once.
@@ -101,6 +102,9 @@ pub struct RelayLimits {
     pub rate_pps: u32,
     /// Payload bytes per second one session may relay.
     pub rate_bytes: u32,
+    /// STUN answers per second one source (IPv4 address, IPv6 /64) gets;
+    /// see [`super::stun_limit`].
+    pub stun_rate: u32,
 }
 
 impl Default for RelayLimits {
@@ -110,6 +114,7 @@ impl Default for RelayLimits {
             idle: Duration::from_secs(60),
             rate_pps: 2_000,
             rate_bytes: 1024 * 1024,
+            stun_rate: super::stun_limit::DEFAULT_STUN_RATE,
         }
     }
 }
@@ -468,7 +473,6 @@ fn bound_answers(
     out
 }
 
-mod bucket;
 mod lifecycle;
 #[cfg(test)]
 #[path = "relay_tests.rs"]
