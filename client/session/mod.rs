@@ -48,7 +48,8 @@ pub use fragment::{
 };
 pub use liveness::{INITIAL_RTO, MAX_RTO, MIN_RTO, RttEstimator};
 pub use path::{
-    MAX_CANDIDATES, MAX_VALIDATED_PATHS, PathKind, UPGRADE_PROBE_MAX, UPGRADE_PROBE_MIN,
+    MAX_CANDIDATES, MAX_PROBES_PER_CANDIDATE, MAX_UNSOLICITED_CANDIDATES, MAX_VALIDATED_PATHS,
+    PathKind, UPGRADE_PROBE_MAX, UPGRADE_PROBE_MIN,
 };
 pub use reliable::{MAX_BACKOFF_DOUBLINGS, MAX_QUEUED_FRAGMENTS, StreamId, WINDOW};
 pub use secure::{Protection, Role, SecurityInfo};
@@ -68,6 +69,12 @@ use secure::Security;
 /// far one: it opens our mapping without touching theirs, and the full
 /// probes that follow find mappings open on both sides.
 pub const PRIME_TTL: u32 = 2;
+
+/// Largest probe hello of a session a peer asked for (plain JSON, no
+/// handshake: the caller sends the first message). Ours is about 190 bytes
+/// with a five-letter name; with a name too long for the cap the probes go
+/// without it.
+pub const MAX_PROBE_HELLO_BYTES: usize = 240;
 
 /// Timings and limits of a session.
 #[derive(Debug, Clone)]
@@ -180,10 +187,9 @@ impl Session {
         }
     }
 
-    /// Starts connecting to `remote_id`: probes every candidate address at
-    /// once, right away (the first round is in the returned actions). With
-    /// [`Role::Initiate`] the probes carry the first handshake message.
-    pub fn connect(
+    /// A session about to connect to `remote_id` (with [`Role::Initiate`]
+    /// its probes carry the first handshake message).
+    fn prepare(
         config: SessionConfig,
         local_id: PeerId,
         local_name: &str,
@@ -205,9 +211,51 @@ impl Session {
         if let Some(key) = initiate {
             s.start_handshake(key);
         }
-        s.emit(SessionEvent::Probing { attempt: 1 });
-        s.poll_timers(now);
         s
+    }
+
+    /// Starts connecting to `remote_id`: probes every candidate address at
+    /// once, right away (the first round is in the returned actions).
+    pub fn connect(
+        config: SessionConfig,
+        local_id: PeerId,
+        local_name: &str,
+        remote_id: PeerId,
+        candidates: Vec<SocketAddr>,
+        protection: Protection,
+        now: Instant,
+    ) -> Session {
+        let s = Session::prepare(
+            config, local_id, local_name, remote_id, candidates, protection, now,
+        );
+        s.begin(now)
+    }
+
+    /// As [`Session::connect`], for a session a peer asked for (a connect
+    /// request): its endpoints are the caller's word, so probing them is
+    /// capped from the first probe on (see
+    /// [`MAX_UNSOLICITED_CANDIDATES`], [`MAX_PROBES_PER_CANDIDATE`] and
+    /// [`MAX_PROBE_HELLO_BYTES`]).
+    pub fn connect_requested(
+        config: SessionConfig,
+        local_id: PeerId,
+        local_name: &str,
+        remote_id: PeerId,
+        candidates: Vec<SocketAddr>,
+        protection: Protection,
+        now: Instant,
+    ) -> Session {
+        let mut s = Session::prepare(
+            config, local_id, local_name, remote_id, candidates, protection, now,
+        );
+        s.path.cap_unsolicited();
+        s.begin(now)
+    }
+
+    fn begin(mut self, now: Instant) -> Session {
+        self.emit(SessionEvent::Probing { attempt: 1 });
+        self.poll_timers(now);
+        self
     }
 
     /// Accepts a session opened by a remote `hello` that arrived from `addr`
@@ -282,6 +330,7 @@ impl Session {
     /// one attempt window so both NATs open towards the new addresses.
     pub fn reprobe(&mut self, now: Instant) {
         self.clock = now;
+        self.path.new_rendezvous();
         if self.phase == Phase::Connected {
             self.path.recover(now, self.config.attempt_duration);
             self.poll_timers(now);
