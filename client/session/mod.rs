@@ -424,6 +424,17 @@ impl Session {
         self.path.candidates()
     }
 
+    /// Whether probing is capped ([`Session::connect_requested`]).
+    pub fn probes_capped(&self) -> bool {
+        self.path.is_capped()
+    }
+
+    /// Whether `addr` is a path known to work (it answered, or it is the
+    /// relay).
+    pub fn knows_path(&self, addr: SocketAddr) -> bool {
+        self.path.is_known(addr)
+    }
+
     /// Hello rounds sent before the session connected (0 when the peer's
     /// hello reached us first).
     pub fn probe_rounds(&self) -> u32 {

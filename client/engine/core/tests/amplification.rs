@@ -184,3 +184,35 @@ fn a_second_connect_request_is_a_new_rendezvous_with_its_own_budget() {
         MAX_UNSOLICITED_CANDIDATES * MAX_PROBES_PER_CANDIDATE as usize
     );
 }
+
+#[test]
+fn many_callers_at_once_share_one_probe_budget_per_second() {
+    use crate::engine::MAX_UNSOLICITED_PROBES_PER_SEC;
+    let mut now = Instant::now();
+    let mut core = core(now);
+    // Six callers at the same instant: 6 x 12 probes wanted in the first
+    // 300 ms, more than the shared budget.
+    let callers = 6;
+    assert!(
+        callers * MAX_UNSOLICITED_CANDIDATES * MAX_PROBES_PER_CANDIDATE as usize
+            > MAX_UNSOLICITED_PROBES_PER_SEC as usize
+    );
+    for _ in 0..callers {
+        let mallory = Identity::generate();
+        let from = attacker(PeerKey::Verified(mallory.public_key()), mallory.peer_id());
+        core.on_signal(SignalEvent::ConnectRequested { from }, now);
+    }
+    let count = |core: &mut Core| {
+        core.take_outputs()
+            .iter()
+            .filter(|o| matches!(o, Output::Send { .. } | Output::Prime { .. }))
+            .count()
+    };
+    let mut first_second = count(&mut core);
+    for _ in 0..19 {
+        now += Duration::from_millis(50);
+        core.on_timer(now);
+        first_second += count(&mut core);
+    }
+    assert_eq!(first_second, MAX_UNSOLICITED_PROBES_PER_SEC as usize);
+}
