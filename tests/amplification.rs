@@ -231,3 +231,46 @@ async fn a_bind_sent_from_a_victims_address_sends_the_victim_nothing() {
     assert!(a.bound().await);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_key_holder_binding_from_a_victims_address_gets_it_a_few_small_bounds_only() {
+    use p2pchat_server::udp::relay::MAX_CHALLENGES_PER_SIDE_PER_SEC;
+    let server = support::start_default().await;
+    let relay = server.udp_addr().unwrap();
+    // Mallory holds her own key and sends fresh BINDs (counters going up)
+    // with the victim's address as the source.
+    let mut mallory = Peer::register(&server, "mallory").await;
+    let bob = Peer::register(&server, "bob").await;
+    mallory.socket = UdpSocket::bind("127.0.0.3:0").await.unwrap();
+    let victim = &mallory.socket;
+    let sent = 50;
+    let mut sent_bytes = 0;
+    for _ in 0..sent {
+        mallory.counter += 1;
+        let frame = RelayFrame::bind(
+            &mallory.key,
+            mallory.id,
+            bob.id,
+            NO_CHANNEL,
+            mallory.counter,
+        );
+        let bytes = frame.to_bytes();
+        sent_bytes += bytes.len();
+        victim.send_to(&bytes, relay).await.unwrap();
+    }
+    let got = drain(victim, SILENCE, sent).await;
+    let bytes: usize = got.iter().map(Vec::len).sum();
+    // A burst of one second's worth of challenges, plus what refills while
+    // they are sent; each smaller than the BIND.
+    assert!(
+        !got.is_empty() && got.len() <= MAX_CHALLENGES_PER_SIDE_PER_SEC as usize + 1,
+        "{} BOUNDs to {sent} BINDs",
+        got.len()
+    );
+    assert!(got.iter().all(|b| b.len() == 29));
+    assert!(
+        bytes * 10 < sent_bytes,
+        "{bytes} bytes out for {sent_bytes} in"
+    );
+    server.shutdown().await;
+}

@@ -106,6 +106,7 @@ pub async fn run(
         dropped_unauthenticated = stats.dropped_unauthenticated,
         dropped_replayed = stats.dropped_replayed,
         refusals_suppressed = stats.refusals_suppressed,
+        challenges_suppressed = stats.challenges_suppressed,
         "UDP (STUN + relay) stopped"
     );
 }
