@@ -9,9 +9,14 @@
 //! * Relay: a captured BIND sent from a victim's address sends the victim
 //!   nothing, and the real peers' session keeps working.
 //!
-//! What one rendezvous can make a peer send is tested at the engine level
-//! (`client/engine/core/tests/amplification.rs`).
+//! * A real `peer` process, asked by one `RequestConnect` to connect to a
+//!   caller that registered 15 endpoints of victims (sockets on 127.0.0.2
+//!   to 127.0.0.16), sends them at most 20 times the request's bytes over
+//!   the whole connect attempt (the engine-level test, with exact counts,
+//!   is `client/engine/core/tests/amplification.rs`).
 
+#[path = "support/bins.rs"]
+mod bins;
 mod support;
 
 use std::net::SocketAddr;
@@ -272,5 +277,116 @@ async fn a_key_holder_binding_from_a_victims_address_gets_it_a_few_small_bounds_
         bytes * 10 < sent_bytes,
         "{bytes} bytes out for {sent_bytes} in"
     );
+    server.shutdown().await;
+}
+
+/// Bytes of a `RequestConnect` as gRPC carries it: the protobuf message
+/// (three strings, each a tag byte, a length byte and the text) behind the
+/// 5-byte message prefix; HTTP/2 and TCP headers come on top, so this is
+/// the smallest the request can be.
+fn request_connect_bytes(request: &p2pchat::proto::RequestConnectRequest) -> usize {
+    let field = |text: &str| 2 + text.len();
+    5 + field(&request.peer_id) + field(&request.session_token) + field(&request.target_peer_id)
+}
+
+#[tokio::test]
+async fn one_request_connect_with_15_endpoints_makes_a_real_peer_send_at_most_20x() {
+    use p2pchat::proto::{Endpoint, EndpointKind, ListPeersRequest, RegisterRequest};
+    let server = support::start_default().await;
+    let mut victims = Vec::new();
+    for i in 2..=16u8 {
+        victims.push(
+            UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, i), 0))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut peer = tokio::process::Command::new(bins::PEER.path())
+        .args([
+            "--json",
+            "--server",
+            &format!("http://{}", server.local_addr()),
+        ])
+        .args(["--username", "victim", "--bind", "127.0.0.1", "--ephemeral"])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut client = support::client(&server).await;
+    // The peer registers; bounded wait.
+    let mut target = None;
+    for _ in 0..100 {
+        let peers = client
+            .list_peers(ListPeersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .peers;
+        target = peers.into_iter().find(|p| p.username == "victim");
+        if target.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let target = target.expect("the peer registered").peer_id;
+    // Mallory registers the victims' addresses as her endpoints.
+    let mallory = support::new_id();
+    let endpoints = victims
+        .iter()
+        .map(|v| {
+            let at = v.local_addr().unwrap();
+            Endpoint {
+                ip: at.ip().to_string(),
+                port: u32::from(at.port()),
+                kind: EndpointKind::ServerReflexive as i32,
+            }
+        })
+        .collect();
+    let token = client
+        .register(RegisterRequest {
+            peer_id: mallory.clone(),
+            username: "mallory".into(),
+            udp_port: 45000,
+            endpoints,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_token;
+    let request = p2pchat::proto::RequestConnectRequest {
+        peer_id: mallory,
+        session_token: token,
+        target_peer_id: target,
+    };
+    let request_bytes = request_connect_bytes(&request);
+    client.request_connect(request).await.unwrap();
+    // The whole connect attempt (3 attempts of 2 s, then it gives up).
+    let mut sent = 0usize;
+    let mut datagrams = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut buf = vec![0u8; 4096];
+    while tokio::time::Instant::now() < deadline {
+        for v in &victims {
+            while let Ok((n, _)) = v.try_recv_from(&mut buf) {
+                sent += n;
+                datagrams += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "{datagrams} datagrams, {sent} bytes to the 15 endpoints for a {request_bytes}-byte request ({:.1}x)",
+        sent as f64 / request_bytes as f64
+    );
+    assert!(sent > 0, "the peer did probe (the test measures something)");
+    assert!(
+        sent <= 20 * request_bytes,
+        "{sent} bytes for a {request_bytes}-byte request"
+    );
+    peer.kill().await.unwrap();
     server.shutdown().await;
 }
