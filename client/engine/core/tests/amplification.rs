@@ -216,3 +216,43 @@ fn many_callers_at_once_share_one_probe_budget_per_second() {
     }
     assert_eq!(first_second, MAX_UNSOLICITED_PROBES_PER_SEC as usize);
 }
+
+/// The probes of a requested session with our name `name`, decoded.
+fn probes_named(name: &str) -> Vec<(usize, Option<String>)> {
+    let now = Instant::now();
+    let mut core = core(now);
+    core.username = name.into();
+    let mallory = Identity::generate();
+    let from = attacker(PeerKey::Verified(mallory.public_key()), mallory.peer_id());
+    core.on_signal(SignalEvent::ConnectRequested { from }, now);
+    core.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Send { bytes, .. } | Output::Prime { bytes, .. } => Some(bytes),
+            Output::Task(_) => None,
+        })
+        .map(|bytes| match Datagram::decode(&bytes) {
+            Ok(Datagram::Hello(h)) => (bytes.len(), h.username),
+            other => panic!("not a hello: {other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn probe_hellos_stay_within_the_cap_and_drop_a_long_name() {
+    let short = probes_named("alice");
+    assert_eq!(short.len(), MAX_UNSOLICITED_CANDIDATES);
+    assert!(
+        short
+            .iter()
+            .all(|(len, name)| *len <= MAX_PROBE_HELLO_BYTES && name.as_deref() == Some("alice"))
+    );
+    // 64 four-byte characters: the name alone is 256 bytes.
+    let long: String = "\u{1F600}".repeat(64);
+    let capped = probes_named(&long);
+    assert!(
+        capped
+            .iter()
+            .all(|(len, name)| *len <= MAX_PROBE_HELLO_BYTES && name.is_none())
+    );
+}
