@@ -209,6 +209,12 @@ pub struct ServerArgs {
     #[arg(long, env = "P2PCHAT_RELAY_RATE_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1500..))]
     pub relay_rate_bytes: u32,
 
+    /// STUN answers per second one source (an IPv4 address, an IPv6 /64)
+    /// gets, in bursts of up to one second's worth; the rest get no answer,
+    /// so the port cannot be aimed at a spoofed victim.
+    #[arg(long, env = "P2PCHAT_STUN_RATE", default_value_t = crate::udp::stun_limit::DEFAULT_STUN_RATE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub stun_rate: u32,
+
     // Per-source quotas (a source is an IPv4 address or an IPv6 /64). Past
     // one: RESOURCE_EXHAUSTED over gRPC, HTTP 429 with Retry-After over REST.
     /// Most registrations (online peers) one source may hold, REST and gRPC
@@ -276,6 +282,7 @@ impl ServerArgs {
                 idle: Duration::from_secs(self.relay_idle_secs),
                 rate_pps: self.relay_rate_pps,
                 rate_bytes: self.relay_rate_bytes,
+                stun_rate: self.stun_rate,
             },
             quotas: QuotaConfig {
                 registrations_per_source,

@@ -43,6 +43,7 @@ fn help_documents_every_flag_with_its_env_var() {
         ("--relay-idle-secs", "P2PCHAT_RELAY_IDLE_SECS"),
         ("--relay-rate-pps", "P2PCHAT_RELAY_RATE_PPS"),
         ("--relay-rate-bytes", "P2PCHAT_RELAY_RATE_BYTES"),
+        ("--stun-rate", "P2PCHAT_STUN_RATE"),
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
         assert!(help.contains(&format!("env: {env}")), "--help lacks {env}");

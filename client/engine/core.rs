@@ -34,7 +34,9 @@ use tokio::time::Instant;
 use super::api::{Command, ErrorCode, Event, Request, RequestId};
 use super::directory::Directory;
 use super::focus::Focus;
-use super::table::{MAX_HANDSHAKE_ANSWERS_PER_SEC, ReplyBudget, Tombstones};
+use super::table::{
+    MAX_HANDSHAKE_ANSWERS_PER_SEC, MAX_UNSOLICITED_PROBES_PER_SEC, ReplyBudget, Tombstones,
+};
 use crate::identity::{Identity, KnownPeers};
 use crate::relay::RelayClient;
 use crate::session::{Action, Phase, SendError, Session, SessionConfig};
@@ -166,6 +168,9 @@ pub struct Core {
     tombstones: Tombstones,
     stranger_replies: ReplyBudget,
     handshake_answers: ReplyBudget,
+    /// Probes to unanswered candidates of sessions peers asked for, over
+    /// all of them ([`MAX_UNSOLICITED_PROBES_PER_SEC`]).
+    unsolicited_probes: ReplyBudget,
     /// Actions of sessions replaced before `flush` could collect them.
     orphaned: Vec<(PeerId, Action)>,
     relay: Option<RelayClient>,
@@ -201,6 +206,7 @@ impl Core {
             tombstones: Tombstones::default(),
             stranger_replies: ReplyBudget::new(now),
             handshake_answers: ReplyBudget::per_second(MAX_HANDSHAKE_ANSWERS_PER_SEC, now),
+            unsolicited_probes: ReplyBudget::per_second(MAX_UNSOLICITED_PROBES_PER_SEC, now),
             orphaned: Vec::new(),
             relay: config.relay.map(RelayClient::new),
             relay_token: None,

@@ -48,7 +48,8 @@ pub use self::directory::{ResolveError, resolve};
 use self::io::{AbortOnDrop, Io};
 pub use self::io::{FINAL_EVENTS_TIMEOUT, MAX_BACKGROUND_TASKS, UNREGISTER_TIMEOUT};
 pub use self::table::{
-    MAX_HANDSHAKE_ANSWERS_PER_SEC, MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES, TOMBSTONE_TTL,
+    MAX_HANDSHAKE_ANSWERS_PER_SEC, MAX_STRANGER_REPLIES_PER_SEC, MAX_TOMBSTONES,
+    MAX_UNSOLICITED_PROBES_PER_SEC, TOMBSTONE_TTL,
 };
 use crate::session::SessionConfig;
 use crate::signaling::SignalingError;

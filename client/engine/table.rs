@@ -47,6 +47,15 @@ impl Tombstones {
     }
 }
 
+/// Most probes per second, over all sessions together, to candidates of
+/// sessions peers asked for (connect requests) that have not answered.
+/// Each such session already has its own budget
+/// (`session::MAX_PROBES_PER_CANDIDATE` for each of at most
+/// `session::MAX_UNSOLICITED_CANDIDATES`, 12 probes); this one bounds many
+/// callers at once: at most 64 x `session::MAX_PROBE_HELLO_BYTES` (about
+/// 15 KB) a second. Five simultaneous connect requests fit in full.
+pub const MAX_UNSOLICITED_PROBES_PER_SEC: u32 = 64;
+
 /// Most first handshake messages from strangers examined per second (each
 /// costs a key exchange and, if valid, one answer): bounds the CPU and the
 /// reflection a flood of them can get out of us.

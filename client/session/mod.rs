@@ -18,7 +18,8 @@
 //! * `channel.rs`: the seam where typed datagrams become bytes
 //!   ([`Plaintext`] today; an encryption layer slots in here).
 //!
-//! This file holds the session's public face; `receive.rs` dispatches
+//! This file holds the session's public face; `open.rs` starts outgoing
+//! sessions (capped ones for connect requests), `receive.rs` dispatches
 //! incoming datagrams by kind, `timers.rs` runs the schedules and
 //! `chat.rs` carries chat lines over the chat stream.
 
@@ -27,6 +28,7 @@ mod chat;
 mod events;
 mod fragment;
 mod liveness;
+mod open;
 mod path;
 mod receive;
 mod reliable;
@@ -48,7 +50,8 @@ pub use fragment::{
 };
 pub use liveness::{INITIAL_RTO, MAX_RTO, MIN_RTO, RttEstimator};
 pub use path::{
-    MAX_CANDIDATES, MAX_VALIDATED_PATHS, PathKind, UPGRADE_PROBE_MAX, UPGRADE_PROBE_MIN,
+    MAX_CANDIDATES, MAX_PROBES_PER_CANDIDATE, MAX_UNSOLICITED_CANDIDATES, MAX_VALIDATED_PATHS,
+    PathKind, UPGRADE_PROBE_MAX, UPGRADE_PROBE_MIN,
 };
 pub use reliable::{MAX_BACKOFF_DOUBLINGS, MAX_QUEUED_FRAGMENTS, StreamId, WINDOW};
 pub use secure::{Protection, Role, SecurityInfo};
@@ -68,6 +71,12 @@ use secure::Security;
 /// far one: it opens our mapping without touching theirs, and the full
 /// probes that follow find mappings open on both sides.
 pub const PRIME_TTL: u32 = 2;
+
+/// Largest probe hello of a session a peer asked for (plain JSON, no
+/// handshake: the caller sends the first message). Ours is about 190 bytes
+/// with a five-letter name; with a name too long for the cap the probes go
+/// without it.
+pub const MAX_PROBE_HELLO_BYTES: usize = 240;
 
 /// Timings and limits of a session.
 #[derive(Debug, Clone)]
@@ -180,36 +189,6 @@ impl Session {
         }
     }
 
-    /// Starts connecting to `remote_id`: probes every candidate address at
-    /// once, right away (the first round is in the returned actions). With
-    /// [`Role::Initiate`] the probes carry the first handshake message.
-    pub fn connect(
-        config: SessionConfig,
-        local_id: PeerId,
-        local_name: &str,
-        remote_id: PeerId,
-        candidates: Vec<SocketAddr>,
-        protection: Protection,
-        now: Instant,
-    ) -> Session {
-        let initiate = match &protection {
-            Protection::Noise {
-                role: Role::Initiate(key),
-                ..
-            } => Some(*key),
-            _ => None,
-        };
-        let mut s = Session::blank(
-            config, local_id, local_name, remote_id, candidates, protection, now,
-        );
-        if let Some(key) = initiate {
-            s.start_handshake(key);
-        }
-        s.emit(SessionEvent::Probing { attempt: 1 });
-        s.poll_timers(now);
-        s
-    }
-
     /// Accepts a session opened by a remote `hello` that arrived from `addr`
     /// (no rendezvous needed). A plaintext session answers it and is
     /// connected; a Noise session answers its handshake and connects once
@@ -282,6 +261,7 @@ impl Session {
     /// one attempt window so both NATs open towards the new addresses.
     pub fn reprobe(&mut self, now: Instant) {
         self.clock = now;
+        self.path.new_rendezvous();
         if self.phase == Phase::Connected {
             self.path.recover(now, self.config.attempt_duration);
             self.poll_timers(now);
@@ -373,6 +353,17 @@ impl Session {
     /// The addresses probed while connecting.
     pub fn candidates(&self) -> &[SocketAddr] {
         self.path.candidates()
+    }
+
+    /// Whether probing is capped ([`Session::connect_requested`]).
+    pub fn probes_capped(&self) -> bool {
+        self.path.is_capped()
+    }
+
+    /// Whether `addr` is a path known to work (it answered, or it is the
+    /// relay).
+    pub fn knows_path(&self, addr: SocketAddr) -> bool {
+        self.path.is_known(addr)
     }
 
     /// Hello rounds sent before the session connected (0 when the peer's

@@ -19,6 +19,26 @@ use super::SessionConfig;
 /// sane server never sends) is ignored.
 pub const MAX_CANDIDATES: usize = 16;
 
+/// Most candidates probed for a peer that asked the server to connect to
+/// us (a connect request: the endpoints are whatever the caller
+/// registered, possibly someone else's addresses). Our own peers register
+/// their interfaces, their STUN address and the one the server saw, so a
+/// host with one or two interfaces fits; public candidates come first
+/// ([`Path::cap_unsolicited`]).
+pub const MAX_UNSOLICITED_CANDIDATES: usize = 4;
+
+/// Probes (primes and hellos together) one candidate that has not answered
+/// gets per rendezvous of a session a peer asked for: enough to open our
+/// NAT towards it (the caller's own probes then get in, and we answer
+/// those at once), too few to make us a reflector. A new connect request
+/// or a recovery is a new rendezvous (the server rate-limits those). With
+/// [`MAX_UNSOLICITED_CANDIDATES`] and `wire::MAX_PROBE_HELLO_BYTES` this
+/// bounds what one connect request makes us send to addresses that never
+/// answer: 4 x 3 x 240 = 2,880 bytes, 19.6 times the 147 bytes of a
+/// `RequestConnect` (about 2,300 bytes, 15.7x, with a short name). The relay and addresses that
+/// answered are not limited.
+pub const MAX_PROBES_PER_CANDIDATE: u32 = 3;
+
 /// Most addresses a connected session remembers as answering (validated
 /// paths it accepts traffic from).
 pub const MAX_VALIDATED_PATHS: usize = 8;
@@ -105,6 +125,13 @@ pub struct Path {
     relay_after: Duration,
     /// Addresses to probe.
     candidates: Vec<SocketAddr>,
+    /// Most candidates kept ([`MAX_CANDIDATES`], or
+    /// [`MAX_UNSOLICITED_CANDIDATES`]).
+    max_candidates: usize,
+    /// Probes one unanswered candidate gets per rendezvous, when limited
+    /// ([`MAX_PROBES_PER_CANDIDATE`]); and how many each got so far.
+    probe_budget: Option<u32>,
+    probes_sent: Vec<(SocketAddr, u32)>,
     /// The relay's address, once the engine set one up (also a candidate).
     relay: Option<SocketAddr>,
     /// The address the session settled on; `None` while connecting.
@@ -138,7 +165,10 @@ impl Path {
             attempt_duration: config.attempt_duration,
             connect_attempts: config.connect_attempts,
             relay_after: config.relay_after,
-            candidates: dedup(candidates),
+            candidates: dedup(candidates, MAX_CANDIDATES),
+            max_candidates: MAX_CANDIDATES,
+            probe_budget: None,
+            probes_sent: Vec::new(),
             relay: None,
             addr: None,
             validated: Vec::new(),
@@ -202,12 +232,62 @@ impl Path {
     /// Adds probe targets (e.g. endpoints from a later rendezvous).
     pub fn add_candidates(&mut self, candidates: impl IntoIterator<Item = SocketAddr>) {
         self.candidates.extend(candidates);
-        self.candidates = dedup(std::mem::take(&mut self.candidates));
+        self.candidates = dedup(std::mem::take(&mut self.candidates), self.max_candidates);
         // The relay is never crowded out by a long list.
         if let Some(relay) = self.relay
             && !self.candidates.contains(&relay)
         {
             self.candidates.push(relay);
+        }
+    }
+
+    /// Limits probing for a session a peer asked for (see
+    /// [`MAX_UNSOLICITED_CANDIDATES`], [`MAX_PROBES_PER_CANDIDATE`]): at most
+    /// that many candidates, public addresses first (in their order), then
+    /// the others; each probed at most the budget per rendezvous until it
+    /// answers.
+    pub fn cap_unsolicited(&mut self) {
+        let (public, private): (Vec<SocketAddr>, Vec<SocketAddr>) = self
+            .candidates
+            .iter()
+            .partition(|a| PathKind::of(**a) == PathKind::Direct);
+        self.max_candidates = MAX_UNSOLICITED_CANDIDATES;
+        self.candidates = dedup(
+            public.into_iter().chain(private).collect(),
+            self.max_candidates,
+        );
+        self.probe_budget = Some(MAX_PROBES_PER_CANDIDATE);
+    }
+
+    /// Whether probing is limited ([`Path::cap_unsolicited`]).
+    pub fn is_capped(&self) -> bool {
+        self.probe_budget.is_some()
+    }
+
+    /// A new rendezvous (a connect request again, a recovery): each
+    /// candidate gets its probe budget again.
+    pub fn new_rendezvous(&mut self) {
+        self.probes_sent.clear();
+    }
+
+    /// Whether a probe to `addr` is within its budget; counts it if so.
+    fn may_probe(&mut self, addr: SocketAddr) -> bool {
+        let Some(budget) = self.probe_budget else {
+            return true;
+        };
+        if self.is_known(addr) {
+            return true;
+        }
+        match self.probes_sent.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, sent)) if *sent >= budget => false,
+            Some((_, sent)) => {
+                *sent += 1;
+                true
+            }
+            None => {
+                self.probes_sent.push((addr, 1));
+                true
+            }
         }
     }
 
@@ -235,6 +315,7 @@ impl Path {
     /// Probe every candidate each `probe_interval` for `window`, starting
     /// now (the path went stale, or the peer asked for a new rendezvous).
     pub fn recover(&mut self, now: Instant, window: Duration) {
+        self.new_rendezvous();
         self.recover_until = Some(now + window);
         self.next_probe = now;
     }
@@ -329,7 +410,10 @@ impl Path {
         if connecting {
             self.probe_rounds += 1;
         }
-        for &addr in &self.candidates {
+        for addr in self.candidates.clone() {
+            if !self.may_probe(addr) {
+                continue;
+            }
             out.push(if prime_only && self.relay != Some(addr) {
                 Probe::Prime(addr)
             } else {
@@ -378,11 +462,11 @@ impl Path {
     }
 }
 
-/// Removes repeats, keeps the first [`MAX_CANDIDATES`] in order.
-fn dedup(mut addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+/// Removes repeats, keeps the first `max` in order.
+fn dedup(mut addrs: Vec<SocketAddr>, max: usize) -> Vec<SocketAddr> {
     let mut seen = HashSet::new();
     addrs.retain(|a| seen.insert(*a));
-    addrs.truncate(MAX_CANDIDATES);
+    addrs.truncate(max);
     addrs
 }
 

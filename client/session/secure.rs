@@ -279,12 +279,29 @@ impl Session {
             },
             Security::Plain => None,
         };
-        Hello {
+        let capped = self.path.is_capped() && handshake.is_none();
+        let hello = Hello {
             header: Header::now(self.local_id),
             announce: Announce::with_handshake(self.local_session, handshake),
             username: Some(self.local_name.clone()),
+        };
+        // A long name would make every probe of a capped session larger
+        // than MAX_PROBE_HELLO_BYTES: such probes go without it (the caller
+        // has our name from the server; the session's later datagrams
+        // carry it as usual).
+        let too_long = capped
+            && Datagram::Hello(hello.clone())
+                .encode()
+                .is_ok_and(|b| b.len() > super::MAX_PROBE_HELLO_BYTES);
+        if too_long {
+            Hello {
+                username: None,
+                ..hello
+            }
+            .into()
+        } else {
+            hello.into()
         }
-        .into()
     }
 
     /// While we answer a handshake our probes stay plain hellos (the

@@ -3,16 +3,19 @@
 //! [`p2pchat::datagram::classify`]).
 //!
 //! One task owns the socket and the relay table: it answers STUN
-//! ([`stun`]), authenticates relay BIND/RELEASE frames with the senders'
+//! ([`stun`], at most `--stun-rate` answers a second per source:
+//! [`stun_limit`]), authenticates relay BIND/RELEASE frames with the senders'
 //! relay keys ([`keys`]) and admits them against the store ([`admission`]),
 //! forwards DATA through the table ([`relay`]), frees sessions (and
 //! forgets keys) of peers that leave the store (its change feed) and
 //! sessions that idle out, and stops on the server's shutdown signal.
 
 pub mod admission;
+mod bucket;
 pub mod keys;
 pub mod relay;
 pub mod stun;
+pub mod stun_limit;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +32,7 @@ use crate::store::{ChangeKind, PeerStore, WatchEvent, WatchStream};
 use p2pchat::datagram::{DatagramKind, classify};
 use p2pchat::proto::relay_frame::{Claim, ClaimKind, MAX_FRAME_BYTES, RefuseCode, RelayFrame};
 use relay::{Denied, Outgoing, RelayTable};
+use stun_limit::StunLimiter;
 
 pub use keys::{KeyedStore, RelayKeys};
 pub use relay::RelayLimits;
@@ -54,6 +58,7 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) {
     let mut table = RelayTable::new(limits);
+    let mut stun_rate = StunLimiter::new(limits.stun_rate, Instant::now());
     let mut departures = follow(&*store).await;
     let mut expiry = tokio::time::interval(EXPIRY_TICK);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,7 +68,7 @@ pub async fn run(
         tokio::select! {
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, from)) => {
-                    for (to, bytes) in handle(&buf[..n], from, &*store, &keys, &mut table).await {
+                    for (to, bytes) in handle(&buf[..n], from, &*store, &keys, &mut table, &mut stun_rate).await {
                         if let Err(err) = socket.send_to(&bytes, to).await {
                             tracing::debug!(%to, %err, "UDP send failed");
                         }
@@ -91,13 +96,17 @@ pub async fn run(
         }
     }
     let stats = table.stats();
+    let stun_stats = stun_rate.stats();
     tracing::info!(
+        stun_answered = stun_stats.answered,
+        stun_limited = stun_stats.limited,
         forwarded = stats.forwarded,
         dropped_unroutable = stats.dropped_unroutable,
         dropped_rate = stats.dropped_rate,
         dropped_unauthenticated = stats.dropped_unauthenticated,
         dropped_replayed = stats.dropped_replayed,
         refusals_suppressed = stats.refusals_suppressed,
+        challenges_suppressed = stats.challenges_suppressed,
         "UDP (STUN + relay) stopped"
     );
 }
@@ -159,10 +168,17 @@ async fn handle(
     store: &dyn PeerStore,
     keys: &RelayKeys,
     table: &mut RelayTable,
+    stun_rate: &mut StunLimiter,
 ) -> Vec<Outgoing> {
     match classify(bytes) {
+        // Only a request that would be answered is charged, so garbage
+        // sent in a source's name does not use up its answers.
         DatagramKind::Stun => match stun::answer(bytes, from) {
-            Ok(answer) => vec![(from, answer)],
+            Ok(answer) if stun_rate.allow(from.ip(), Instant::now()) => vec![(from, answer)],
+            Ok(_) => {
+                tracing::trace!(%from, "STUN answer over the source's rate dropped");
+                Vec::new()
+            }
             Err(why) => {
                 tracing::trace!(%from, %why, "STUN datagram dropped");
                 Vec::new()
@@ -313,6 +329,7 @@ mod tests {
         let valid =
             RelayFrame::bind(&key, *ids[0].as_uuid(), *ids[1].as_uuid(), NO_CHANNEL, 5).to_bytes();
         let mut table = RelayTable::new(RelayLimits::default());
+        let mut stun_rate = StunLimiter::new(1, Instant::now());
         let from = SocketAddr::from(([198, 51, 100, 7], 4242));
         let mut rng = Rng(0x0123_4567_89AB_CDEF);
         for round in 0..10_000u32 {
@@ -335,13 +352,13 @@ mod tests {
                 b[at] = old ^ (1 + (rng.next() % 255) as u8);
                 b
             };
-            let out = handle(&bytes, from, &store, &keys, &mut table).await;
+            let out = handle(&bytes, from, &store, &keys, &mut table, &mut stun_rate).await;
             assert!(out.is_empty(), "round {round} answered: {out:?}");
         }
         assert!(table.is_empty());
         assert!(table.stats().dropped_unauthenticated > 4_000);
         // The untouched BIND is answered (the sweep did reach the relay).
-        let out = handle(&valid, from, &store, &keys, &mut table).await;
+        let out = handle(&valid, from, &store, &keys, &mut table, &mut stun_rate).await;
         assert_eq!(out.len(), 1);
     }
 }

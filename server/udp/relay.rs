@@ -33,7 +33,11 @@
 //!   prove both. Legitimate NAT rebinding takes one extra round trip and
 //!   keeps working; while a move is pending, traffic keeps going to the old
 //!   route. A BIND that matches the route again (the real peer is still
-//!   there) drops a pending challenge.
+//!   there) drops a pending challenge. At most
+//!   [`MAX_CHALLENGES_PER_SIDE_PER_SEC`] challenges go out per side, so
+//!   even the key holder, sending fresh BINDs with a victim's source,
+//!   makes the relay send that victim no more than a few 29-byte BOUNDs a
+//!   second.
 //!
 //! # Why a binding that is gone accepts any counter
 //!
@@ -67,7 +71,7 @@
 //! NAT; it could also just drop or delay the traffic it carries. Payloads
 //! are opaque to the relay; see `SECURITY.md`.
 
-use bucket::Bucket;
+use super::bucket::Bucket;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -88,7 +92,16 @@ pub const MAX_SESSIONS_PER_PEER: usize = 32;
 /// against fresh bindings from spoofed sources.
 pub const MAX_REFUSALS_PER_SEC: u32 = 100;
 
-/// The relay's limits; each is a server flag.
+/// Most challenges (BOUND to an address that has not proven itself) per
+/// side of a session per second, bursts of one second's worth. Only the key
+/// holder makes fresh BINDs, but it can send them with any source: this
+/// bounds what it can aim at someone else through the relay (a 29-byte
+/// BOUND for each 84-byte BIND, and no more than this many). A peer retries
+/// an unanswered BIND every 500 ms.
+pub const MAX_CHALLENGES_PER_SIDE_PER_SEC: u32 = 4;
+
+/// The UDP port's limits (the relay's, and STUN answers per source); each
+/// is a server flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayLimits {
     /// Most sessions at once.
@@ -101,6 +114,9 @@ pub struct RelayLimits {
     pub rate_pps: u32,
     /// Payload bytes per second one session may relay.
     pub rate_bytes: u32,
+    /// STUN answers per second one source (IPv4 address, IPv6 /64) gets;
+    /// see [`super::stun_limit`].
+    pub stun_rate: u32,
 }
 
 impl Default for RelayLimits {
@@ -110,6 +126,7 @@ impl Default for RelayLimits {
             idle: Duration::from_secs(60),
             rate_pps: 2_000,
             rate_bytes: 1024 * 1024,
+            stun_rate: super::stun_limit::DEFAULT_STUN_RATE,
         }
     }
 }
@@ -125,6 +142,9 @@ pub enum Denied {
     /// The counter is not above the highest this binding accepted: a replay
     /// or a reordered duplicate. Dropped without an answer.
     Replayed,
+    /// A challenge past [`MAX_CHALLENGES_PER_SIDE_PER_SEC`]: dropped without
+    /// an answer, nothing changed.
+    Throttled,
 }
 
 /// Counters, for logs and tests.
@@ -142,6 +162,8 @@ pub struct RelayStats {
     pub dropped_replayed: u64,
     /// REFUSED not sent because of [`MAX_REFUSALS_PER_SEC`].
     pub refusals_suppressed: u64,
+    /// Challenges not sent because of [`MAX_CHALLENGES_PER_SIDE_PER_SEC`].
+    pub challenges_suppressed: u64,
 }
 
 /// An address and the channel the relay sent there.
@@ -167,6 +189,9 @@ struct Side {
     challenge: Option<Route>,
     /// The highest counter accepted from this side.
     highest: u64,
+    /// Challenges this side may still be sent
+    /// ([`MAX_CHALLENGES_PER_SIDE_PER_SEC`]).
+    challenges: Bucket,
 }
 
 impl Side {
@@ -306,11 +331,16 @@ impl RelayTable {
             return Ok(Vec::new());
         };
         session.last_active = now;
-        let mine = session.sides[side].get_or_insert(Side {
+        let mine = session.sides[side].get_or_insert_with(|| Side {
             route: None,
             challenge: None,
             highest: 0,
+            challenges: Bucket::new(MAX_CHALLENGES_PER_SIDE_PER_SEC, now),
         });
+        if matches!(step, Step::Challenge(_)) && !mine.challenges.take(1.0, now) {
+            self.stats.challenges_suppressed += 1;
+            return Err(Denied::Throttled);
+        }
         mine.highest = counter;
         let mut newly_routed = false;
         let (channel, routed) = match step {
@@ -468,7 +498,6 @@ fn bound_answers(
     out
 }
 
-mod bucket;
 mod lifecycle;
 #[cfg(test)]
 #[path = "relay_tests.rs"]

@@ -411,3 +411,40 @@ fn a_fresh_session_accepts_any_counter_but_only_challenges() {
         Err(Denied::Replayed)
     );
 }
+
+#[test]
+fn challenges_are_capped_per_side_and_refreshes_are_not() {
+    let now = Instant::now();
+    let mut t = RelayTable::new(RelayLimits::default());
+    let mut c = Clock(0);
+    let (a, b, ch_a, ch_b) = ready_pair(&mut t, &mut c, now);
+    // The key holder sends fresh BINDs from other addresses (spoofed
+    // sources): its side already spent one challenge on its own route, so
+    // MAX - 1 more are answered in this second, then nothing.
+    let max = MAX_CHALLENGES_PER_SIDE_PER_SEC as u16;
+    for port in 0..max - 1 {
+        let out = t.bind(a, b, addr(100 + port), ch_a, c.next(), now).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, addr(100 + port));
+    }
+    assert_eq!(
+        t.bind(a, b, addr(200), ch_a, c.next(), now),
+        Err(Denied::Throttled)
+    );
+    assert_eq!(t.stats().challenges_suppressed, 1);
+    // A refresh from the route is no challenge: still answered, and
+    // traffic still flows.
+    let out = t.bind(a, b, addr(1), ch_a, c.next(), now).unwrap();
+    assert_eq!(bound(&out[0].1), (b, ch_a, true));
+    assert!(t.data(ch_b, b"x", addr(2), now).is_some());
+    // The other side has its own budget.
+    let out = t.bind(b, a, addr(201), ch_b, c.next(), now).unwrap();
+    assert_eq!(out[0].0, addr(201));
+    // A quarter second later one challenge more.
+    let later = now + Duration::from_millis(250);
+    assert!(t.bind(a, b, addr(202), ch_a, c.next(), later).is_ok());
+    assert_eq!(
+        t.bind(a, b, addr(203), ch_a, c.next(), later),
+        Err(Denied::Throttled)
+    );
+}

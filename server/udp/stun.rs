@@ -7,8 +7,24 @@
 //!
 //! RFC 3489 clients (no magic cookie; e.g. Debian's `stun` tool) are answered
 //! the way RFC 5389 section 12.2 asks: MAPPED-ADDRESS instead of
-//! XOR-MAPPED-ADDRESS, and the request's cookie field copied back (and no
-//! SOFTWARE, which RFC 3489 does not have).
+//! XOR-MAPPED-ADDRESS, and the request's cookie field copied back.
+//!
+//! # No larger an answer than a Binding success needs
+//!
+//! The source of a UDP request is unverified, so every answer is something
+//! a spoofer can aim at a victim. The answer is therefore the smallest
+//! that does the job: a success carries XOR-MAPPED-ADDRESS only (32 bytes
+//! for IPv4, 44 for IPv6, to a request of at least 20), without the
+//! optional SOFTWARE attribute (RFC 8489 section 14.14; it would also tell
+//! every prober which software and version answers); and a request this server cannot honour (an unknown
+//! comprehension-required attribute, a CHANGE-REQUEST with flags) gets no
+//! answer at all instead of RFC 8489 section 6.3.1's 420 error response,
+//! which would be larger than the request (24 -> 92 bytes before). That is
+//! a deliberate deviation: such a client, like an RFC 3489 client asking for
+//! a change, sees a timeout, which STUN clients already handle as
+//! "no answer" (RFC 8489 section 6.2.1), and a Binding client of this
+//! server has no reason to send such attributes. How many answers one
+//! source gets is bounded in [`super::stun_limit`].
 
 use std::net::SocketAddr;
 
@@ -17,15 +33,9 @@ use stun_codec::rfc5389::attributes::{
     ErrorCode, Fingerprint, MappedAddress, MessageIntegrity, Software, UnknownAttributes, Username,
     XorMappedAddress,
 };
-use stun_codec::rfc5389::errors::UnknownAttribute;
 use stun_codec::rfc5389::methods::BINDING;
 use stun_codec::rfc5780::attributes::ChangeRequest;
-use stun_codec::{
-    Attribute as _, AttributeType, Message, MessageClass, MessageDecoder, MessageEncoder,
-};
-
-/// The SOFTWARE attribute of every answer.
-pub const SOFTWARE: &str = concat!("p2pchat signaling-server ", env!("CARGO_PKG_VERSION"));
+use stun_codec::{Attribute as _, Message, MessageClass, MessageDecoder, MessageEncoder};
 
 /// The fixed magic cookie of RFC 5389 and later (bytes 4..8 of a message).
 /// A request without it comes from an RFC 3489 client.
@@ -67,13 +77,20 @@ pub enum StunDrop {
     /// silence as "test failed".
     #[error("RFC 3489 request this server cannot honour")]
     LegacyUnsupported,
+    /// A request with comprehension-required attributes this server does
+    /// not understand (or a CHANGE-REQUEST with flags set): no 420 error
+    /// response, which would be larger than the request (see the module
+    /// docs).
+    #[error("request with unknown comprehension-required attributes")]
+    UnknownRequired,
 }
 
 /// The answer to a datagram that arrived from `source`: a Binding success
-/// response with its XOR-MAPPED-ADDRESS and SOFTWARE (only MAPPED-ADDRESS
-/// for RFC 3489 clients), or a 420 error response listing the
-/// comprehension-required attributes it does not understand. CHANGE-REQUEST
-/// with a flag set counts as not understood: this server has one address.
+/// response with its XOR-MAPPED-ADDRESS (MAPPED-ADDRESS for RFC 3489
+/// clients) and nothing else. A request with comprehension-required
+/// attributes it does not understand is dropped
+/// ([`StunDrop::UnknownRequired`]); CHANGE-REQUEST with a flag set counts
+/// as not understood: this server has one address.
 pub fn answer(datagram: &[u8], source: SocketAddr) -> Result<Vec<u8>, StunDrop> {
     // Behind a dual-stack socket an IPv4 client shows up as ::ffff:a.b.c.d;
     // it must hear about its IPv4 address.
@@ -93,42 +110,29 @@ pub fn answer(datagram: &[u8], source: SocketAddr) -> Result<Vec<u8>, StunDrop> 
         return Err(StunDrop::NotBindingRequest);
     }
 
-    let mut not_understood: Vec<AttributeType> = request
+    let unknown_required = request
         .unknown_attributes()
-        .map(|a| a.get_type())
-        .filter(|t| t.is_comprehension_required())
-        .collect();
-    if request
+        .any(|a| a.get_type().is_comprehension_required());
+    let change = request
         .get_attribute::<ChangeRequest>()
-        .is_some_and(|c| c.ip() || c.port())
-    {
-        not_understood.push(AttributeType::new(ChangeRequest::CODEPOINT));
+        .is_some_and(|c| c.ip() || c.port());
+    if unknown_required || change {
+        return Err(match legacy_cookie {
+            Some(_) => StunDrop::LegacyUnsupported,
+            None => StunDrop::UnknownRequired,
+        });
     }
 
-    let transaction_id = request.transaction_id();
-    let response = match (legacy_cookie, not_understood.is_empty()) {
-        (Some(_), false) => return Err(StunDrop::LegacyUnsupported),
-        (Some(_), true) => {
-            let mut response = Message::new(MessageClass::SuccessResponse, BINDING, transaction_id);
-            // No SOFTWARE: RFC 3489 has no such attribute, and clients of
-            // that era (Debian's `stun`) misparse 0x8022 as their own.
-            response.add_attribute(MappedAddress::new(source));
-            response
-        }
-        (None, true) => {
-            let mut response = Message::new(MessageClass::SuccessResponse, BINDING, transaction_id);
-            response.add_attribute(XorMappedAddress::new(source));
-            response.add_attribute(Software::new_static(SOFTWARE));
-            response
-        }
-        (None, false) => {
-            let mut response = Message::new(MessageClass::ErrorResponse, BINDING, transaction_id);
-            response.add_attribute(ErrorCode::from(UnknownAttribute));
-            response.add_attribute(UnknownAttributes::new(not_understood));
-            response.add_attribute(Software::new_static(SOFTWARE));
-            response
-        }
-    };
+    let mut response = Message::new(
+        MessageClass::SuccessResponse,
+        BINDING,
+        request.transaction_id(),
+    );
+    match legacy_cookie {
+        // RFC 3489 has no XOR-MAPPED-ADDRESS.
+        Some(_) => response.add_attribute(MappedAddress::new(source)),
+        None => response.add_attribute(XorMappedAddress::new(source)),
+    }
     let mut bytes = MessageEncoder::<StunAttribute>::new()
         .encode_into_bytes(response)
         .map_err(|err| StunDrop::Malformed(format!("cannot encode the answer: {err}")))?;
@@ -201,11 +205,20 @@ mod tests {
                 .map(|a| a.address()),
             Some(expected)
         );
-        assert_eq!(
-            resp.get_attribute::<Software>().map(|s| s.description()),
-            Some(SOFTWARE)
-        );
+        assert!(resp.get_attribute::<Software>().is_none());
         assert!(resp.get_attribute::<MappedAddress>().is_none());
+    }
+
+    /// The answer is the smallest a Binding success can be: header plus
+    /// XOR-MAPPED-ADDRESS (12 bytes for IPv4, 24 for IPv6).
+    #[test]
+    fn a_success_is_no_larger_than_a_binding_success_needs() {
+        let (req, _) = request(vec![]);
+        assert_eq!(req.len(), 20);
+        let v4 = SocketAddr::from((Ipv4Addr::new(203, 0, 113, 7), 1));
+        assert_eq!(answer(&req, v4).unwrap().len(), 32);
+        let v6 = SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 1));
+        assert_eq!(answer(&req, v6).unwrap().len(), 44);
     }
 
     #[test]
@@ -264,25 +277,14 @@ mod tests {
     }
 
     #[test]
-    fn change_request_without_flags_is_answered_with_flags_is_420() {
+    fn change_request_without_flags_is_answered_with_flags_is_dropped() {
         let source = SocketAddr::from((Ipv4Addr::LOCALHOST, 5000));
         let (req, _) = request(vec![ChangeRequest::new(false, false).into()]);
         let resp = decode_response(&answer(&req, source).unwrap());
         assert_eq!(resp.class(), MessageClass::SuccessResponse);
 
-        let (req, id) = request(vec![ChangeRequest::new(true, true).into()]);
-        let resp = decode_response(&answer(&req, source).unwrap());
-        assert_eq!(resp.class(), MessageClass::ErrorResponse);
-        assert_eq!(resp.transaction_id(), id);
-        assert_eq!(
-            resp.get_attribute::<ErrorCode>().map(|e| e.code()),
-            Some(420)
-        );
-        assert_eq!(
-            resp.get_attribute::<UnknownAttributes>()
-                .map(|u| u.unknowns().to_vec()),
-            Some(vec![AttributeType::new(0x0003)])
-        );
+        let (req, _) = request(vec![ChangeRequest::new(true, true).into()]);
+        assert_eq!(answer(&req, source), Err(StunDrop::UnknownRequired));
     }
 
     /// Appends a raw attribute (type, 4-byte value) and fixes the length.
@@ -295,20 +297,13 @@ mod tests {
     }
 
     #[test]
-    fn unknown_attributes_required_get_420_optional_are_ignored() {
+    fn unknown_attributes_required_are_dropped_optional_are_ignored() {
         let source = SocketAddr::from((Ipv4Addr::LOCALHOST, 5000));
         let (req, _) = request(vec![]);
-        let resp =
-            decode_response(&answer(&with_raw_attribute(req.clone(), 0x7f01), source).unwrap());
-        assert_eq!(
-            resp.get_attribute::<ErrorCode>().map(|e| e.code()),
-            Some(420)
-        );
-        assert_eq!(
-            resp.get_attribute::<UnknownAttributes>()
-                .map(|u| u.unknowns().to_vec()),
-            Some(vec![AttributeType::new(0x7f01)])
-        );
+        // 24 bytes that used to earn a 92-byte 420 error response.
+        let unknown = with_raw_attribute(req.clone(), 0x7f01);
+        assert_eq!(unknown.len(), 28);
+        assert_eq!(answer(&unknown, source), Err(StunDrop::UnknownRequired));
         let resp = decode_response(&answer(&with_raw_attribute(req, 0xc001), source).unwrap());
         assert_eq!(resp.class(), MessageClass::SuccessResponse);
     }

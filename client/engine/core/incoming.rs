@@ -387,7 +387,14 @@ impl Core {
                 return;
             }
         };
-        let session = Session::connect(
+        // A connect request names endpoints we have only the caller's word
+        // for: what probing them may cost is capped (no reflector).
+        let start = if we_call {
+            Session::connect
+        } else {
+            Session::connect_requested
+        };
+        let session = start(
             self.session_config.clone(),
             self.me,
             &self.username,

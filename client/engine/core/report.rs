@@ -32,7 +32,21 @@ impl Core {
         }
         self.pending.retain(|p| p.session.phase() != Phase::Closed);
         for (id, session) in self.sessions.iter_mut() {
-            actions.extend(session.take_actions().into_iter().map(|a| (*id, a)));
+            for action in session.take_actions() {
+                // A probe of a capped session to an address that never
+                // answered also takes from the budget all such sessions
+                // share; past it, it is not sent.
+                let unanswered_probe = match &action {
+                    Action::Send { to, .. } | Action::Prime { to, .. } => {
+                        session.probes_capped() && !session.knows_path(*to)
+                    }
+                    Action::Event(_) => false,
+                };
+                if unanswered_probe && !self.unsolicited_probes.take(now) {
+                    continue;
+                }
+                actions.push((*id, action));
+            }
             if session.phase() == Phase::Closed {
                 closed.push(*id);
             }

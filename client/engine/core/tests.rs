@@ -308,4 +308,5 @@ fn connects_before_the_peer_list_are_held_up_to_the_limit() {
     assert_eq!(answered, (0..past).collect::<Vec<_>>());
 }
 
+mod amplification;
 mod attacks;
