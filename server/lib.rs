@@ -4,7 +4,8 @@
 //! * [`store`]: where peer records live: the async [`PeerStore`] trait
 //!   (records, tokens, leases, a revisioned change feed) and the embedded
 //!   in-memory [`MemoryStore`].
-//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, the
+//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2, plaintext or
+//!   TLS), its limits, timeouts and per-source connection quota, the
 //!   shutdown signal and the set of tracked tasks.
 //! * [`rendezvous`]: routing a connect request to the target's open inbox.
 //! * [`challenge`]: the one-time, stateless registration challenges a peer
@@ -140,6 +141,13 @@ async fn launch(
     store: Arc<dyn PeerStore>,
     store_guard: Option<store::MemoryStoreGuard>,
 ) -> std::io::Result<RunningServer> {
+    // Bad TLS files stop the server before anything is bound.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(net::tls::acceptor)
+        .transpose()
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
     let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
     let udp = config.udp_listen.map(bind_udp).transpose()?;
@@ -189,7 +197,8 @@ async fn launch(
         api::set_not_serving(&health).await;
     });
     let serve = tokio::spawn({
-        let serving = net::listener::serve(tcp, app.router, config.connection_limits(), signal());
+        let serving =
+            net::listener::serve(tcp, app.router, config.connection_limits(), tls, signal());
         async move {
             serving.await;
             if let Some(guard) = store_guard {
@@ -197,7 +206,12 @@ async fn launch(
             }
         }
     });
-    tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
+    let transport = if config.tls.is_some() {
+        "TLS"
+    } else {
+        "plaintext"
+    };
+    tracing::info!(%local_addr, transport, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
         udp_addr,
