@@ -133,6 +133,13 @@ fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}")))
 }
 
+/// The TLS acceptor for `files`; a file problem is `InvalidInput`, with
+/// the file and the reason in the message.
+fn load_tls(files: &net::tls::TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    net::tls::acceptor(files)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))
+}
+
 /// Binds, spawns every task, and stops `store_guard`'s store once the
 /// accept loop has ended (as long as the server runs, its store does, even
 /// when the [`RunningServer`] handle is dropped).
@@ -142,12 +149,7 @@ async fn launch(
     store_guard: Option<store::MemoryStoreGuard>,
 ) -> std::io::Result<RunningServer> {
     // Bad TLS files stop the server before anything is bound.
-    let tls = config
-        .tls
-        .as_ref()
-        .map(net::tls::acceptor)
-        .transpose()
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
     let udp = config.udp_listen.map(bind_udp).transpose()?;
@@ -206,12 +208,8 @@ async fn launch(
             }
         }
     });
-    let transport = if config.tls.is_some() {
-        "TLS"
-    } else {
-        "plaintext"
-    };
-    tracing::info!(%local_addr, transport, "signaling server listening (gRPC + REST)");
+    let tls = config.tls.is_some();
+    tracing::info!(%local_addr, tls, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
         udp_addr,
