@@ -2,10 +2,11 @@
 """Slowloris against a running signaling server on loopback (BENCHMARKS.md).
 
 Opens N idle TCP connections (silent, a half-sent HTTP/1 head, an HTTP/2
-preface alone, in turn) from one or more loopback source addresses, then
-once a second for --watch seconds: tries a normal client (GET /peers over
-HTTP/1.1, and `grpcurl ... list` if grpcurl is on PATH) from another
-loopback address, and counts how many idle sockets the server has closed.
+preface alone, in turn) from --sources loopback source addresses
+(127.0.1.1, 127.0.1.2, ...), then once a second for --watch seconds: tries
+a normal client from 127.0.0.1 (GET /peers over HTTP/1.1, and `grpcurl
+... list` if grpcurl is on PATH), and counts how many idle sockets the
+server has closed.
 Everything is bounded: N sockets, --watch seconds, a 3 s limit per probe.
 
     ulimit -n 65536
@@ -97,11 +98,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--sockets", type=int, default=10000)
-    ap.add_argument("--sources", type=int, default=1, help="source addresses 127.0.1.1.. (1: 127.0.0.1)")
+    ap.add_argument("--sources", type=int, default=1, help="attacker source addresses 127.0.1.1..")
     ap.add_argument("--watch", type=int, default=30)
-    ap.add_argument("--probe-from", default="127.0.0.2")
+    ap.add_argument("--probe-from", default="127.0.0.1")
     args = ap.parse_args()
-    sources = ["127.0.0.1"] if args.sources == 1 else [f"127.0.1.{i}" for i in range(1, args.sources + 1)]
+    sources = [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(args.sources)]
 
     t0 = time.monotonic()
     socks, refused = open_idle(args.port, args.sockets, sources)

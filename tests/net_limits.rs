@@ -25,6 +25,9 @@ use tokio::time::Instant;
 
 /// Upper bound for any single wait.
 const WAIT: Duration = Duration::from_secs(15);
+/// Slack allowed past a timeout before its close counts as late (a loaded
+/// CI machine runs many tests at once).
+const SLACK: Duration = Duration::from_secs(5);
 
 async fn start(timeouts: Timeouts, per_source: usize) -> RunningServer {
     support::start(ServerConfig {
@@ -101,7 +104,7 @@ async fn closed(conn: &mut TcpStream) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hundred_idle_sockets_are_closed_by_the_header_timeout_while_requests_are_served() {
-    let header = Duration::from_secs(1);
+    let header = Duration::from_secs(2);
     let timeouts = Timeouts {
         header_read: header,
         ..Timeouts::default()
@@ -142,7 +145,7 @@ async fn three_hundred_idle_sockets_are_closed_by_the_header_timeout_while_reque
     }
     let all_closed = opened.elapsed();
     assert!(
-        all_closed >= header && all_closed < header * 5,
+        all_closed >= header && all_closed < header + SLACK,
         "300 idle sockets closed {all_closed:?} after opening (header timeout {header:?})"
     );
     server.shutdown().await;
@@ -171,7 +174,7 @@ async fn a_huge_content_length_without_a_body_is_answered_within_the_body_timeou
     closed(&mut conn).await;
     let took = started.elapsed();
     assert!(
-        took < body_timeout * 4,
+        took >= body_timeout && took < body_timeout + SLACK,
         "answered and closed after {took:?}"
     );
 
@@ -239,13 +242,13 @@ async fn idle_keep_alive_connections_close_while_an_open_watch_stream_survives()
         .ok();
     let took = idle_from.elapsed();
     assert!(
-        took >= idle && took < idle * 4,
+        took >= idle && took < idle + SLACK,
         "HTTP/2 idle closed after {took:?}"
     );
     closed(&mut h1).await;
     let took = h1_idle_from.elapsed();
     assert!(
-        took >= header && took < header * 4,
+        took >= header && took < header + SLACK,
         "HTTP/1 idle closed after {took:?}"
     );
 

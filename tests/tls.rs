@@ -287,7 +287,7 @@ async fn a_client_that_never_finishes_the_handshake_is_closed_in_time() {
         .ok();
     let took = started.elapsed();
     assert!(
-        took >= timeout && took < timeout * 6,
+        took >= timeout && took < timeout + Duration::from_secs(5),
         "closed after {took:?}"
     );
     server.shutdown().await;
