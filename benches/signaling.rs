@@ -308,6 +308,15 @@ impl Signaling for ConstantSignaling {
     }
 }
 
+/// The server's defaults, but every caller here comes from 127.0.0.1: the
+/// per-source connection quota must not count them as one attacker.
+fn bench_config() -> ServerConfig {
+    ServerConfig {
+        max_connections_per_source: 10_000,
+        ..ServerConfig::default()
+    }
+}
+
 /// Serves `router` through the project's own listener on 127.0.0.1:0.
 async fn serve_router(router: Router) -> (SocketAddr, broadcast::Sender<()>) {
     let listener =
@@ -316,22 +325,23 @@ async fn serve_router(router: Router) -> (SocketAddr, broadcast::Sender<()>) {
     let (tx, _) = broadcast::channel(1);
     let limits = server::net::limits::ConnectionLimits {
         max_connections: 1000,
+        max_connections_per_source: 1000,
         max_streams_per_connection: 1000,
         shutdown_grace: Duration::from_secs(1),
+        timeouts: server::net::limits::Timeouts::default(),
     };
     tokio::spawn(server::net::listener::serve(
         listener,
         router,
         limits,
+        None,
         server::net::shutdown::Shutdown::new(tx.subscribe()),
     ));
     (addr, tx)
 }
 
 async fn grpc_unary(o: &Options) {
-    let server = server::start(ServerConfig::default())
-        .await
-        .expect("server");
+    let server = server::start(bench_config()).await.expect("server");
     let addr = server.local_addr();
     let mut setup = SignalingClient::connect(format!("http://{addr}"))
         .await
@@ -482,9 +492,7 @@ async fn http_get(
 }
 
 async fn rest(o: &Options) {
-    let server = server::start(ServerConfig::default())
-        .await
-        .expect("server");
+    let server = server::start(bench_config()).await.expect("server");
     let addr = server.local_addr();
     let http = reqwest_like_client();
     let mut ids = Vec::new();

@@ -15,6 +15,7 @@ use p2pchat_client::identity::known_peers::{self, KnownPeers};
 use p2pchat_client::identity::{Identity, KeyFileStatus, keyfile};
 use p2pchat_client::json_ui::JsonUi;
 use p2pchat_client::session::SessionConfig;
+use p2pchat_client::signaling::{self, CaBundle, ServerTrust};
 use p2pchat_client::tui;
 use tokio::sync::mpsc;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -40,9 +41,16 @@ struct Args {
     #[arg(long, env = "P2PCHAT_USERNAME", default_value = "")]
     username: String,
 
-    /// Signaling server URL.
+    /// Signaling server URL: https://host:port speaks TLS (never falls back
+    /// to plaintext); http://host:port is plaintext, with a warning when the
+    /// host is not this machine.
     #[arg(long, env = "P2PCHAT_SERVER", default_value = "http://localhost:8000")]
     server: String,
+
+    /// PEM file of the CA that signed an https:// server's certificate;
+    /// trusted instead of the system's root certificates.
+    #[arg(long, env = "P2PCHAT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
 
     /// Connect to this peer at start: full id, unique id prefix or unique
     /// username.
@@ -185,8 +193,10 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     // Who we are comes first: a key-file problem stops us before anything
     // goes on the network.
     let (identity, known_peers, _identity_path) = load_identity(&args)?;
+    let server_trust = server_trust(&args)?;
     let config = EngineConfig {
         server: args.server.clone(),
+        server_trust,
         username: args.username.clone(),
         identity: std::sync::Arc::new(identity),
         require_encryption: args.require_encryption,
@@ -226,6 +236,26 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
     let result = run_front_end(handle, events, full_screen, args.json).await;
     forward_signals.abort();
     result
+}
+
+/// What an https:// server must present: `--ca`'s CA, else the system's
+/// roots. `--ca` with a plaintext URL is refused (it would protect
+/// nothing), and a plaintext URL off this machine gets a one-line warning.
+fn server_trust(args: &Args) -> anyhow::Result<ServerTrust> {
+    let https = args.server.starts_with("https://");
+    if let Some(path) = &args.ca {
+        anyhow::ensure!(
+            https,
+            "--ca {} (or P2PCHAT_CA) needs an https:// server; {} is plaintext",
+            path.display(),
+            args.server
+        );
+        return Ok(ServerTrust::Ca(CaBundle::load(path)?));
+    }
+    if signaling::tls::is_cleartext_remote(&args.server) {
+        eprintln!("{}", signaling::tls::cleartext_warning(&args.server));
+    }
+    Ok(ServerTrust::SystemRoots)
 }
 
 /// Our identity key and the pinned keys of known peers: from `--identity`

@@ -2,12 +2,14 @@
 //! fallback) and the plain [`ServerConfig`] the library runs on.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::api::grpc::GrpcLimits;
-use crate::net::limits::ConnectionLimits;
+use crate::net::limits::{self, ConnectionLimits, Timeouts};
+use crate::net::tls::TlsFiles;
 use crate::quota::QuotaConfig;
 use crate::store::StoreConfig;
 use crate::udp::RelayLimits;
@@ -46,6 +48,13 @@ pub struct ServerConfig {
     /// Per-source quotas (registrations, watchers, RequestConnect rates);
     /// `quotas.registrations_per_source` overrides the `registry`'s.
     pub quotas: QuotaConfig,
+    /// `Some`: serve gRPC and REST over TLS only, with these files.
+    pub tls: Option<TlsFiles>,
+    /// Most TCP connections at once from one source (IPv4 address, IPv6
+    /// /64).
+    pub max_connections_per_source: usize,
+    /// TLS handshake, header, body and idle timeouts of connections.
+    pub timeouts: Timeouts,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +75,9 @@ impl Default for ServerConfig {
             udp_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             relay: RelayLimits::default(),
             quotas: QuotaConfig::default(),
+            tls: None,
+            max_connections_per_source: limits::DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -89,8 +101,10 @@ impl ServerConfig {
     pub(crate) fn connection_limits(&self) -> ConnectionLimits {
         ConnectionLimits {
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
             max_streams_per_connection: self.max_streams_per_connection,
             shutdown_grace: self.shutdown_grace,
+            timeouts: self.timeouts,
         }
     }
 
@@ -233,6 +247,50 @@ pub struct ServerArgs {
     /// Connect requests per second one peer may be sent (also the burst).
     #[arg(long, env = "P2PCHAT_CONNECTS_PER_TARGET", default_value_t = crate::quota::DEFAULT_CONNECTS_PER_TARGET, value_parser = clap::value_parser!(u32).range(1..))]
     pub connects_per_target: u32,
+    // Transport: TLS, connection timeouts and the per-source quota.
+    /// PEM certificate chain (leaf first). With --tls-key, gRPC and REST
+    /// are served over TLS only (ALPN h2 and http/1.1) on --listen; a
+    /// plaintext client's connection is closed.
+    #[arg(
+        long,
+        env = "P2PCHAT_TLS_CERT",
+        value_name = "PATH",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert (PKCS#8, RSA or EC).
+    #[arg(
+        long,
+        env = "P2PCHAT_TLS_KEY",
+        value_name = "PATH",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds a client gets to finish the TLS handshake.
+    #[arg(long, env = "P2PCHAT_TLS_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tls_handshake_timeout_secs: u64,
+
+    /// Seconds a connection gets to send its first request's head (and an
+    /// HTTP/1 keep-alive connection its next one); then it is closed.
+    #[arg(long, env = "P2PCHAT_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a request's body may take after its head; then reading it
+    /// fails and the connection is closed.
+    #[arg(long, env = "P2PCHAT_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+
+    /// Seconds an HTTP/2 connection may sit with no call in flight (open
+    /// WatchPeers and inbox streams are in flight) before it is closed.
+    #[arg(long, env = "P2PCHAT_IDLE_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+
+    /// Most TCP connections at once from one client IP (IPv6: one /64);
+    /// further ones from it are closed at once.
+    #[arg(long, env = "P2PCHAT_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_source: u64,
 }
 
 /// `--udp-listen`: an address, or `off`.
@@ -290,6 +348,19 @@ impl ServerArgs {
                     .unwrap_or(usize::MAX),
                 connects_per_caller: self.connects_per_caller,
                 connects_per_target: self.connects_per_target,
+            },
+            tls: match (self.tls_cert, self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                // clap requires both or neither.
+                _ => None,
+            },
+            max_connections_per_source: usize::try_from(self.max_connections_per_source)
+                .unwrap_or(usize::MAX),
+            timeouts: Timeouts {
+                tls_handshake: Duration::from_secs(self.tls_handshake_timeout_secs),
+                header_read: Duration::from_secs(self.header_timeout_secs),
+                body_read: Duration::from_secs(self.body_timeout_secs),
+                idle: Duration::from_secs(self.idle_timeout_secs),
             },
         }
     }

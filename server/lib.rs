@@ -6,7 +6,10 @@
 //! * [`store`]: where peer records live: the async [`PeerStore`] trait
 //!   (records, tokens, leases, a revisioned change feed) and the embedded
 //!   in-memory [`MemoryStore`].
-//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2), its limits, the
+//! * [`source`]: who a per-source quota counts against (an IPv4 address,
+//!   an IPv6 /64), for the listener, the API quotas and STUN alike.
+//! * [`net`]: the one TCP listener (HTTP/1.1 and HTTP/2, plaintext or
+//!   TLS), its limits, timeouts and per-source connection quota, the
 //!   shutdown signal and the set of tracked tasks.
 //! * [`rendezvous`]: routing a connect request to the target's open inbox.
 //! * [`challenge`]: the one-time, stateless registration challenges a peer
@@ -29,6 +32,7 @@ pub mod config;
 pub mod net;
 pub mod quota;
 pub mod rendezvous;
+pub mod source;
 pub mod store;
 pub mod udp;
 
@@ -135,6 +139,13 @@ fn bind_udp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket
         .map_err(|err| std::io::Error::new(err.kind(), format!("cannot bind UDP {addr}: {err}")))
 }
 
+/// The TLS acceptor for `files`; a file problem is `InvalidInput`, with
+/// the file and the reason in the message.
+fn load_tls(files: &net::tls::TlsFiles) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    net::tls::acceptor(files)
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))
+}
+
 /// Binds, spawns every task, and stops `store_guard`'s store once the
 /// accept loop has ended (as long as the server runs, its store does, even
 /// when the [`RunningServer`] handle is dropped).
@@ -143,6 +154,8 @@ async fn launch(
     store: Arc<dyn PeerStore>,
     store_guard: Option<store::MemoryStoreGuard>,
 ) -> std::io::Result<RunningServer> {
+    // Bad TLS files stop the server before anything is bound.
+    let tls = config.tls.as_ref().map(load_tls).transpose()?;
     let tcp = net::listener::bind(config.listen)?;
     let local_addr = tcp.local_addr()?;
     let udp = config.udp_listen.map(bind_udp).transpose()?;
@@ -192,7 +205,8 @@ async fn launch(
         api::set_not_serving(&health).await;
     });
     let serve = tokio::spawn({
-        let serving = net::listener::serve(tcp, app.router, config.connection_limits(), signal());
+        let serving =
+            net::listener::serve(tcp, app.router, config.connection_limits(), tls, signal());
         async move {
             serving.await;
             if let Some(guard) = store_guard {
@@ -200,7 +214,8 @@ async fn launch(
             }
         }
     });
-    tracing::info!(%local_addr, "signaling server listening (gRPC + REST)");
+    let tls = config.tls.is_some();
+    tracing::info!(%local_addr, tls, "signaling server listening (gRPC + REST)");
     Ok(RunningServer {
         local_addr,
         udp_addr,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::EngineError;
 use super::api::Event;
 use crate::identity::Identity;
-use crate::signaling::{RegisterReply, Registration, Signaling};
+use crate::signaling::{RegisterReply, Registration, ServerTrust, Signaling};
 use crate::stun;
 use crate::transport::{self, Transport};
 
@@ -31,6 +31,7 @@ pub struct Bootstrap {
 /// asks STUN for our public address and registers it too.
 pub async fn bootstrap(
     server: &str,
+    trust: &ServerTrust,
     identity: Identity,
     username: &str,
     stun_target: Option<&str>,
@@ -44,7 +45,8 @@ pub async fn bootstrap(
         udp_port: local_addr.port(),
         endpoints: local.clone(),
     };
-    let (signaling, registration) = Signaling::register(server, identity, params).await?;
+    let (signaling, registration) =
+        Signaling::register_with(server, trust, identity, params).await?;
     let server_udp = server_udp_addr(&signaling, registration.udp_port).await;
     let stun_server = match stun_target {
         Some(target) => resolve_v4(target).await,

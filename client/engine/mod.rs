@@ -52,7 +52,7 @@ pub use self::table::{
     MAX_UNSOLICITED_PROBES_PER_SEC, TOMBSTONE_TTL,
 };
 use crate::session::SessionConfig;
-use crate::signaling::SignalingError;
+use crate::signaling::{ServerTrust, SignalingError};
 use crate::transport::{self, Transport};
 
 /// Default capacity of the event channel to the front end
@@ -71,6 +71,8 @@ const SIGNAL_BUFFER: usize = 256;
 pub struct EngineConfig {
     /// Signaling server URL, e.g. `http://localhost:8000`.
     pub server: String,
+    /// The certificates an `https://` server may present.
+    pub server_trust: ServerTrust,
     /// Requested username; empty lets the server pick one.
     pub username: String,
     /// Our long-term key; our peer id is derived from it.
@@ -98,6 +100,7 @@ impl EngineConfig {
     pub fn new(server: impl Into<String>, username: impl Into<String>) -> EngineConfig {
         EngineConfig {
             server: server.into(),
+            server_trust: ServerTrust::default(),
             username: username.into(),
             identity: Arc::new(Identity::generate()),
             require_encryption: false,
@@ -205,6 +208,7 @@ pub async fn start_with(
     let me = config.identity.peer_id();
     let boot = bootstrap::bootstrap(
         &config.server,
+        &config.server_trust,
         (*config.identity).clone(),
         &config.username,
         config.stun.as_deref(),

@@ -18,6 +18,7 @@
 //! * `peer.rs`: [`RemotePeer`], converted from the proto at this edge, and
 //!   [`PeerKey`], whether the key the server gave for it owns its id;
 //! * `inbox.rs`: the inbox stream and RequestConnect (rendezvous);
+//! * [`tls`]: TLS for `https://` servers, and which certificates it trusts;
 //! * `watch.rs`: the WatchPeers stream, its snapshots, changes and resume.
 
 use std::net::SocketAddr;
@@ -37,9 +38,11 @@ use crate::identity::Identity;
 
 mod inbox;
 mod peer;
+pub mod tls;
 mod watch;
 
 pub use peer::{PeerKey, RemotePeer};
+pub use tls::{CaBundle, ServerTrust};
 use watch::PeerWatch;
 
 /// Registration attempts at start-up before giving up.
@@ -189,25 +192,38 @@ pub struct Signaling {
 
 impl Signaling {
     /// Connects and registers as `identity`'s peer id, proving the key,
-    /// trying [`REGISTER_ATTEMPTS`] times with doubling backoff.
+    /// trying [`REGISTER_ATTEMPTS`] times with doubling backoff; an
+    /// `https://` server must present a certificate the system trusts.
     pub async fn register(
         url: &str,
+        identity: Identity,
+        registration: Registration,
+    ) -> Result<(Signaling, RegisterReply), SignalingError> {
+        Self::register_with(url, &ServerTrust::default(), identity, registration).await
+    }
+
+    /// [`Signaling::register`], trusting `trust` for an `https://` server.
+    pub async fn register_with(
+        url: &str,
+        trust: &ServerTrust,
         identity: Identity,
         registration: Registration,
     ) -> Result<(Signaling, RegisterReply), SignalingError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(SignalingError::InvalidUrl {
                 url: url.to_owned(),
-                reason: "expected http://host:port".to_owned(),
+                reason: "expected http://host:port or https://host:port".to_owned(),
             });
         }
+        let invalid = |e: tonic::transport::Error| SignalingError::InvalidUrl {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        };
         let endpoint = TonicEndpoint::from_shared(url.to_owned())
-            .map_err(|e| SignalingError::InvalidUrl {
-                url: url.to_owned(),
-                reason: e.to_string(),
-            })?
+            .map_err(invalid)?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        let endpoint = tls::with_trust(endpoint, url, trust).map_err(invalid)?;
         // A lazy channel reconnects by itself on later calls after the server
         // comes back, which is what the background task relies on.
         let channel = endpoint.connect_lazy();
@@ -225,7 +241,7 @@ impl Signaling {
             match signaling.register_once(Proof::Sign).await {
                 Ok(reg) => return Ok((signaling, reg)),
                 Err(err) => {
-                    last = brief(&err);
+                    last = tls::describe(brief(&err));
                     tracing::info!(attempt, error = %last, "registration failed");
                     if let SignalingError::Rpc(status) = &err
                         && status.code() == tonic::Code::InvalidArgument
@@ -265,13 +281,7 @@ impl Signaling {
 
     /// The server URL's host, for reaching its UDP port.
     pub fn server_host(&self) -> Option<String> {
-        let rest = self.url.split_once("://")?.1;
-        let authority = rest.split('/').next()?;
-        let host = match authority.strip_prefix('[') {
-            Some(v6) => v6.split(']').next()?,
-            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-        };
-        (!host.is_empty()).then(|| host.to_owned())
+        tls::url_host(&self.url).map(str::to_owned)
     }
 
     /// Sets our server-reflexive address and registers again so peers get

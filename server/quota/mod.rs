@@ -13,15 +13,14 @@
 
 pub mod counts;
 pub mod rate;
-pub mod source;
 
 mod connects;
 mod watchers;
 
 use std::time::Duration;
 
+pub use crate::source::SourceKey;
 pub use connects::Rates;
-pub use source::SourceKey;
 pub use watchers::{WatcherSlot, Watchers};
 
 /// Default most registrations (online records) one source may hold.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::bucket::Bucket;
+use crate::source::SourceKey;
 
 /// Default STUN answers per second per source (`--stun-rate`). A peer sends
 /// one Binding request at start (retransmitted at most 3 times) and one per
@@ -29,26 +30,6 @@ pub const MAX_STUN_SOURCES: usize = 16_384;
 
 /// How often a full table is swept for quiet sources.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// Who a STUN request is charged to: an IPv4 address, or the /64 of an
-/// IPv6 one (IPv4-mapped IPv6 counts as IPv4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SourceKey {
-    /// One IPv4 address.
-    V4(u32),
-    /// The upper 64 bits of an IPv6 address.
-    V6(u64),
-}
-
-impl SourceKey {
-    /// The key of `ip`.
-    pub fn of(ip: IpAddr) -> SourceKey {
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => SourceKey::V4(u32::from(v4)),
-            IpAddr::V6(v6) => SourceKey::V6((u128::from(v6) >> 64) as u64),
-        }
-    }
-}
 
 /// Counters, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +72,7 @@ impl StunLimiter {
 
     /// Whether `source` may be answered at `now`; takes its token if so.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        let key = SourceKey::of(source);
+        let key = SourceKey::from(source);
         if !self.sources.contains_key(&key) && self.sources.len() >= self.max_sources {
             self.sweep(now);
         }
