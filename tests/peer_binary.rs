@@ -276,6 +276,39 @@ async fn unreachable_server_exits_non_zero_with_one_line() {
     assert!(err.contains("refused"), "{err}");
 }
 
+/// A name already online is the server's answer, not an outage: the peer
+/// says so at once instead of retrying and calling the server unreachable.
+#[tokio::test]
+async fn a_taken_name_is_refused_at_once_not_unreachable() {
+    let server = start_server().await;
+    let taken = reqwest::Client::new()
+        .post(format!("{}/register", server.url))
+        .json(&serde_json::json!({"peer_id": uuid::Uuid::new_v4().to_string(), "username": "Zed", "port": 40001}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), reqwest::StatusCode::OK);
+    let out = Command::new(PEER.path())
+        .args([
+            "--server",
+            &server.url,
+            "--bind",
+            "127.0.0.1",
+            "--ephemeral",
+            "--username",
+            "Zed",
+        ])
+        .stdin(Stdio::null())
+        .output();
+    let out = tokio::time::timeout(WAIT, out).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("refused the registration"), "{err}");
+    assert!(err.contains("is taken"), "{err}");
+    assert!(!err.contains("unreachable"), "{err}");
+}
+
 /// A peer that speaks only the seed's documented protocol: plain JSON
 /// `{"type","from","timestamp","body"}` over a bare UDP socket, registered
 /// through the REST shim, no stream, no acks, no ids.

@@ -86,12 +86,50 @@ pub enum SignalingError {
         /// The last failure.
         last: String,
     },
+    /// The server answered the registration with a refusal (a taken name,
+    /// an invalid field, a quota): retrying would not help.
+    #[error("signaling server {url} refused the registration: {reason}")]
+    Refused {
+        /// The server URL.
+        url: String,
+        /// What the server said, with its retry hint if it gave one.
+        reason: String,
+    },
     /// The server answered with an error.
     #[error("signaling server refused: {0}")]
     Rpc(#[from] tonic::Status),
     /// The call did not finish within [`RPC_TIMEOUT`].
     #[error("signaling server did not answer in time")]
     Timeout,
+}
+
+/// Whether `code` is the server's answer to this request rather than a
+/// transport failure or an unavailable server.
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        InvalidArgument
+            | AlreadyExists
+            | PermissionDenied
+            | Unauthenticated
+            | FailedPrecondition
+            | ResourceExhausted
+    )
+}
+
+/// The server's message, plus "try again in N s" from a quota refusal's
+/// `retry-after` metadata.
+fn refusal_text(status: &tonic::Status) -> String {
+    let retry = status
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match retry {
+        Some(secs) => format!("{} (try again in {secs} s)", status.message()),
+        None => status.message().to_owned(),
+    }
 }
 
 /// A one-line description of `err`: for transport failures the status
@@ -244,10 +282,14 @@ impl Signaling {
                     last = tls::describe(brief(&err));
                     tracing::info!(attempt, error = %last, "registration failed");
                     if let SignalingError::Rpc(status) = &err
-                        && status.code() == tonic::Code::InvalidArgument
+                        && is_refusal(status.code())
                     {
-                        // Retrying a request the server rejects is pointless.
-                        break;
+                        // The server answered: it is reachable, and asking
+                        // again would get the same answer.
+                        return Err(SignalingError::Refused {
+                            url: url.to_owned(),
+                            reason: refusal_text(status),
+                        });
                     }
                 }
             }
