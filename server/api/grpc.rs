@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
-use super::streams::{StreamItem, run_inbox, run_watch};
+use super::streams::{StreamItem, WatchResponses, run_inbox};
 use super::validate;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
 use crate::challenge::{CHALLENGE_TTL, Challenges};
@@ -271,7 +271,7 @@ impl proto::signaling_server::Signaling for SignalingService {
         Ok(Response::new(proto::UnregisterResponse { revision }))
     }
 
-    type WatchPeersStream = ReceiverStream<StreamItem<proto::WatchPeersResponse>>;
+    type WatchPeersStream = WatchResponses;
 
     async fn watch_peers(
         &self,
@@ -289,14 +289,11 @@ impl proto::signaling_server::Signaling for SignalingService {
             r => Some(r),
         };
         let feed = self.store.watch(resume).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = Shutdown::new(self.shutdown.subscribe());
         let budget = self.limits.peer_budget();
-        self.tasks.spawn(async move {
-            run_watch(feed, tx, shutdown, budget).await;
-            drop(permit);
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(WatchResponses::new(
+            feed, shutdown, budget, permit,
+        )))
     }
 
     type OpenInboxStream = ReceiverStream<StreamItem<proto::InboxMessage>>;

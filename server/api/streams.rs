@@ -1,25 +1,38 @@
-//! The two server-streaming RPCs, each fed by one task per stream (the
-//! tonic route-guide shape: a task writes into a bounded channel, the
-//! response reads it): WatchPeers follows the store's change feed, an inbox
-//! forwards connect requests. The tasks run in the server's tracked
-//! [`Tasks`](crate::net::tasks::Tasks). A task ends when the client goes away (a send
-//! fails), when its source ends, or when the server shuts down.
+//! The two server-streaming RPCs. WatchPeers is [`WatchResponses`], a
+//! stream that makes each message only when the HTTP/2 connection asks for
+//! the next one, so a client that stops reading costs a bounded, small
+//! amount of memory (see [`WATCH_PAGE_BYTES`]). The inbox is fed by one task
+//! per stream (the tonic route-guide shape: a task writes into a bounded
+//! channel, the response reads it), run in the server's tracked
+//! [`Tasks`](crate::net::tasks::Tasks); it ends when the client goes away
+//! (a send fails), when its source ends, or when the server shuts down.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
-use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_stream::Stream;
 use tonic::Status;
 
 use super::wire::{change_to_proto, pack_peers, peer_to_proto};
 use crate::net::shutdown::Shutdown;
 use crate::rendezvous::{Inbox, Rendezvous};
-use crate::store::{PeerRecord, SnapshotReason, WatchEvent, WatchStream};
+use crate::store::{PeerView, SnapshotReason, WatchEvent, WatchStream};
 use p2pchat::proto;
 
 /// Peers per `PeerSnapshot` message, so a large registry never makes one
 /// oversized message.
 pub const SNAPSHOT_CHUNK: usize = 256;
+
+/// Most encoded bytes of peers in one snapshot chunk (or the message
+/// limit, when smaller). With lazy chunks, what one stalled watcher makes
+/// the server hold is at most tonic's encode buffer (its 32 KiB yield
+/// threshold plus one chunk) and the HTTP/2 send buffer of the stream
+/// (`H2_MAX_SEND_BUF`, 64 KiB, in `net::listener`): about 112 KiB, plus the
+/// snapshot view it pins (8 bytes per online peer, shared with every
+/// watcher that started at the same revision). SECURITY.md has the budget.
+pub const WATCH_PAGE_BYTES: usize = 16 * 1024;
 
 /// What a stream's channel carries.
 pub type StreamItem<T> = Result<T, Status>;
@@ -29,77 +42,115 @@ async fn send<T>(tx: &mpsc::Sender<StreamItem<T>>, msg: T) -> bool {
     tx.send(Ok(msg)).await.is_ok()
 }
 
-/// Sends a snapshot in chunks of at most [`SNAPSHOT_CHUNK`] peers that each
-/// fit the message limit. Returns false when the client went away.
-async fn send_snapshot(
-    tx: &mpsc::Sender<StreamItem<proto::WatchPeersResponse>>,
+/// A snapshot being sent: the shared view and where the next chunk starts.
+struct SnapshotCursor {
     revision: u64,
-    peers: &[Arc<PeerRecord>],
+    peers: PeerView,
+    next: usize,
     reason: proto::SnapshotReason,
+}
+
+/// One WatchPeers response stream. Nothing is queued ahead of the client:
+/// a snapshot is a cursor over the store's shared [`PeerView`], converted
+/// to protobuf one chunk at a time as tonic polls; live changes wait in the
+/// store's bounded feed, which resyncs a watcher that falls too far behind
+/// (a fresh snapshot once it reads again). Dropped (its watcher slot freed)
+/// when the client leaves; ends when the feed ends or the server stops.
+pub struct WatchResponses {
+    feed: WatchStream,
+    snapshot: Option<SnapshotCursor>,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Bytes of peers one chunk may carry.
     budget: usize,
-) -> bool {
-    let mut start = 0;
-    let mut first = true;
-    loop {
-        let (part, next) = pack_peers(peers, start, SNAPSHOT_CHUNK, budget);
-        let last = next >= peers.len();
+    done: bool,
+    /// The watcher slot, released when the stream is dropped.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl WatchResponses {
+    /// A stream over `feed` until `shutdown`; `message_budget` is the bytes
+    /// of peers one message may carry under the message limit.
+    pub fn new(
+        feed: WatchStream,
+        mut shutdown: Shutdown,
+        message_budget: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> WatchResponses {
+        WatchResponses {
+            feed,
+            snapshot: None,
+            stopped: Box::pin(async move { shutdown.recv().await }),
+            budget: message_budget.min(WATCH_PAGE_BYTES),
+            done: false,
+            _permit: permit,
+        }
+    }
+
+    /// The next chunk of the snapshot in progress (an empty registry still
+    /// sends one empty chunk, so the client knows the snapshot is complete).
+    fn next_chunk(&mut self) -> Option<proto::WatchPeersResponse> {
+        let cursor = self.snapshot.as_mut()?;
+        let first = cursor.next == 0;
+        let (part, next) = pack_peers(&cursor.peers, cursor.next, SNAPSHOT_CHUNK, self.budget);
+        let last = next >= cursor.peers.len();
         let msg = proto::WatchPeersResponse {
             update: Some(proto::watch_peers_response::Update::Snapshot(
                 proto::PeerSnapshot {
-                    revision,
+                    revision: cursor.revision,
                     peers: part,
                     first_chunk: first,
                     last_chunk: last,
-                    reason: reason as i32,
+                    reason: cursor.reason as i32,
                 },
             )),
         };
-        if !send(tx, msg).await {
-            return false;
-        }
-        // An empty registry still sends one (empty) chunk so the client
-        // knows the snapshot is complete.
+        cursor.next = next;
         if last {
-            return true;
+            self.snapshot = None;
         }
-        first = false;
-        start = next;
+        Some(msg)
     }
 }
 
-/// Feeds one WatchPeers stream from `feed` until the client leaves, the
-/// feed ends or the server stops. `budget` is the bytes of peers one
-/// message may carry.
-pub async fn run_watch(
-    mut feed: WatchStream,
-    tx: mpsc::Sender<StreamItem<proto::WatchPeersResponse>>,
-    mut shutdown: Shutdown,
-    budget: usize,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = tx.closed() => return,
-            event = feed.next() => event,
-        };
-        let sent = match event {
-            None => return,
-            Some(WatchEvent::Change(change)) => send(&tx, change_to_proto(&change)).await,
-            Some(WatchEvent::Snapshot {
+impl Stream for WatchResponses {
+    type Item = StreamItem<proto::WatchPeersResponse>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done || this.stopped.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        if let Some(msg) = this.next_chunk() {
+            return Poll::Ready(Some(Ok(msg)));
+        }
+        match this.feed.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(WatchEvent::Change(change))) => {
+                Poll::Ready(Some(Ok(change_to_proto(&change))))
+            }
+            Poll::Ready(Some(WatchEvent::Snapshot {
                 revision,
                 peers,
                 reason,
-            }) => {
+            })) => {
                 let reason = match reason {
                     SnapshotReason::Initial => proto::SnapshotReason::Initial,
                     SnapshotReason::ResumeUnavailable => proto::SnapshotReason::ResumeUnavailable,
                     SnapshotReason::Resync => proto::SnapshotReason::Resync,
                 };
-                send_snapshot(&tx, revision, &peers, reason, budget).await
+                this.snapshot = Some(SnapshotCursor {
+                    revision,
+                    peers,
+                    next: 0,
+                    reason,
+                });
+                Poll::Ready(this.next_chunk().map(Ok))
             }
-        };
-        if !sent {
-            return;
         }
     }
 }

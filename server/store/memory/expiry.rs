@@ -52,6 +52,7 @@ impl MemoryStore {
             info.inbox_open = false;
             entry.info = Arc::new(info);
             let info = entry.info.clone();
+            state.version += 1;
             state.online -= 1;
             let reason = ChangeKind::Left(LeftReason::LeaseExpired);
             state.feed.publish(reason, info);
@@ -61,7 +62,9 @@ impl MemoryStore {
                 break;
             }
             state.purges.pop_first();
-            state.peers.remove(&id);
+            if state.peers.remove(&id).is_some() {
+                state.version += 1;
+            }
         }
         let next_lease = state.leases.first().map(|(d, _)| *d);
         let next_purge = state.purges.first().map(|(d, _)| *d);
@@ -89,6 +92,7 @@ impl State {
         match self.purges.pop_first() {
             Some((_, evicted)) => {
                 self.peers.remove(&evicted);
+                self.version += 1;
                 Ok(())
             }
             None => Err(StoreError::Full { limit }),

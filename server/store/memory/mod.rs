@@ -8,7 +8,6 @@
 //! appears; a [`MemoryStoreGuard`] stops that task.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,12 +17,15 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 mod expiry;
+mod records;
+
+use records::{record_for, token_for};
 
 use super::feed::{Feed, Subscription};
 use super::{
-    ChangeKind, Credential, Endpoint, EndpointKind, Held, HoldId, KEY_MISMATCH, LeftReason,
-    ListQuery, Page, PeerRecord, PeerStore, Registered, Registration, StoreConfig, StoreCounts,
-    StoreError, StoreFuture, TOKEN_MISMATCH, WatchStream, default_username,
+    ChangeKind, Credential, Held, HoldId, KEY_MISMATCH, LeftReason, ListQuery, Page, PeerRecord,
+    PeerStore, PeerView, Registered, Registration, StoreConfig, StoreCounts, StoreError,
+    StoreFuture, TOKEN_MISMATCH, WatchStream,
 };
 
 /// Handle to the in-memory store. Cheap to clone.
@@ -49,6 +51,12 @@ struct State {
     purges: BTreeSet<(Instant, PeerId)>,
     online: usize,
     feed: Feed,
+    /// See [`StoreCounts::version`]: bumped wherever a record is inserted,
+    /// replaced or removed.
+    version: u64,
+    /// The online peers at `version`, built once and shared by every
+    /// watcher that starts before the next change.
+    online_view: Option<(u64, PeerView)>,
     shutdown: bool,
 }
 
@@ -108,6 +116,8 @@ impl MemoryStore {
                 purges: BTreeSet::new(),
                 online: 0,
                 feed,
+                version: revision,
+                online_view: None,
                 shutdown: false,
             }),
             expiry_wake: Notify::new(),
@@ -192,6 +202,7 @@ impl MemoryStore {
                 state.peers.insert(info.peer_id, entry);
             }
         }
+        state.version += 1;
         self.schedule_lease(state, deadline, info.peer_id);
         match previous {
             Some(old) if old.online => {
@@ -262,7 +273,11 @@ impl MemoryStore {
         } else {
             state.online
         };
-        Page { peers, total }
+        Page {
+            peers,
+            total,
+            version: state.version,
+        }
     }
 
     /// See [`PeerStore::counts`].
@@ -271,6 +286,7 @@ impl MemoryStore {
         StoreCounts {
             total: state.peers.len(),
             online: state.online,
+            version: state.version,
         }
     }
 
@@ -296,6 +312,7 @@ impl MemoryStore {
             return Err(StoreError::NotFound);
         };
         state.unschedule(entry.info.online, entry.deadline, *peer);
+        state.version += 1;
         if entry.info.online {
             state.online -= 1;
             let mut info = (*entry.info).clone();
@@ -335,6 +352,7 @@ impl MemoryStore {
             info.last_seen = SystemTime::now();
             entry.info = Arc::new(info);
             state.feed.publish(ChangeKind::Updated, entry.info.clone());
+            state.version += 1;
         }
         Ok(Held {
             peer: entry.info.clone(),
@@ -366,6 +384,7 @@ impl MemoryStore {
         info.last_seen = SystemTime::now();
         entry.info = Arc::new(info);
         let info = entry.info.clone();
+        state.version += 1;
         state.leases.remove(&(old, *peer));
         self.schedule_lease(state, deadline, *peer);
         state.feed.publish(ChangeKind::Updated, info);
@@ -373,10 +392,10 @@ impl MemoryStore {
 
     /// See [`PeerStore::watch`].
     fn watch_now(&self, resume_from: Option<u64>) -> WatchStream {
-        let state = self.state();
-        let sub = subscribe(&state);
+        let mut state = self.state();
+        let sub = subscribe(&mut state);
         let store = self.clone();
-        let resubscribe = Box::new(move || subscribe(&store.state()));
+        let resubscribe = Box::new(move || subscribe(&mut store.state()));
         state.feed.watch(resume_from, sub, resubscribe)
     }
 
@@ -387,46 +406,27 @@ impl MemoryStore {
     }
 }
 
-/// The record a registration makes, keeping what `previous` says about the
-/// inbox.
-fn record_for(reg: Registration, previous: Option<&PeerRecord>) -> PeerRecord {
-    let username = reg
-        .username
-        .unwrap_or_else(|| default_username(&reg.peer_id));
-    let mut endpoints: Vec<Endpoint> = reg.endpoints;
-    let observed = Endpoint {
-        addr: SocketAddr::new(reg.observed_ip, reg.udp_port),
-        kind: EndpointKind::Observed,
-    };
-    if !endpoints.iter().any(|e| e.addr == observed.addr) {
-        endpoints.push(observed);
-    }
-    PeerRecord {
-        peer_id: reg.peer_id,
-        username,
-        observed_ip: reg.observed_ip,
-        udp_port: reg.udp_port,
-        endpoints,
-        online: true,
-        last_seen: SystemTime::now(),
-        registered_via: reg.via,
-        inbox_open: previous.is_some_and(|p| p.inbox_open),
-        // A token refresh keeps the key proven earlier.
-        public_key: reg.public_key.or(previous.and_then(|p| p.public_key)),
-    }
-}
-
 /// The online peers and a subscription to the changes after them, taken
-/// under one lock.
-fn subscribe(state: &State) -> Subscription {
+/// under one lock. The view is built once per [`State::version`]: a
+/// thousand watchers opened between two changes share one.
+fn subscribe(state: &mut State) -> Subscription {
+    let version = state.version;
+    let peers = match &state.online_view {
+        Some((at, view)) if *at == version => view.clone(),
+        _ => {
+            let view: PeerView = state
+                .peers
+                .values()
+                .filter(|e| e.info.online)
+                .map(|e| e.info.clone())
+                .collect();
+            state.online_view = Some((version, view.clone()));
+            view
+        }
+    };
     Subscription {
         revision: state.feed.revision(),
-        peers: state
-            .peers
-            .values()
-            .filter(|e| e.info.online)
-            .map(|e| e.info.clone())
-            .collect(),
+        peers,
         changes: state.feed.subscribe(),
     }
 }
@@ -482,28 +482,4 @@ impl PeerStore for MemoryStore {
     fn watch(&self, resume_from: Option<u64>) -> StoreFuture<'_, WatchStream> {
         Box::pin(std::future::ready(Ok(self.watch_now(resume_from))))
     }
-}
-
-/// The token for `reg`: its holder's, or a new one (free id, or key takeover).
-fn token_for(
-    existing: Option<&Entry>,
-    reg: &Registration,
-) -> Result<(SessionToken, bool), StoreError> {
-    Ok(match (existing, reg.token, reg.public_key) {
-        (Some(entry), Some(given), _) if given.matches(&entry.token) => (entry.token, false),
-        // A fresh proof of the key takes the registration over.
-        (Some(_), _, Some(_)) => (SessionToken::generate(), true),
-        (Some(_), Some(_), None) => return Err(StoreError::PermissionDenied(TOKEN_MISMATCH)),
-        (Some(_), None, None) => {
-            return Err(StoreError::PermissionDenied(
-                "peer_id is already registered; re-registering needs its session token",
-            ));
-        }
-        // A key-derived id is only ever registered with its key.
-        (None, _, None) if reg.peer_id.is_key_derived() => {
-            return Err(StoreError::KeyRequired);
-        }
-        // No record: the id is free, and a stale token proves nothing.
-        (None, _, _) => (SessionToken::generate(), false),
-    })
 }
