@@ -203,3 +203,75 @@ async fn forward_inbox(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::SystemTime;
+
+    use prost::Message;
+    use tokio::sync::{Semaphore, broadcast};
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::store::{PeerRecord, RegisteredVia};
+
+    fn peer(i: usize) -> Arc<PeerRecord> {
+        Arc::new(PeerRecord {
+            peer_id: p2pchat::PeerId::random(),
+            username: format!("peer{i}"),
+            observed_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            udp_port: 4000,
+            endpoints: Vec::new(),
+            online: true,
+            last_seen: SystemTime::now(),
+            registered_via: RegisteredVia::Grpc,
+            inbox_open: false,
+            public_key: None,
+        })
+    }
+
+    /// What a peer counts against a chunk's budget (as `pack_peers` counts).
+    fn cost(p: &proto::Peer) -> usize {
+        p.encoded_len() + 4
+    }
+
+    #[tokio::test]
+    async fn snapshot_chunks_fill_watch_page_bytes_to_the_edge() {
+        let mut peers: Vec<_> = (0..2_000).map(peer).collect();
+        peers.sort_by_key(|p| p.peer_id);
+        let view: PeerView = peers.into();
+        let event = WatchEvent::Snapshot {
+            revision: 7,
+            peers: view.clone(),
+            reason: SnapshotReason::Initial,
+        };
+        let feed: WatchStream = Box::pin(tokio_stream::iter(vec![event]));
+        let (_stop, stopped) = broadcast::channel(1);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let mut stream = WatchResponses::new(feed, Shutdown::new(stopped), 64 * 1024, permit);
+        let mut chunks = Vec::new();
+        loop {
+            let msg = stream.next().await.unwrap().unwrap();
+            let Some(proto::watch_peers_response::Update::Snapshot(s)) = msg.update else {
+                panic!("a snapshot chunk");
+            };
+            assert_eq!(s.first_chunk, chunks.is_empty());
+            let last = s.last_chunk;
+            chunks.push(s.peers);
+            if last {
+                break;
+            }
+        }
+        assert!(chunks.len() > 1, "2,000 peers need several chunks");
+        for pair in chunks.windows(2) {
+            let used: usize = pair[0].iter().map(cost).sum();
+            assert!(used <= WATCH_PAGE_BYTES, "{used} bytes in one chunk");
+            let with_next = used + cost(&pair[1][0]);
+            assert!(with_next > WATCH_PAGE_BYTES, "one more peer would fit");
+        }
+        let sent: Vec<String> = chunks.into_iter().flatten().map(|p| p.peer_id).collect();
+        let all: Vec<String> = view.iter().map(|p| p.peer_id.to_string()).collect();
+        assert_eq!(sent, all, "every peer once, in order");
+    }
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use p2pchat::proto::RegisterRequest;
 use p2pchat::proto::signaling_client::SignalingClient;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
@@ -213,14 +213,21 @@ impl Drop for StalledConnection {
     }
 }
 
-/// `count` HTTP/1.1 connections that each send `GET path` and never read
-/// the answer.
+/// `count` HTTP/1.1 connections that each send `GET path` and read only
+/// the status line of the answer (so the server has made it), never the
+/// rest.
 pub async fn unread_http1(addr: SocketAddr, path: &str, count: usize) -> Vec<TcpStream> {
     let mut sockets = Vec::with_capacity(count);
     for _ in 0..count {
         let mut tcp = TcpStream::connect(addr).await.expect("tcp connects");
         let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.expect("request");
+        let mut status = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(30), tcp.read_exact(&mut status))
+            .await
+            .expect("a status line in time")
+            .expect("a status line");
+        assert_eq!(&status, b"HTTP/1.1 200");
         sockets.push(tcp);
     }
     sockets
