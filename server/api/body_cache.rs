@@ -60,9 +60,11 @@ impl BodyCache {
         }
     }
 
+    /// The cached body if it is at `version` or newer (versions only
+    /// grow): a request never gets a listing older than itself.
     fn cached(&self, version: u64) -> Option<Arc<SharedBody>> {
         let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        current.as_ref().filter(|b| b.version == version).cloned()
+        current.as_ref().filter(|b| b.version >= version).cloned()
     }
 
     /// The body at the store's current version, built if needed.
@@ -73,7 +75,9 @@ impl BodyCache {
         }
         let _one_builder = self.rebuilding.lock().await;
         if let Some(body) = self.cached(version) {
-            return Ok(body); // built while this request waited
+            // Built while this request waited: under a registration flood
+            // requests share rebuilds instead of queueing one each.
+            return Ok(body);
         }
         let page = self.store.list(self.query).await?;
         let build = self.build;
