@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # GET /peers throughput with 1,000 registered peers, per server binary:
-# wrk (HTTP/1.1) and h2load (HTTP/2), plain and with Accept-Encoding: gzip.
+# wrk (HTTP/1.1) plain, with Accept-Encoding: gzip and revalidating with
+# If-None-Match, and h2load (HTTP/2); with the server's CPU time per 1,000
+# requests (from /proc/PID/stat), which a shared machine disturbs less than
+# requests per second.
 #
 #   benches/peers_load.sh /work/baseline-bin/signaling-server target/release/signaling-server
 #
@@ -14,6 +17,9 @@ CONNS=${CONNS:-50}
 for tool in wrk h2load curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is not installed" >&2; exit 1; }
 done
+# utime + stime of a process, in clock ticks (100 per second on Linux).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 for bin in "$@"; do
   log=$(mktemp)
   "$bin" --listen 127.0.0.1:0 --udp-listen off 2>"$log" &
@@ -38,10 +44,21 @@ PY
   size=$(curl -s "http://$addr/peers" | wc -c)
   gz=$(curl -s -H 'Accept-Encoding: gzip' "http://$addr/peers" | wc -c)
   echo "== $bin: $PEERS peers, /peers body $size bytes ($gz with gzip if served)"
-  echo "-- wrk -t2 -c$CONNS -d$DURATION http://$addr/peers"
-  wrk -t2 -c"$CONNS" -d"$DURATION" "http://$addr/peers" | grep -E 'Requests/sec|Transfer/sec|Latency'
-  echo "-- wrk (Accept-Encoding: gzip)"
-  wrk -t2 -c"$CONNS" -d"$DURATION" -H 'Accept-Encoding: gzip' "http://$addr/peers" | grep -E 'Requests/sec|Transfer/sec|Latency'
+  etag=$(curl -si "http://$addr/peers" | grep -i '^etag:' | cut -d' ' -f2 | tr -d '\r' || true)
+  run_wrk() { # label, extra wrk args...
+    local label=$1; shift
+    local before after out reqs
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t2 -c"$CONNS" -d"$DURATION" "$@" "http://$addr/peers")
+    after=$(cpu_ticks "$pid")
+    reqs=$(echo "$out" | grep -oE '^ *[0-9]+ requests' | grep -oE '[0-9]+')
+    echo "-- wrk -t2 -c$CONNS -d$DURATION $label"
+    echo "$out" | grep -E 'Requests/sec|Transfer/sec|Latency|Non-2xx'
+    echo "   server CPU: $(( (after - before) * 10 * 1000 / (reqs > 0 ? reqs : 1) )) ms per 1000 requests"
+  }
+  run_wrk "(plain)"
+  run_wrk "(Accept-Encoding: gzip)" -H 'Accept-Encoding: gzip'
+  [ -n "$etag" ] && run_wrk "(If-None-Match: $etag)" -H "If-None-Match: $etag"
   echo "-- h2load -t2 -c$CONNS -m10 -D${DURATION%s} http://$addr/peers"
   h2load -t2 -c"$CONNS" -m10 -D"${DURATION%s}" "http://$addr/peers" | grep -E 'finished in|requests:|status codes'
   kill $pid; wait $pid 2>/dev/null || true
