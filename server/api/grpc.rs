@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use super::errors::ApiError;
 use super::streams::{StreamItem, WatchResponses, run_inbox};
 use super::validate;
+use super::view_shelf::ViewShelf;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
 use crate::challenge::{CHALLENGE_TTL, Challenges};
 use crate::net::RemoteAddr;
@@ -58,6 +59,8 @@ pub struct SignalingService {
     challenges: Arc<Challenges>,
     limits: GrpcLimits,
     watch_permits: Arc<Semaphore>,
+    /// The snapshot views watchers are sending (bounded, shared).
+    views: Arc<ViewShelf>,
     shutdown: broadcast::Sender<()>,
     /// Where the stream tasks are spawned, so shutdown waits for them.
     tasks: Tasks,
@@ -82,6 +85,7 @@ impl SignalingService {
             challenges,
             limits,
             watch_permits,
+            views: ViewShelf::new(),
             shutdown,
             tasks,
         }
@@ -291,8 +295,9 @@ impl proto::signaling_server::Signaling for SignalingService {
         let feed = self.store.watch(resume).await?;
         let shutdown = Shutdown::new(self.shutdown.subscribe());
         let budget = self.limits.peer_budget();
+        let views = self.views.clone();
         Ok(Response::new(WatchResponses::new(
-            feed, shutdown, budget, permit,
+            feed, shutdown, budget, permit, views,
         )))
     }
 

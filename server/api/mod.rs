@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod rest;
 pub mod streams;
 pub mod validate;
+pub mod view_shelf;
 pub mod wire;
 
 use std::sync::Arc;
