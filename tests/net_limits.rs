@@ -225,15 +225,17 @@ async fn idle_keep_alive_connections_close_while_an_open_watch_stream_survives()
     let request = hyper::Request::get(format!("http://{addr}/peers"))
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
+    // The server's idle clock starts once it has answered, so after this
+    // instant: the measured wait can only be longer than the timeout.
+    let idle_from = Instant::now();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.unwrap();
-    let idle_from = Instant::now();
     // An HTTP/1 keep-alive connection after one response: the header
     // timeout bounds its wait for the next request.
     let mut h1 = TcpStream::connect(addr).await.unwrap();
-    assert_eq!(get(&mut h1, "/peers").await.0, "HTTP/1.1 200 OK");
     let h1_idle_from = Instant::now();
+    assert_eq!(get(&mut h1, "/peers").await.0, "HTTP/1.1 200 OK");
 
     tokio::time::timeout(WAIT, h2)
         .await

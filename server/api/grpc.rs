@@ -10,8 +10,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::errors::ApiError;
-use super::streams::{StreamItem, run_inbox, run_watch};
+use super::streams::{StreamItem, WatchResponses, run_inbox};
 use super::validate;
+use super::view_shelf::ViewShelf;
 use super::wire::{endpoint_from_proto, pack_peers, peer_to_proto};
 use crate::challenge::{CHALLENGE_TTL, Challenges};
 use crate::net::RemoteAddr;
@@ -67,6 +68,8 @@ pub struct SignalingService {
     watchers: Watchers,
     /// RequestConnect calls per second per source.
     connects: Rates<SourceKey>,
+    /// The snapshot views watchers are sending (bounded, shared).
+    views: Arc<ViewShelf>,
     shutdown: broadcast::Sender<()>,
     /// Where the stream tasks are spawned, so shutdown waits for them.
     tasks: Tasks,
@@ -95,6 +98,7 @@ impl SignalingService {
             watch_permits,
             watchers,
             connects,
+            views: ViewShelf::new(),
             shutdown,
             tasks,
         }
@@ -284,7 +288,7 @@ impl proto::signaling_server::Signaling for SignalingService {
         Ok(Response::new(proto::UnregisterResponse { revision }))
     }
 
-    type WatchPeersStream = ReceiverStream<StreamItem<proto::WatchPeersResponse>>;
+    type WatchPeersStream = WatchResponses;
 
     async fn watch_peers(
         &self,
@@ -309,15 +313,16 @@ impl proto::signaling_server::Signaling for SignalingService {
             r => Some(r),
         };
         let feed = self.store.watch(resume).await?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = Shutdown::new(self.shutdown.subscribe());
         let budget = self.limits.peer_budget();
-        self.tasks.spawn(async move {
-            run_watch(feed, tx, shutdown, budget).await;
-            drop(permit);
-            drop(slot);
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let views = self.views.clone();
+        Ok(Response::new(WatchResponses::new(
+            feed,
+            shutdown,
+            budget,
+            (permit, slot),
+            views,
+        )))
     }
 
     type OpenInboxStream = ReceiverStream<StreamItem<proto::InboxMessage>>;

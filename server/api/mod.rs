@@ -1,14 +1,16 @@
 //! The two faces of the signaling service on the TCP port: the gRPC service
 //! ([`grpc`], its streams in [`streams`], its protobuf conversions in
-//! [`wire`]) and the seed-compatible REST shim ([`rest`]), sharing input
+//! [`wire`]) and the seed-compatible REST shim ([`rest`], its shared listing bodies in [`body_cache`]), sharing input
 //! rules ([`validate`]) and one error mapping ([`errors`]). [`app`] puts them, grpc.health.v1 and reflection into one
 //! router for the listener.
 
+pub mod body_cache;
 pub mod errors;
 pub mod grpc;
 pub mod rest;
 pub mod streams;
 pub mod validate;
+pub mod view_shelf;
 pub mod wire;
 
 use std::sync::Arc;

@@ -14,11 +14,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::body_cache::BodyCache;
 use super::errors::{self, ApiError, HttpError};
 use super::validate;
 use crate::net::RemoteAddr;
 use crate::store::{
-    self, Credential, EndpointKind, ListQuery, PeerRecord, PeerStore, RegisteredVia, Registration,
+    self, Credential, EndpointKind, ListQuery, Page, PeerRecord, PeerStore, RegisteredVia,
+    Registration,
 };
 use p2pchat::PeerId;
 
@@ -27,12 +29,16 @@ pub const SERVICE_NAME: &str = "P2P Chat Signaling Server";
 
 /// The REST routes, ready to merge with the gRPC routes.
 pub fn router(store: Arc<dyn PeerStore>) -> Router {
+    // The listings every client polls: built once per store version and
+    // shared (see `body_cache`).
+    let peers = Arc::new(BodyCache::new(store.clone(), all_peers(false), peers_json));
+    let status = Arc::new(BodyCache::new(store.clone(), all_peers(true), status_json));
     Router::new()
         .route("/", get(root))
         .route("/register", axum::routing::post(register))
         .route("/peer/{peer_id}", get(get_peer).delete(delete_peer))
-        .route("/peers", get(list_peers))
-        .route("/status", get(status))
+        .route("/peers", get(move |h: HeaderMap| listing(peers, h)))
+        .route("/status", get(move |h: HeaderMap| listing(status, h)))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(store)
@@ -340,9 +346,15 @@ struct PeerList<'a> {
     count: usize,
 }
 
-async fn list_peers(State(store): AppState) -> Result<Response, HttpError> {
-    let page = store.list(all_peers(false)).await?;
-    let body = PeerList {
+/// `GET /peers` and `GET /status`: the shared body of the current store
+/// version (ETag, 304, gzip: see `body_cache`).
+async fn listing(cache: Arc<BodyCache>, headers: HeaderMap) -> Result<Response, HttpError> {
+    Ok(cache.respond(&headers).await?)
+}
+
+/// The `GET /peers` body: the online peers (the seed's shape).
+fn peers_json(page: &Page) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&PeerList {
         peers: page
             .peers
             .iter()
@@ -357,8 +369,7 @@ async fn list_peers(State(store): AppState) -> Result<Response, HttpError> {
             })
             .collect(),
         count: page.total,
-    };
-    Ok(Json(body).into_response())
+    })
 }
 
 /// A query for every record at once (the seed's endpoints do not page).
@@ -385,14 +396,15 @@ struct StatusBody<'a> {
     peer_list: Vec<StatusEntry<'a>>,
 }
 
-async fn status(State(store): AppState) -> Result<Response, HttpError> {
-    let peers = store.list(all_peers(true)).await?.peers;
-    let counts = store.counts().await?;
-    let body = StatusBody {
+/// The `GET /status` body: every record, offline ones included (the
+/// seed's shape).
+fn status_json(page: &Page) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&StatusBody {
         status: "running",
-        total_peers: counts.total,
-        online_peers: counts.online,
-        peer_list: peers
+        total_peers: page.total,
+        online_peers: page.peers.iter().filter(|p| p.online).count(),
+        peer_list: page
+            .peers
             .iter()
             .map(|p| StatusEntry {
                 peer_id: p.peer_id,
@@ -400,8 +412,7 @@ async fn status(State(store): AppState) -> Result<Response, HttpError> {
                 online: p.online,
             })
             .collect(),
-    };
-    Ok(Json(body).into_response())
+    })
 }
 
 async fn method_not_allowed() -> HttpError {

@@ -18,7 +18,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-use super::{Change, ChangeKind, PeerRecord, SnapshotReason, WatchEvent, WatchStream};
+use super::{Change, ChangeKind, PeerRecord, PeerView, SnapshotReason, WatchEvent, WatchStream};
 
 /// The revisioned change log.
 #[derive(Debug)]
@@ -33,8 +33,9 @@ pub(super) struct Feed {
 pub(super) struct Subscription {
     /// Revision the peers reflect.
     pub revision: u64,
-    /// The online peers, in peer_id order.
-    pub peers: Vec<Arc<PeerRecord>>,
+    /// The online peers, in peer_id order (shared by every subscription
+    /// at this revision).
+    pub peers: PeerView,
     /// Changes after `revision`.
     pub changes: broadcast::Receiver<Arc<Change>>,
 }

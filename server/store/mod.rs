@@ -294,6 +294,10 @@ pub struct Held {
 /// release of a replaced holder does not end the newer one's hold.
 pub type HoldId = u64;
 
+/// The online peers at one revision, in peer_id order: an immutable view
+/// shared (not copied) by every watcher that starts from it.
+pub type PeerView = Arc<[Arc<PeerRecord>]>;
+
 /// One page of [`PeerStore::list`].
 #[derive(Debug, Clone, Copy)]
 pub struct ListQuery {
@@ -312,6 +316,8 @@ pub struct Page {
     pub peers: Vec<Arc<PeerRecord>>,
     /// How many records match the query in the whole store.
     pub total: usize,
+    /// The store's [`StoreCounts::version`] the page was read at.
+    pub version: u64,
 }
 
 /// Record counts, for the status endpoints.
@@ -321,6 +327,11 @@ pub struct StoreCounts {
     pub total: usize,
     /// Records with a valid lease.
     pub online: usize,
+    /// A number that changes whenever any record does (every change the
+    /// feed publishes, and also a refresh's `last_seen`, a purge or an
+    /// eviction, which the feed does not publish), so a listing built at
+    /// one version can be reused until it moves. Distinct across restarts.
+    pub version: u64,
 }
 
 /// What happened to a peer.
@@ -373,8 +384,8 @@ pub enum WatchEvent {
     Snapshot {
         /// Revision the snapshot reflects.
         revision: u64,
-        /// The online peers.
-        peers: Vec<Arc<PeerRecord>>,
+        /// The online peers (shared, see [`PeerView`]).
+        peers: PeerView,
         /// Why it is sent.
         reason: SnapshotReason,
     },

@@ -93,6 +93,7 @@ impl MemoryStore {
             info.inbox_open = false;
             entry.info = Arc::new(info);
             let info = entry.info.clone();
+            state.version += 1;
             state.online -= 1;
             expired += 1;
             tracing::debug!(peer_id = %id, "lease expired");
@@ -104,7 +105,9 @@ impl MemoryStore {
                 break;
             }
             state.purges.pop_first();
-            state.peers.remove(&id);
+            if state.peers.remove(&id).is_some() {
+                state.version += 1;
+            }
         }
         let next_lease = state.leases.first().map(|(d, _)| *d);
         let next_purge = state.purges.first().map(|(d, _)| *d);
@@ -155,6 +158,7 @@ impl State {
                 self.peers.insert(id, entry);
             }
         }
+        self.version += 1;
     }
 
     /// Removes a record's pending deadline (its lease when online, its
@@ -173,6 +177,7 @@ impl State {
         match self.purges.pop_first() {
             Some((_, evicted)) => {
                 self.peers.remove(&evicted);
+                self.version += 1;
                 Ok(())
             }
             None => Err(StoreError::Full { limit }),

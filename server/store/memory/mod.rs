@@ -23,8 +23,8 @@ mod record;
 use super::feed::Feed;
 use super::{
     ChangeKind, Credential, Held, HoldId, KEY_MISMATCH, LeftReason, ListQuery, Page, PeerRecord,
-    PeerStore, Registered, Registration, StoreConfig, StoreCounts, StoreError, StoreFuture,
-    TOKEN_MISMATCH, WatchStream, default_username,
+    PeerStore, PeerView, Registered, Registration, StoreConfig, StoreCounts, StoreError,
+    StoreFuture, TOKEN_MISMATCH, WatchStream, default_username,
 };
 use claims::{Claim, Claims};
 use record::{record_for, subscribe, token_for};
@@ -54,6 +54,12 @@ struct State {
     /// Source slots and name skeletons of online records.
     claims: Claims,
     feed: Feed,
+    /// See [`StoreCounts::version`]: bumped wherever a record is inserted,
+    /// replaced or removed.
+    version: u64,
+    /// The online peers at `version`, built once and shared by every
+    /// watcher that starts before the next change.
+    online_view: Option<(u64, PeerView)>,
     shutdown: bool,
 }
 
@@ -117,6 +123,8 @@ impl MemoryStore {
                 online: 0,
                 claims,
                 feed,
+                version: revision,
+                online_view: None,
                 shutdown: false,
             }),
             expiry_wake: Notify::new(),
@@ -260,7 +268,11 @@ impl MemoryStore {
         } else {
             state.online
         };
-        Page { peers, total }
+        Page {
+            peers,
+            total,
+            version: state.version,
+        }
     }
 
     /// See [`PeerStore::counts`].
@@ -269,6 +281,7 @@ impl MemoryStore {
         StoreCounts {
             total: state.peers.len(),
             online: state.online,
+            version: state.version,
         }
     }
 
@@ -294,6 +307,7 @@ impl MemoryStore {
             return Err(StoreError::NotFound);
         };
         state.unschedule(entry.info.online, entry.deadline, *peer);
+        state.version += 1;
         if entry.info.online {
             state.claims.release(peer, &entry.claim);
             state.online -= 1;
@@ -334,6 +348,7 @@ impl MemoryStore {
             info.last_seen = SystemTime::now();
             entry.info = Arc::new(info);
             state.feed.publish(ChangeKind::Updated, entry.info.clone());
+            state.version += 1;
         }
         Ok(Held {
             peer: entry.info.clone(),
@@ -365,6 +380,7 @@ impl MemoryStore {
         info.last_seen = SystemTime::now();
         entry.info = Arc::new(info);
         let info = entry.info.clone();
+        state.version += 1;
         state.leases.remove(&(old, *peer));
         self.schedule_lease(state, deadline, *peer);
         state.feed.publish(ChangeKind::Updated, info);
@@ -372,10 +388,10 @@ impl MemoryStore {
 
     /// See [`PeerStore::watch`].
     fn watch_now(&self, resume_from: Option<u64>) -> WatchStream {
-        let state = self.state();
-        let sub = subscribe(&state);
+        let mut state = self.state();
+        let sub = subscribe(&mut state);
         let store = self.clone();
-        let resubscribe = Box::new(move || subscribe(&store.state()));
+        let resubscribe = Box::new(move || subscribe(&mut store.state()));
         state.feed.watch(resume_from, sub, resubscribe)
     }
 

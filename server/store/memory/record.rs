@@ -8,7 +8,8 @@ use p2pchat::SessionToken;
 
 use super::super::feed::Subscription;
 use super::super::{
-    Endpoint, EndpointKind, PeerRecord, Registration, StoreError, TOKEN_MISMATCH, default_username,
+    Endpoint, EndpointKind, PeerRecord, PeerView, Registration, StoreError, TOKEN_MISMATCH,
+    default_username,
 };
 use super::{Entry, State};
 
@@ -42,16 +43,26 @@ pub(super) fn record_for(reg: Registration, previous: Option<&PeerRecord>) -> Pe
 }
 
 /// The online peers and a subscription to the changes after them, taken
-/// under one lock.
-pub(super) fn subscribe(state: &State) -> Subscription {
+/// under one lock. The view is built once per [`State::version`]: a
+/// thousand watchers opened between two changes share one.
+pub(super) fn subscribe(state: &mut State) -> Subscription {
+    let version = state.version;
+    let peers = match &state.online_view {
+        Some((at, view)) if *at == version => view.clone(),
+        _ => {
+            let view: PeerView = state
+                .peers
+                .values()
+                .filter(|e| e.info.online)
+                .map(|e| e.info.clone())
+                .collect();
+            state.online_view = Some((version, view.clone()));
+            view
+        }
+    };
     Subscription {
         revision: state.feed.revision(),
-        peers: state
-            .peers
-            .values()
-            .filter(|e| e.info.online)
-            .map(|e| e.info.clone())
-            .collect(),
+        peers,
         changes: state.feed.subscribe(),
     }
 }
