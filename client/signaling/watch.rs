@@ -15,7 +15,7 @@ use super::{MAX_DIRECTORY_PEERS, RemotePeer, SignalEvent, SignalingError};
 /// The client's end of the peer-list watch, kept across reconnects.
 #[derive(Debug, Default)]
 pub(super) struct PeerWatch {
-    /// Revision of the last snapshot chunk or change seen.
+    /// Revision of the last whole snapshot or change seen.
     resume_from: u64,
     /// The snapshot being assembled, until its last chunk.
     chunks: Vec<RemotePeer>,
@@ -46,9 +46,14 @@ impl PeerWatch {
                 let room = MAX_DIRECTORY_PEERS.saturating_sub(self.chunks.len());
                 let peers = s.peers.iter().filter_map(RemotePeer::from_proto);
                 self.chunks.extend(peers.take(room));
+                if !s.last_chunk {
+                    return None;
+                }
+                // Only a whole snapshot is a place to resume from: resuming
+                // from a half-received one would replay the changes after
+                // it and never send the peers its missing chunks held.
                 self.resume_from = s.revision;
-                s.last_chunk
-                    .then(|| SignalEvent::Snapshot(std::mem::take(&mut self.chunks)))
+                Some(SignalEvent::Snapshot(std::mem::take(&mut self.chunks)))
             }
             watch_peers_response::Update::Change(c) => {
                 self.resume_from = c.revision;
@@ -61,5 +66,42 @@ impl PeerWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(revision: u64, first: bool, last: bool) -> proto::WatchPeersResponse {
+        proto::WatchPeersResponse {
+            update: Some(watch_peers_response::Update::Snapshot(
+                proto::PeerSnapshot {
+                    revision,
+                    first_chunk: first,
+                    last_chunk: last,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn a_half_received_snapshot_is_not_a_place_to_resume_from() {
+        let mut watch = PeerWatch::default();
+        assert!(matches!(
+            watch.apply(chunk(10, true, true)),
+            Some(SignalEvent::Snapshot(_))
+        ));
+        assert_eq!(watch.resume_from, 10);
+        // A resync starts at revision 20, and the stream breaks after its
+        // first chunk: the next stream must not resume from 20.
+        assert!(watch.apply(chunk(20, true, false)).is_none());
+        assert_eq!(watch.resume_from, 10);
+        assert!(matches!(
+            watch.apply(chunk(20, false, true)),
+            Some(SignalEvent::Snapshot(_))
+        ));
+        assert_eq!(watch.resume_from, 20);
     }
 }

@@ -26,10 +26,14 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `bin` on 127.0.0.1:0 without UDP, with `args` added.
+    /// Starts `bin` on 127.0.0.1:0 without UDP, with `args` added. All the
+    /// load comes from 127.0.0.1, so the per-source quotas are raised out
+    /// of the way where the binary has them (a build from before issue 12
+    /// has none, and would refuse the flags).
     pub async fn start(bin: &str, args: &[&str]) -> ServerProcess {
         let mut child = Command::new(bin)
             .args(["--listen", "127.0.0.1:0", "--udp-listen", "off"])
+            .args(quota_flags(bin))
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
@@ -100,6 +104,25 @@ pub fn rss_of(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .expect("VmRSS in kB");
     kib * 1024
+}
+
+/// Flags lifting the per-source quotas, for the binaries that have them.
+fn quota_flags(bin: &str) -> Vec<&'static str> {
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .expect("server binary runs");
+    if !String::from_utf8_lossy(&help.stdout).contains("--max-registrations-per-source") {
+        return Vec::new();
+    }
+    vec![
+        "--max-registrations-per-source",
+        "1000000",
+        "--max-watchers-per-source",
+        "1000000",
+        "--max-connections-per-source",
+        "100000",
+    ]
 }
 
 /// Registers `count` peers over gRPC, `concurrency` calls at a time.
