@@ -27,7 +27,7 @@ const INPUT_BUFFER: usize = 256;
 /// directly over UDP.
 ///
 /// In a terminal it opens a full-screen UI (peer list, chat, status bar);
-/// with --plain, or when stdin is not a terminal, a line console (seed
+/// with --plain, or when stdin or stdout is not a terminal, a line console (seed
 /// style); with --json, one JSON object per event for scripts. Input lines
 /// are chat messages or commands: /connect <id, id prefix or username>,
 /// /peers, /status, /verify [name], /trust <name>, /leave, /quit, /help.

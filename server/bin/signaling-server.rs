@@ -12,8 +12,36 @@ use p2pchat_server::{self as server, ServerArgs};
 /// (128 + SIGINT, as shells report an interrupted program).
 const EXIT_INTERRUPTED: i32 = 130;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Runs the server; a start-up error is printed as its message and causes,
+/// one per line, never with a backtrace (even with RUST_BACKTRACE set: it is
+/// the user's error, not a bug), and exits 1.
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return report(&anyhow::Error::new(err).context("cannot start the runtime")),
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints `err` and its causes to stderr (a closed stderr is ignored).
+fn report(err: &anyhow::Error) -> std::process::ExitCode {
+    use std::io::Write;
+    let mut text = format!("Error: {err}\n");
+    let causes: Vec<String> = err.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        text.push_str("\nCaused by:\n");
+        for cause in causes {
+            text.push_str(&format!("    {cause}\n"));
+        }
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+    std::process::ExitCode::FAILURE
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
