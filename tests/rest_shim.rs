@@ -253,6 +253,18 @@ async fn validation_errors_are_fastapi_style_422() {
         let msg = resp["detail"][0]["msg"].as_str().unwrap();
         assert!(msg.contains(needle), "{needle:?} in {msg:?}");
     }
+    // Every bad value is reported at once too, not only the first.
+    let (status, resp) = rest
+        .register(json!({"peer_id": "x", "port": 0, "username": "\u{7}bell"}))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+    let fields: Vec<_> = resp["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"][1].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["peer_id", "username", "port"], "{resp}");
     // The accepted edges: 64 characters and port 65535.
     let (status, _) = rest
         .register(json!({"peer_id": new_id(), "port": 65535, "username": "x".repeat(64)}))

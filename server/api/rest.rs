@@ -206,6 +206,41 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Every field check of one request, so a body with several bad values
+/// gets all of them in one 422 (as FastAPI lists every problem).
+#[derive(Default)]
+struct FieldChecks {
+    errors: Vec<Value>,
+    /// A refusal that is not about one field's value, if any.
+    other: Option<ApiError>,
+}
+
+impl FieldChecks {
+    /// The value, or `None` with its problem recorded.
+    fn take<T>(&mut self, checked: Result<T, ApiError>) -> Option<T> {
+        match checked {
+            Ok(value) => Some(value),
+            Err(ApiError::InvalidArgument { field, message }) => {
+                self.errors.push(field_error("value_error", field, message));
+                None
+            }
+            Err(other) => {
+                self.other.get_or_insert(other);
+                None
+            }
+        }
+    }
+
+    /// The recorded problems as one error, if there were any.
+    fn finish(self) -> Result<(), HttpError> {
+        match (self.other, self.errors.is_empty()) {
+            (Some(other), _) => Err(other.into()),
+            (None, false) => Err(unprocessable(self.errors)),
+            (None, true) => Ok(()),
+        }
+    }
+}
+
 fn body_rejection(rejection: BytesRejection) -> HttpError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -229,23 +264,29 @@ async fn register(
     }
     let body = body.map_err(body_rejection)?;
     let fields = parse_register_body(&body)?;
-    let peer_id = validate::peer_id("peer_id", &fields.peer_id)?;
+    let mut checks = FieldChecks::default();
+    let peer_id = checks.take(validate::peer_id("peer_id", &fields.peer_id));
+    let username = checks.take(validate::username(fields.username.as_deref().unwrap_or("")));
+    let udp_port = checks.take(validate::port("port", fields.port));
+    let mut endpoints = Vec::with_capacity(fields.endpoints.len());
+    for (ip, port) in &fields.endpoints {
+        let ip = checks.take(validate::ip("endpoints.ip", ip));
+        let port = checks.take(validate::port("endpoints.port", *port));
+        if let (Some(ip), Some(port)) = (ip, port) {
+            endpoints.push(store::Endpoint {
+                addr: SocketAddr::new(ip, port),
+                kind: EndpointKind::Local,
+            });
+        }
+    }
+    checks.finish()?;
+    let (Some(peer_id), Some(username), Some(udp_port)) = (peer_id, username, udp_port) else {
+        return Err(detail(StatusCode::UNPROCESSABLE_ENTITY, "invalid body"));
+    };
     if peer_id.is_key_derived() {
         // Only gRPC carries a proof of the key; over REST anyone could
         // claim a key-derived id.
         return Err(ApiError::ProofRequired.into());
-    }
-    let username = validate::username(fields.username.as_deref().unwrap_or(""))?;
-    let udp_port = validate::port("port", fields.port)?;
-    let mut endpoints = Vec::with_capacity(fields.endpoints.len());
-    for (ip, port) in &fields.endpoints {
-        endpoints.push(store::Endpoint {
-            addr: SocketAddr::new(
-                validate::ip("endpoints.ip", ip)?,
-                validate::port("endpoints.port", *port)?,
-            ),
-            kind: EndpointKind::Local,
-        });
     }
     let observed_ip = remote.ip().to_canonical();
     let token = bearer_token(&headers).or(fields.token);
