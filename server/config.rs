@@ -129,8 +129,9 @@ impl ServerConfig {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "signaling-server", version, about, long_about)]
 pub struct ServerArgs {
-    /// Address to serve gRPC (HTTP/2) and REST (HTTP/1.1) on.
-    #[arg(long, env = "P2PCHAT_LISTEN", default_value = "0.0.0.0:8000")]
+    /// Address to serve gRPC (HTTP/2) and REST (HTTP/1.1) on: IP:PORT or
+    /// HOST:PORT (e.g. localhost:8000; the first address it resolves to).
+    #[arg(long, env = "P2PCHAT_LISTEN", default_value = "0.0.0.0:8000", value_parser = socket_addr)]
     pub listen: SocketAddr,
 
     /// Seconds a gRPC registration lives without a refresh (re-Register with
@@ -203,9 +204,10 @@ pub struct ServerArgs {
     pub shutdown_grace_secs: u64,
 
     /// UDP address for STUN (Binding answers) and the relay, or `off`.
-    /// Peers learn the port from their Register response.
-    #[arg(long, env = "P2PCHAT_UDP_LISTEN", default_value = "0.0.0.0:3478", value_parser = udp_listen)]
-    pub udp_listen: UdpListen,
+    /// Default: --listen's IP, port 3478. Peers learn the port from their
+    /// Register response.
+    #[arg(long, env = "P2PCHAT_UDP_LISTEN", value_parser = udp_listen)]
+    pub udp_listen: Option<UdpListen>,
 
     /// Most relay sessions (peer pairs) at once; past it, BIND is refused.
     #[arg(long, env = "P2PCHAT_RELAY_MAX_SESSIONS", default_value_t = 10_000)]
@@ -297,13 +299,33 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UdpListen(pub Option<SocketAddr>);
 
+/// The STUN port registered with IANA, used when --udp-listen is not given.
+pub const DEFAULT_UDP_PORT: u16 = 3478;
+
 fn udp_listen(text: &str) -> Result<UdpListen, String> {
     if text.eq_ignore_ascii_case("off") {
         return Ok(UdpListen(None));
     }
-    text.parse()
+    resolve(text)
         .map(|a| UdpListen(Some(a)))
-        .map_err(|_| format!("'{text}' is not an address like 0.0.0.0:3478 (or 'off')"))
+        .ok_or_else(|| format!("'{text}' is not an address like 0.0.0.0:3478 (or 'off')"))
+}
+
+/// `--listen`: IP:PORT, or HOST:PORT resolved once at start.
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    resolve(text)
+        .ok_or_else(|| format!("'{text}' is not an address like 0.0.0.0:8000 or localhost:8000"))
+}
+
+/// `text` as a socket address: parsed, or the first address its host name
+/// resolves to.
+fn resolve(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    std::net::ToSocketAddrs::to_socket_addrs(text)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
 }
 
 impl ServerArgs {
@@ -334,7 +356,10 @@ impl ServerArgs {
             default_page_size: defaults.default_page_size.min(self.max_page_size.max(1)),
             max_page_size: self.max_page_size.max(1),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
-            udp_listen: self.udp_listen.0,
+            udp_listen: match self.udp_listen {
+                Some(UdpListen(addr)) => addr,
+                None => Some(SocketAddr::new(self.listen.ip(), DEFAULT_UDP_PORT)),
+            },
             relay: RelayLimits {
                 max_sessions: self.relay_max_sessions,
                 idle: Duration::from_secs(self.relay_idle_secs),
@@ -363,5 +388,36 @@ impl ServerArgs {
                 idle: Duration::from_secs(self.idle_timeout_secs),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> ServerConfig {
+        let argv = std::iter::once("signaling-server").chain(args.iter().copied());
+        ServerArgs::try_parse_from(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn udp_follows_the_listen_ip_unless_given() {
+        let c = config(&["--listen", "127.0.0.1:8000"]);
+        assert_eq!(c.udp_listen, Some("127.0.0.1:3478".parse().unwrap()));
+        let c = config(&[]);
+        assert_eq!(c.udp_listen, Some("0.0.0.0:3478".parse().unwrap()));
+        let c = config(&["--listen", "127.0.0.1:8000", "--udp-listen", "127.0.0.2:9"]);
+        assert_eq!(c.udp_listen, Some("127.0.0.2:9".parse().unwrap()));
+        let c = config(&["--udp-listen", "off"]);
+        assert_eq!(c.udp_listen, None);
+    }
+
+    #[test]
+    fn listen_takes_host_names() {
+        let c = config(&["--listen", "localhost:8002"]);
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(c.listen.port(), 8002);
+        let argv = ["signaling-server", "--listen", "8000"];
+        assert!(ServerArgs::try_parse_from(argv).is_err());
     }
 }

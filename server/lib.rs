@@ -156,7 +156,12 @@ async fn launch(
 ) -> std::io::Result<RunningServer> {
     // Bad TLS files stop the server before anything is bound.
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
-    let tcp = net::listener::bind(config.listen)?;
+    let tcp = net::listener::bind(config.listen).map_err(|err| {
+        std::io::Error::new(
+            err.kind(),
+            format!("cannot listen on TCP {}: {err}", config.listen),
+        )
+    })?;
     let local_addr = tcp.local_addr()?;
     let udp = config.udp_listen.map(bind_udp).transpose()?;
     let udp_addr = udp.as_ref().map(|s| s.local_addr()).transpose()?;

@@ -77,7 +77,10 @@ fn busy_port_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("cannot serve on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on TCP {addr}")),
+        "{err}"
+    );
     // A user's error, not a bug: no backtrace even when asked for one.
     assert!(!err.contains("backtrace"), "{err}");
     assert!(!err.contains("Stack"), "{err}");

@@ -56,10 +56,9 @@ async fn run() -> anyhow::Result<()> {
         .init();
 
     let args = ServerArgs::parse();
-    let listen = args.listen;
     let running = server::start(args.into_config())
         .await
-        .with_context(|| format!("cannot serve on {listen}"))?;
+        .context("cannot start the signaling server")?;
 
     let trigger = running.shutdown_trigger();
     tokio::spawn(async move {
