@@ -35,4 +35,9 @@ pub mod proto {
 }
 
 pub use ids::{PeerId, SessionToken};
+
+/// Longest username the signaling server accepts, in characters (after
+/// NFC): part of the contract, so a peer can refuse a longer one before it
+/// connects.
+pub const MAX_USERNAME_CHARS: usize = 64;
 pub use keys::PublicKey;

@@ -23,6 +23,19 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 /// Most stdin lines buffered ahead of the engine.
 const INPUT_BUFFER: usize = 256;
 
+/// `--username`: at most the server's limit, checked before connecting so
+/// a long name is a usage error, not a refusal after a round trip.
+fn username(text: &str) -> Result<String, String> {
+    let chars = text.chars().count();
+    if chars > p2pchat::MAX_USERNAME_CHARS {
+        return Err(format!(
+            "at most {} characters, got {chars}",
+            p2pchat::MAX_USERNAME_CHARS
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// p2pchat peer: register with the signaling server, pick a peer, chat
 /// directly over UDP.
 ///
@@ -38,7 +51,7 @@ const INPUT_BUFFER: usize = 256;
 #[command(name = "peer", version, about, long_about)]
 struct Args {
     /// Display name (empty: the server picks user_<first 8 of the id>).
-    #[arg(long, env = "P2PCHAT_USERNAME", default_value = "")]
+    #[arg(long, env = "P2PCHAT_USERNAME", default_value = "", value_parser = username)]
     username: String,
 
     /// Signaling server URL: https://host:port speaks TLS (never falls back

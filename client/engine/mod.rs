@@ -119,7 +119,7 @@ impl EngineConfig {
 #[non_exhaustive]
 pub enum EngineError {
     /// The chat socket could not be bound.
-    #[error("cannot bind UDP socket on {addr}: {source}")]
+    #[error("cannot bind UDP socket on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,

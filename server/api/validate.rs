@@ -11,8 +11,8 @@ use p2pchat::{PeerId, PublicKey};
 
 use super::errors::ApiError;
 
-/// Longest username accepted, in characters.
-pub const MAX_USERNAME_CHARS: usize = 64;
+/// Longest username accepted, in characters (the contract's).
+pub use p2pchat::MAX_USERNAME_CHARS;
 
 /// Parses a peer id; it must be a UUID (any standard text form). Returned in
 /// its canonical form so every lookup uses one spelling.
