@@ -182,6 +182,7 @@ async fn register(addr: SocketAddr, username: &str, port: u32) -> (String, Value
     (id, resp)
 }
 
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_list_describe_and_health() {
     if !grpcurl_available() {
@@ -271,6 +272,7 @@ async fn reflection_list_describe_and_health() {
     server.shutdown().await;
 }
 
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_rpcs_and_error_codes() {
     if !grpcurl_available() {
@@ -627,6 +629,7 @@ async fn stop(mut child: Child) {
         .expect("wait for grpcurl");
 }
 
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_peers_stream_sees_snapshot_then_changes() {
     if !grpcurl_available() {
@@ -727,6 +730,7 @@ async fn watch_peers_stream_sees_snapshot_then_changes() {
 }
 
 /// A watch resumed from a known revision replays only the later changes.
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_registration_through_grpcurl() {
     use base64::Engine as _;
@@ -796,6 +800,7 @@ async fn key_registration_through_grpcurl() {
     server.shutdown().await;
 }
 
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_peers_resume_from_revision() {
     if !grpcurl_available() {

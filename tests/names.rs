@@ -228,6 +228,7 @@ fn python_requests_available() -> bool {
 }
 
 /// The seed's client registers with `requests.post(url, json=...)`.
+#[cfg_attr(missing_requests, ignore = "python3 requests is not installed")]
 #[tokio::test]
 async fn the_seed_python_client_still_registers() {
     if !python_requests_available() {

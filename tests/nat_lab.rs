@@ -274,6 +274,10 @@ async fn chat_both_ways(a: &mut Peer, b: &mut Peer) {
     println!("  alice got: pong from bob");
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_lan_peers_use_the_lan_path() {
     if !Lab::check("same_lan_peers_use_the_lan_path") {
@@ -302,6 +306,10 @@ fn port_of(peer: &Peer) -> u64 {
         .unwrap_or_default()
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cone_and_cone_connect_directly() {
     if !Lab::check("cone_and_cone_connect_directly") {
@@ -337,6 +345,10 @@ async fn cone_and_cone_connect_directly() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cone_and_symmetric_fall_back_to_the_relay() {
     if !Lab::check("cone_and_symmetric_fall_back_to_the_relay") {
@@ -372,6 +384,10 @@ async fn cone_and_symmetric_fall_back_to_the_relay() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn symmetric_and_symmetric_fall_back_to_the_relay() {
     if !Lab::check("symmetric_and_symmetric_fall_back_to_the_relay") {
@@ -393,6 +409,10 @@ async fn symmetric_and_symmetric_fall_back_to_the_relay() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_links_show_in_the_measured_rtt() {
     if !Lab::check("delayed_links_show_in_the_measured_rtt") {
@@ -422,6 +442,10 @@ async fn delayed_links_show_in_the_measured_rtt() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lossy_40ms_link_delivers_200_lines_each_way_once_in_order() {
     if !Lab::check("lossy_40ms_link_delivers_200_lines_each_way_once_in_order") {
@@ -453,6 +477,10 @@ async fn lossy_40ms_link_delivers_200_lines_each_way_once_in_order() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_hold_a_short_nat_timeout_open_over_30s_idle() {
     if !Lab::check("keepalives_hold_a_short_nat_timeout_open_over_30s_idle") {
@@ -479,6 +507,10 @@ async fn keepalives_hold_a_short_nat_timeout_open_over_30s_idle() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_survives_the_server_and_peers_re_register_when_it_returns() {
     if !Lab::check("chat_survives_the_server_and_peers_re_register_when_it_returns") {
@@ -500,6 +532,10 @@ async fn chat_survives_the_server_and_peers_re_register_when_it_returns() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_its_nat_rebinding_to_a_new_port() {
     if !Lab::check("a_session_survives_its_nat_rebinding_to_a_new_port") {
@@ -531,6 +567,10 @@ async fn a_session_survives_its_nat_rebinding_to_a_new_port() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_peer_is_reported_offline_within_the_window() {
     if !Lab::check("a_killed_peer_is_reported_offline_within_the_window") {
@@ -556,6 +596,10 @@ async fn a_killed_peer_is_reported_offline_within_the_window() {
     a.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_chat_upgrades_to_direct_when_the_path_opens() {
     if !Lab::check("relayed_chat_upgrades_to_direct_when_the_path_opens") {
@@ -594,6 +638,10 @@ async fn relayed_chat_upgrades_to_direct_when_the_path_opens() {
     b.quit().await;
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[test]
 fn labs_are_torn_down_even_after_a_panic() {
     if !Lab::check("labs_are_torn_down_even_after_a_panic") {
@@ -616,6 +664,10 @@ fn labs_are_torn_down_even_after_a_panic() {
     }
 }
 
+#[cfg_attr(
+    missing_lab,
+    ignore = "the NAT lab needs root, ip, nft, conntrack and /dev/net/tun"
+)]
 #[test]
 fn a_lab_leaves_nothing_behind() {
     if !Lab::check("a_lab_leaves_nothing_behind") {

@@ -98,7 +98,8 @@ fn stunclient_available() -> bool {
         .is_ok();
     if !found {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !std::env::var("CI")
+                .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")),
             "turnutils_stunclient (Debian package coturn) is required under CI"
         );
         eprintln!("skipped: turnutils_stunclient not installed (apt install coturn)");
@@ -106,6 +107,10 @@ fn stunclient_available() -> bool {
     found
 }
 
+#[cfg_attr(
+    missing_turnutils,
+    ignore = "turnutils_stunclient (coturn) is not installed"
+)]
 #[tokio::test]
 async fn a_standard_stun_client_gets_a_correct_answer() {
     if !stunclient_available() {
@@ -808,6 +813,7 @@ async fn register_response_announces_the_udp_port() {
 
 /// Debian's `stun` (package stun-client) is an RFC 3489 client: no magic
 /// cookie. It gets its mapped address too (RFC 5389 section 12.2).
+#[cfg_attr(missing_stun, ignore = "stun (stun-client) is not installed")]
 #[tokio::test]
 async fn a_classic_rfc3489_stun_client_gets_its_mapped_address() {
     let found = std::process::Command::new("stun")
@@ -818,7 +824,8 @@ async fn a_classic_rfc3489_stun_client_gets_its_mapped_address() {
         .is_ok();
     if !found {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !std::env::var("CI")
+                .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")),
             "`stun` (Debian package stun-client) is required under CI"
         );
         eprintln!("skipped: `stun` not installed (apt install stun-client)");

@@ -55,6 +55,7 @@ fn https_url(server: &RunningServer) -> String {
     format!("https://127.0.0.1:{}", server.local_addr().port())
 }
 
+#[cfg_attr(missing_curl, ignore = "curl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_https_rest_over_http2_and_http1() {
     if !tool_available("curl", &["--version"], "apt-get install curl") {
@@ -93,6 +94,7 @@ async fn curl_speaks_https_rest_over_http2_and_http1() {
     server.shutdown().await;
 }
 
+#[cfg_attr(missing_requests, ignore = "python3 requests is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_requests_with_the_ca_bundle_registers_and_lists() {
     let python = tool_available(
@@ -128,6 +130,7 @@ print("ok")
     server.shutdown().await;
 }
 
+#[cfg_attr(missing_grpcurl, ignore = "grpcurl is not installed")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_with_cacert_lists_and_calls() {
     if !tool_available(
