@@ -101,6 +101,16 @@ impl Core {
                     // or moved; its answer adds any new endpoints.
                     self.rendezvous_again(id);
                 }
+                if self.focus.is_incoming(id) {
+                    // The peer made the call: "connecting to" would be
+                    // wrong, and its retries are its business.
+                    if attempt == 1 {
+                        self.emit(Event::Info {
+                            message: format!("{username} is connecting..."),
+                        });
+                    }
+                    return;
+                }
                 Event::Connecting {
                     peer_id: id,
                     username,
