@@ -247,8 +247,8 @@ impl<W: Write> Console<W> {
                 username,
                 reason,
             } => {
-                self.connected.remove(peer_id);
-                render_disconnected(&s(username), *reason)
+                let was_connected = self.connected.remove(peer_id).is_some();
+                render_disconnected(&s(username), *reason, was_connected)
             }
             Event::ServerLost { error } => format!("! Lost {}", server_lost(error)),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
@@ -357,8 +357,11 @@ fn render_message(username: &str, text: &str, encrypted: bool) -> String {
     )
 }
 
-fn render_disconnected(name: &str, reason: DisconnectReason) -> String {
+fn render_disconnected(name: &str, reason: DisconnectReason, was_connected: bool) -> String {
     match (reason, why_ended(reason)) {
+        // A session still probing was replaced by the peer's newer one:
+        // the user was never told of the old one.
+        (DisconnectReason::Reset, _) if !was_connected => String::new(),
         (DisconnectReason::Reset, _) => format!("* {}", restarted(name)),
         (_, Some(why)) => {
             format!("* {name} {why}. Pick another peer with /connect <id or name>, or /peers.")

@@ -279,3 +279,22 @@ fn only_a_new_kind_of_path_is_said_with_the_name() {
     );
     assert!(!out.contains("b0b00000"), "{out}");
 }
+
+#[test]
+fn a_probing_session_replaced_is_not_news() {
+    let mut c = Console::new(Vec::new(), false);
+    let reset = Event::Disconnected {
+        peer_id: id(BOB),
+        username: "bob".into(),
+        reason: DisconnectReason::Reset,
+    };
+    c.on_event(&reset);
+    c.on_event(&connected(BOB, "bob", true, None));
+    c.on_event(&reset);
+    let out = output(c);
+    assert_eq!(out.matches("bob started a new session").count(), 1, "{out}");
+    assert!(
+        out.find("Connected to bob") < out.find("started a new session"),
+        "{out}"
+    );
+}
