@@ -10,6 +10,16 @@
 //! number, and `/verify [name]` shows the number to compare out of band
 //! (asking the engine for a `status` first when it does not know it).
 //!
+//! The prompt is written once and stays pending at the end of the output
+//! ([`Cursor`]): never `> > `, and after a line typed at a terminal (whose
+//! echo ends the prompt's line) the prompt comes back at once, so replies
+//! read `> Error: ...` like every other line. A plain line picks a peer only
+//! while the peer list asks for one (before the first chat, or after
+//! `/peers` with no chat open); after a chat ended it is answered with how
+//! to pick one, never taken as a peer name. A path change is said only
+//! when the kind of path changes (the first path settling on a better
+//! address of the same kind is nothing new for the user).
+//!
 //! Everything that came from the network (usernames, message text, error
 //! details) goes through [`sanitize_display`] before it is printed.
 //! Run it with [`super::frontend::drive`].
@@ -20,8 +30,8 @@ use std::io::Write;
 use p2pchat::PeerId;
 
 use super::engine::{
-    Command, DisconnectReason, Event, PeerSummary, Request, RequestId, SessionState, SessionStatus,
-    Via,
+    Command, DisconnectReason, Event, Path, PeerSummary, Request, RequestId, SessionState,
+    SessionStatus, Via,
 };
 use super::frontend::{FrontEnd, Verifier};
 use super::input::{HELP, Input, UNENCRYPTED_MARK, parse_line};
@@ -37,8 +47,16 @@ pub struct Console<W: Write> {
     out: W,
     /// The last peer list shown, for picking by number.
     shown: Vec<PeerSummary>,
-    /// Peers we have a session with.
-    connected: Vec<PeerId>,
+    /// Peers we have a session with: the name and kind of path the user
+    /// was last told.
+    connected: HashMap<PeerId, (String, Path)>,
+    /// Whether a plain line picks a peer (the peer list asks for one).
+    picking: bool,
+    /// Whether typed lines are echoed (stdin is a terminal): the echo
+    /// ends the prompt's line.
+    echoed: bool,
+    /// Where the output stands.
+    cursor: Cursor,
     /// Each session's protection and safety number, for `/verify`.
     verifier: Verifier,
     /// `/verify` targets waiting for the `status` asked for them, by the
@@ -49,12 +67,16 @@ pub struct Console<W: Write> {
 }
 
 impl<W: Write> Console<W> {
-    /// A console writing to `out` (normally stdout).
-    pub fn new(out: W) -> Self {
+    /// A console writing to `out` (normally stdout); `echoed`: typed lines
+    /// are echoed by the terminal (stdin is one).
+    pub fn new(out: W, echoed: bool) -> Self {
         Console {
             out,
             shown: Vec::new(),
-            connected: Vec::new(),
+            connected: HashMap::new(),
+            picking: true,
+            echoed,
+            cursor: Cursor::Fresh,
             verifier: Verifier::default(),
             verifying: HashMap::new(),
             next_request: 1,
@@ -74,16 +96,58 @@ impl<W: Write> Console<W> {
         (Some(Command::Status.with_id(id)), String::new())
     }
 
-    /// Prints `text` and the prompt. The prompt stays pending at the end of
-    /// the line, so incoming lines appear as `> [name]: text`, like the seed.
+    /// Prints `text` (if any) and the prompt, unless it is pending already.
+    /// The prompt stays pending at the end of the line, so incoming lines
+    /// appear as `> [name]: text`, like the seed.
     fn print(&mut self, text: &str) {
-        let _ = if text.is_empty() {
-            write!(self.out, "> ")
-        } else {
-            write!(self.out, "{text}\n> ")
-        };
+        if !text.is_empty() {
+            let prompt = if self.cursor == Cursor::LineStart {
+                "> "
+            } else {
+                ""
+            };
+            let _ = writeln!(self.out, "{prompt}{text}");
+            self.cursor = Cursor::LineStart;
+        }
+        if self.cursor != Cursor::AtPrompt {
+            let _ = write!(self.out, "> ");
+            self.cursor = Cursor::AtPrompt;
+        }
         let _ = self.out.flush();
     }
+
+    /// A plain line typed with no chat open.
+    fn no_chat(&self, text: &str) -> (Option<Command>, String) {
+        let choice = text.trim();
+        if choice == "q" {
+            return (Some(Command::Quit), String::new());
+        }
+        if !self.picking {
+            return (
+                None,
+                "No chat is open: pick a peer with /connect <number, id or name>, \
+                 or /peers to list who is online."
+                    .to_owned(),
+            );
+        }
+        // Seed style: while the list asks for a peer, a line names it.
+        let target = match choice.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= self.shown.len() => self.shown[n - 1].peer_id.to_string(),
+            _ => choice.to_owned(),
+        };
+        (Some(Command::Connect(target)), String::new())
+    }
+}
+
+/// Where the console's output stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    /// Nothing written yet.
+    Fresh,
+    /// At the start of a line, no prompt on it.
+    LineStart,
+    /// Right after a pending `> `.
+    AtPrompt,
 }
 
 impl<W: Write> FrontEnd for Console<W> {
@@ -96,6 +160,9 @@ impl<W: Write> FrontEnd for Console<W> {
     }
 
     fn on_line(&mut self, line: &str) -> Option<Request> {
+        if self.echoed && self.cursor == Cursor::AtPrompt {
+            self.cursor = Cursor::LineStart;
+        }
         let (command, reply) = match parse_line(line) {
             Input::Empty => (None, String::new()),
             Input::Help => (None, HELP.to_owned()),
@@ -106,22 +173,7 @@ impl<W: Write> FrontEnd for Console<W> {
                 return request;
             }
             Input::Command(command) => (Some(command), String::new()),
-            Input::Text(text) if self.connected.is_empty() => {
-                // Seed style: before a chat, a line names the peer to call.
-                let choice = text.trim();
-                let command = if choice == "q" {
-                    Command::Quit
-                } else {
-                    let target = match choice.parse::<usize>() {
-                        Ok(n) if n >= 1 && n <= self.shown.len() => {
-                            self.shown[n - 1].peer_id.to_string()
-                        }
-                        _ => choice.to_owned(),
-                    };
-                    Command::Connect(target)
-                };
-                (Some(command), String::new())
-            }
+            Input::Text(text) if self.connected.is_empty() => self.no_chat(&text),
             Input::Text(text) => (Some(Command::Send(text)), String::new()),
         };
         self.print(&reply);
@@ -130,6 +182,7 @@ impl<W: Write> FrontEnd for Console<W> {
 
     fn on_exit(&mut self) {
         let _ = writeln!(self.out, "\nBye.");
+        self.cursor = Cursor::LineStart;
         let _ = self.out.flush();
     }
 }
@@ -175,29 +228,13 @@ impl<W: Write> Console<W> {
                 peer_id,
                 addr,
                 path,
-            } => {
-                let name = self
-                    .shown
-                    .iter()
-                    .find(|p| &p.peer_id == peer_id)
-                    .map_or_else(|| short(peer_id, 8), |p| s(&p.username));
-                format!("* Chat with {name} now uses the {path} path ({})", s(addr))
-            }
+            } => self.render_path_changed(*peer_id, addr, *path),
             Event::Message {
                 username,
                 text,
                 encrypted,
                 ..
-            } => {
-                // Encrypted lines keep the seed's exact format; plaintext
-                // ones are marked before anything the peer controls.
-                let mark = if *encrypted {
-                    String::new()
-                } else {
-                    format!("{UNENCRYPTED_MARK} ")
-                };
-                format!("{mark}[{}]: {}", s(username), s(text))
-            }
+            } => render_message(username, text, *encrypted),
             Event::Sent { .. }
             | Event::Delivered { .. }
             | Event::Rtt { .. }
@@ -210,8 +247,8 @@ impl<W: Write> Console<W> {
                 username,
                 reason,
             } => {
-                self.connected.retain(|p| p != peer_id);
-                render_disconnected(&s(username), *reason)
+                let was_connected = self.connected.remove(peer_id).is_some();
+                render_disconnected(&s(username), *reason, was_connected)
             }
             Event::ServerLost { error } => format!("! Lost {}", server_lost(error)),
             Event::ServerRestored {} => "* Reconnected to the signaling server".to_owned(),
@@ -231,8 +268,28 @@ impl<W: Write> Console<W> {
         }
     }
 
+    /// `* Chat with NAME now uses ...`, only when the kind of path changed.
+    fn render_path_changed(&mut self, peer: PeerId, addr: &str, path: Path) -> String {
+        let Some((name, told)) = self.connected.get_mut(&peer) else {
+            return String::new();
+        };
+        if *told == path {
+            return String::new();
+        }
+        *told = path;
+        format!(
+            "* Chat with {} now uses the {path} path ({})",
+            sanitize_display(name),
+            sanitize_display(addr)
+        )
+    }
+
     fn render_peers(&mut self, peers: &[PeerSummary]) -> String {
         self.shown = peers.to_vec();
+        if self.connected.is_empty() {
+            // The list below asks for a peer: a plain line names one.
+            self.picking = true;
+        }
         if peers.is_empty() {
             return "No peers available. Waiting for connection...".to_owned();
         }
@@ -267,9 +324,8 @@ impl<W: Write> Console<W> {
         else {
             return String::new();
         };
-        if !self.connected.contains(peer_id) {
-            self.connected.push(*peer_id);
-        }
+        self.connected.insert(*peer_id, (username.clone(), *path));
+        self.picking = false;
         let name = sanitize_display(username);
         let mode = if *reliable { "" } else { ", seed protocol" };
         let how = if *incoming {
@@ -286,8 +342,26 @@ impl<W: Write> Console<W> {
     }
 }
 
-fn render_disconnected(name: &str, reason: DisconnectReason) -> String {
+/// `[name]: text`: encrypted lines keep the seed's exact format; plaintext
+/// ones are marked before anything the peer controls.
+fn render_message(username: &str, text: &str, encrypted: bool) -> String {
+    let mark = if encrypted {
+        String::new()
+    } else {
+        format!("{UNENCRYPTED_MARK} ")
+    };
+    format!(
+        "{mark}[{}]: {}",
+        sanitize_display(username),
+        sanitize_display(text)
+    )
+}
+
+fn render_disconnected(name: &str, reason: DisconnectReason, was_connected: bool) -> String {
     match (reason, why_ended(reason)) {
+        // A session still probing was replaced by the peer's newer one:
+        // the user was never told of the old one.
+        (DisconnectReason::Reset, _) if !was_connected => String::new(),
         (DisconnectReason::Reset, _) => format!("* {}", restarted(name)),
         (_, Some(why)) => {
             format!("* {name} {why}. Pick another peer with /connect <id or name>, or /peers.")
@@ -323,201 +397,4 @@ fn render_status(server_connected: bool, sessions: &[SessionStatus]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::Path;
-
-    const ALICE: &str = "a11ce000-0000-4000-8000-000000000001";
-    const BOB: &str = "b0b00000-0000-4000-8000-000000000002";
-
-    fn id(text: &str) -> PeerId {
-        PeerId::parse(text).unwrap()
-    }
-
-    fn output(console: Console<Vec<u8>>) -> String {
-        String::from_utf8(console.out).unwrap()
-    }
-
-    /// The command a typed line asks for (its request id aside).
-    fn cmd(c: &mut Console<Vec<u8>>, line: &str) -> Option<Command> {
-        c.on_line(line).map(|r| r.command)
-    }
-
-    const NUMBER: &str = "11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890";
-
-    fn connected(peer: &str, name: &str, encrypted: bool, number: Option<&str>) -> Event {
-        Event::Connected {
-            peer_id: id(peer),
-            username: name.into(),
-            addr: "127.0.0.1:9".into(),
-            path: Path::Lan,
-            rtt_ms: None,
-            reliable: encrypted,
-            incoming: false,
-            probe_rounds: 1,
-            encrypted,
-            safety_number: number.map(str::to_owned),
-        }
-    }
-
-    fn message(peer: &str, name: &str, text: &str, encrypted: bool) -> Event {
-        Event::Message {
-            from: id(peer),
-            username: name.into(),
-            text: text.into(),
-            sent_at: 1.0,
-            encrypted,
-        }
-    }
-
-    #[test]
-    fn encrypted_sessions_say_so_and_plaintext_lines_are_marked() {
-        let mut c = Console::new(Vec::new());
-        c.on_event(&connected(BOB, "bob", true, Some(NUMBER)));
-        c.on_event(&message(BOB, "bob", "hi", true));
-        c.on_event(&connected(ALICE, "seedy", false, None));
-        c.on_event(&message(ALICE, "seedy", "plain hi", false));
-        let out = output(c);
-        assert!(
-            out.contains(
-                "Connected to bob (end-to-end encrypted; /verify shows the safety number)\n  at 127.0.0.1:9 (lan)"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                "Connected to seedy (NOT encrypted: seedy speaks the seed protocol; anyone on the path can read and forge these lines)"
-            ),
-            "{out}"
-        );
-        // Encrypted lines keep the seed's format exactly.
-        assert!(out.contains("\n> [bob]: hi\n"), "{out}");
-        assert!(!out.contains("[unencrypted] [bob]"), "{out}");
-        assert!(out.contains("> [unencrypted] [seedy]: plain hi\n"), "{out}");
-    }
-
-    #[test]
-    fn verify_shows_the_number_or_asks_the_engine_first() {
-        let mut c = Console::new(Vec::new());
-        // Nothing known: ask for a status, answer when it comes.
-        let asked = c.on_line("/verify").expect("a status request");
-        assert_eq!(asked.command, Command::Status);
-        let status = |request, number: Option<&str>| Event::Status {
-            id: request,
-            server_connected: true,
-            sessions: vec![SessionStatus {
-                peer_id: id(BOB),
-                username: "bob".into(),
-                state: SessionState::Connected,
-                active: true,
-                addr: Some("127.0.0.1:9".into()),
-                path: Some(Path::Lan),
-                rtt_ms: Some(1.25),
-                reliable: true,
-                pending: 0,
-                encrypted: true,
-                safety_number: number.map(str::to_owned),
-            }],
-        };
-        c.on_event(&status(asked.id, Some(NUMBER)));
-        // Known now: answered at once.
-        assert_eq!(cmd(&mut c, "/verify bob"), None);
-        c.on_event(&connected(ALICE, "seedy", false, None));
-        assert_eq!(cmd(&mut c, "/verify seedy"), None);
-        // Asked for a peer nobody knows: one status, then the answer.
-        let asked = c.on_line("/verify carol").expect("a status request");
-        c.on_event(&status(asked.id, Some(NUMBER)));
-        // A status the user asked for is listed in full.
-        c.on_event(&status(None, Some(NUMBER)));
-        c.on_event(&status(None, None));
-        let out = output(c);
-        let verified = "Safety number with bob:\n    11111 22222 33333 44444\n    55555 66666 77777 88888\n    99999 00000 12345 67890\nCompare it with the number bob sees";
-        assert_eq!(out.matches(verified).count(), 2, "{out}");
-        assert!(out.contains("out of band"), "{out}");
-        assert!(
-            out.contains("There is no encrypted session with seedy: it speaks the seed protocol"),
-            "{out}"
-        );
-        assert!(
-            out.contains("There is no encrypted session with carol; /connect to it first."),
-            "{out}"
-        );
-        assert_eq!(
-            out.matches("Signaling server: connected").count(),
-            2,
-            "the statuses /verify asked for are not listed: {out}"
-        );
-        assert!(
-            out.contains("* bob (connected, lan 127.0.0.1:9, rtt 1.2 ms, end-to-end encrypted)\n      safety number: 11111 22222 33333 44444 55555 66666 77777 88888 99999 00000 12345 67890"),
-            "{out}"
-        );
-        assert!(out.contains("safety number: not proven yet"), "{out}");
-    }
-
-    #[test]
-    fn trust_goes_to_the_engine() {
-        let mut c = Console::new(Vec::new());
-        assert_eq!(
-            cmd(&mut c, "/trust bob"),
-            Some(Command::Trust("bob".into()))
-        );
-        assert_eq!(cmd(&mut c, "/trust"), None);
-        assert!(output(c).contains("Error: usage: /trust <username>"));
-    }
-
-    #[test]
-    fn hostile_names_and_text_are_neutralised() {
-        let mut c = Console::new(Vec::new());
-        c.on_event(&Event::peers(vec![PeerSummary {
-            peer_id: id("aaaaaaaa-0000-4000-8000-000000000001"),
-            username: "\u{1b}]0;pwned\u{7}mallory".into(),
-            via: Via::Rest,
-        }]));
-        c.on_event(&Event::Message {
-            from: id(BOB),
-            username: "\u{9b}2J".into(),
-            text: "\u{1b}[2Jhi\u{8}\u{8}".into(),
-            sent_at: 1.0,
-            encrypted: true,
-        });
-        let out = output(c);
-        assert!(
-            !out.chars().any(|ch| ch.is_control() && ch != '\n'),
-            "{out:?}"
-        );
-        assert!(
-            out.contains(r"\x1b]0;pwned\x07mallory (ID: aaaaaaaa-0000-40...) [seed]"),
-            "{out}"
-        );
-        assert!(out.contains(r"[\x9b2J]: \x1b[2Jhi\x08\x08"), "{out}");
-    }
-
-    #[test]
-    fn before_a_chat_a_line_picks_a_peer() {
-        let mut c = Console::new(Vec::new());
-        let peer = |peer_id: &str, name: &str| PeerSummary {
-            peer_id: id(peer_id),
-            username: name.into(),
-            via: Via::Grpc,
-        };
-        c.on_event(&Event::peers(vec![peer(ALICE, "alice"), peer(BOB, "bob")]));
-        assert_eq!(cmd(&mut c, "2"), Some(Command::Connect(BOB.into())));
-        assert_eq!(cmd(&mut c, "7"), Some(Command::Connect("7".into())));
-        assert_eq!(cmd(&mut c, "bob"), Some(Command::Connect("bob".into())));
-        assert_eq!(cmd(&mut c, "q"), Some(Command::Quit));
-        c.on_event(&connected(BOB, "bob", true, None));
-        assert_eq!(cmd(&mut c, "2"), Some(Command::Send("2".into())));
-        c.on_event(&Event::Disconnected {
-            peer_id: id(BOB),
-            username: "bob".into(),
-            reason: DisconnectReason::Timeout,
-        });
-        assert_eq!(cmd(&mut c, "alice"), Some(Command::Connect("alice".into())));
-        let out = output(c);
-        assert!(
-            out.contains("bob is offline (no answer to keep-alive)"),
-            "{out}"
-        );
-        assert!(out.contains("--- Chat started."), "{out}");
-    }
-}
+mod tests;

@@ -244,7 +244,7 @@ async fn run(args: Args, full_screen: bool) -> anyhow::Result<()> {
         let _ = commands.send(Command::Quit.into()).await;
     });
     if let Some(target) = args.connect {
-        handle.command(Command::Connect(target)).await;
+        handle.command(Command::ConnectWhenOnline(target)).await;
     }
     let result = run_front_end(handle, events, full_screen, args.json).await;
     forward_signals.abort();
@@ -321,7 +321,8 @@ async fn run_front_end(
         let mut ui = JsonUi::new(std::io::stdout());
         frontend::drive(handle, events, spawn_stdin_reader(), &mut ui).await;
     } else {
-        let mut ui = Console::new(std::io::stdout());
+        // A terminal echoes typed lines; a pipe does not.
+        let mut ui = Console::new(std::io::stdout(), std::io::stdin().is_terminal());
         frontend::drive(handle, events, spawn_stdin_reader(), &mut ui).await;
     }
     Ok(())

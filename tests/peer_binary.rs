@@ -859,6 +859,12 @@ struct PlainPeer {
 
 impl PlainPeer {
     async fn start(server: &Server, name: &str, extra: &[&str]) -> PlainPeer {
+        PlainPeer::start_on(server, name, "127.0.0.1", extra).await
+    }
+
+    /// Bound to `bind` (`0.0.0.0`: every interface is a candidate, as for
+    /// a user who gives no `--bind`).
+    async fn start_on(server: &Server, name: &str, bind: &str, extra: &[&str]) -> PlainPeer {
         let mut child = Command::new(PEER.path())
             .args([
                 "--server",
@@ -866,7 +872,7 @@ impl PlainPeer {
                 "--username",
                 name,
                 "--bind",
-                "127.0.0.1",
+                bind,
                 "--plain",
                 "--ephemeral",
             ])
@@ -1034,4 +1040,93 @@ async fn require_encryption_in_the_console_says_why() {
     );
     assert!(!text.contains("--- Chat started."), "{text}");
     ours.quit().await;
+}
+
+/// Issue 13: the caller says "Connecting to", the called side only that
+/// the peer is connecting; the first path settling on a better address is
+/// not announced as a change (all interfaces bound, so each peer has a
+/// LAN address besides loopback where the machine has one); never `> > `.
+#[tokio::test]
+async fn console_connect_messages_say_who_calls_and_no_path_change() {
+    let server = start_server().await;
+    let mut alice = PlainPeer::start_on(&server, "alice", "0.0.0.0", &[]).await;
+    alice.until("Username: alice").await;
+    let mut bob = PlainPeer::start_on(&server, "bob", "0.0.0.0", &["--connect", "alice"]).await;
+    let on_bob = bob.until("--- Chat started.").await;
+    assert!(
+        on_bob.contains("> Connecting to alice (attempt 1, probing "),
+        "{on_bob}"
+    );
+    let on_alice = alice.until("--- Chat started.").await;
+    assert!(on_alice.contains("> bob is connecting...\n"), "{on_alice}");
+    assert!(on_alice.contains("bob connected to us"), "{on_alice}");
+    assert!(!on_alice.contains("Connecting to bob"), "{on_alice}");
+    // A round trip each way, then a keep-alive or two: any settling is over.
+    bob.line("hi alice").await;
+    alice.until("[bob]: hi alice").await;
+    alice.line("hi bob").await;
+    bob.until("[alice]: hi bob").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    bob.line("/status").await;
+    bob.until("Signaling server: connected").await;
+    alice.line("/status").await;
+    alice.until("Signaling server: connected").await;
+    for (who, peer) in [("alice", &alice), ("bob", &bob)] {
+        let text = String::from_utf8_lossy(&peer.buf);
+        assert!(!text.contains("now uses the"), "{who}: {text}");
+        assert!(!text.contains("> > "), "{who}: {text}");
+    }
+    bob.quit().await;
+    alice.quit().await;
+}
+
+/// Issue 13: after `/leave` a chat line is not a peer name; naming
+/// ourselves says it is us.
+#[tokio::test]
+async fn console_after_leave_and_connecting_to_ourselves() {
+    let server = start_server().await;
+    let mut alice = PlainPeer::start(&server, "alice", &[]).await;
+    alice.until("Username: alice").await;
+    let mut bob = PlainPeer::start(&server, "bob", &["--connect", "alice"]).await;
+    bob.until("--- Chat started.").await;
+    bob.line("/leave").await;
+    bob.until("* Disconnected from alice.").await;
+    bob.clear();
+    bob.line("after leave").await;
+    let text = bob
+        .until("No chat is open: pick a peer with /connect <number, id or name>, or /peers")
+        .await;
+    assert!(!text.contains("no online peer matches"), "{text}");
+    bob.line("/connect bob").await;
+    let text = bob.until("is you").await;
+    assert!(
+        text.contains("Error: 'bob' is you; pick another peer (/peers lists who is online)"),
+        "{text}"
+    );
+    // /peers asks for a peer again: a plain line picks one, seed style.
+    bob.line("/peers").await;
+    bob.until("Enter a peer number").await;
+    bob.clear();
+    bob.line("1").await;
+    bob.until("--- Chat started.").await;
+    bob.quit().await;
+    alice.quit().await;
+}
+
+/// Issue 13: `--connect alice` started before alice registers waits for
+/// her (with a message) and connects when she comes online.
+#[tokio::test]
+async fn console_connect_at_start_waits_for_the_peer_to_register() {
+    let server = start_server().await;
+    let mut bob = PlainPeer::start(&server, "bob", &["--connect", "alice"]).await;
+    bob.until("alice is not online yet; waiting for it to come online (up to 3 attempts of 2s)...")
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut alice = PlainPeer::start(&server, "alice", &[]).await;
+    let text = bob.until("--- Chat started.").await;
+    assert!(text.contains("Connected to alice"), "{text}");
+    assert!(!text.contains("no online peer matches"), "{text}");
+    alice.until("bob connected to us").await;
+    bob.quit().await;
+    alice.quit().await;
 }

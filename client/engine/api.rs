@@ -23,6 +23,11 @@ pub enum Command {
     /// Connect to a peer given by full id, unique id prefix or unique
     /// username; it becomes the active peer.
     Connect(String),
+    /// [`Command::Connect`], but a peer not online yet is waited for (with
+    /// an `info` saying so), up to the connect-attempt limit, one attempt
+    /// duration apart: `--connect` at start, when the peer may register a
+    /// moment later.
+    ConnectWhenOnline(String),
     /// Send a line to the active peer.
     Send(String),
     /// Report the current peer list (an [`Event::Peers`]).

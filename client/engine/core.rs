@@ -15,6 +15,7 @@
 //! * [`signals`]: what the signaling server says (peer list changes,
 //!   connect requests) and rendezvous answers.
 
+mod awaiting;
 mod incoming;
 pub mod paths;
 mod report;
@@ -163,8 +164,11 @@ pub struct Core {
     directory: Directory,
     focus: Focus,
     server_up: bool,
-    /// Connect requests made before the first peer list arrived.
-    deferred: Vec<(Option<RequestId>, String)>,
+    /// Connect requests made before the first peer list arrived (true:
+    /// one that waits for its peer to come online).
+    deferred: Vec<(Option<RequestId>, String, bool)>,
+    /// A start-up connect waiting for its peer to come online.
+    awaited: Option<awaiting::Awaited>,
     tombstones: Tombstones,
     stranger_replies: ReplyBudget,
     handshake_answers: ReplyBudget,
@@ -203,6 +207,7 @@ impl Core {
             focus: Focus::default(),
             server_up: true,
             deferred: Vec::new(),
+            awaited: None,
             tombstones: Tombstones::default(),
             stranger_replies: ReplyBudget::new(now),
             handshake_answers: ReplyBudget::per_second(MAX_HANDSHAKE_ANSWERS_PER_SEC, now),
@@ -252,6 +257,7 @@ impl Core {
             .filter_map(Session::next_deadline)
             .chain(self.relay.as_ref().and_then(RelayClient::next_deadline))
             .chain(self.stun_refresh.as_ref().map(|r| r.deadline))
+            .chain(self.awaited_deadline())
             .min()
     }
 
@@ -261,6 +267,7 @@ impl Core {
             session.poll_timers(now);
         }
         self.expire_pending(now);
+        self.retry_awaited(false, now);
         self.poll_relay(now);
         if self
             .stun_refresh
@@ -300,19 +307,8 @@ impl Core {
     pub fn on_request(&mut self, request: Request, now: Instant) {
         let id = request.id;
         match request.command {
-            Command::Connect(target) => {
-                if self.directory.has_snapshot() {
-                    self.connect(id, &target);
-                } else if self.deferred.len() < MAX_DEFERRED_CONNECTS {
-                    self.deferred.push((id, target));
-                } else {
-                    self.emit(Event::Error {
-                        id,
-                        code: ErrorCode::UnknownPeer,
-                        message: "the peer list has not arrived yet".into(),
-                    });
-                }
-            }
+            Command::Connect(target) => self.connect_or_defer(id, target, false, now),
+            Command::ConnectWhenOnline(target) => self.connect_or_defer(id, target, true, now),
             Command::Send(text) => self.send_line(id, &text, now),
             Command::Peers => {
                 let peers = self.directory.list();
@@ -370,8 +366,8 @@ impl Core {
 
     /// Resolves `target` and starts the rendezvous.
     fn connect(&mut self, id: Option<RequestId>, target: &str) {
-        let peer = match self.directory.resolve(target) {
-            Ok(peer) => peer.clone(),
+        let peer = match self.resolve_target(target) {
+            Ok(peer) => peer,
             Err(err) => {
                 self.emit(Event::Error {
                     id,

@@ -145,15 +145,15 @@ pub enum ResolveError {
         matches: String,
     },
     /// The user named themselves.
-    #[error("that is you; pick another peer")]
-    Myself,
+    #[error("'{0}' is you; pick another peer (/peers lists who is online)")]
+    Myself(String),
 }
 
 impl ResolveError {
     /// The error code front ends get.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ResolveError::Unknown(_) | ResolveError::Myself => ErrorCode::UnknownPeer,
+            ResolveError::Unknown(_) | ResolveError::Myself(_) => ErrorCode::UnknownPeer,
             ResolveError::Ambiguous { .. } => ErrorCode::AmbiguousPeer,
         }
     }
@@ -173,7 +173,7 @@ pub fn resolve<'a>(
     let lower = input.to_lowercase();
     if let Ok(id) = PeerId::parse(&lower) {
         if id == me {
-            return Err(ResolveError::Myself);
+            return Err(ResolveError::Myself(input.to_owned()));
         }
         if let Some(peer) = directory.get(&id) {
             return Ok(peer);
@@ -280,7 +280,7 @@ pub(super) mod tests {
         ));
         assert_eq!(
             resolve(&dir, me, &me.to_string()).unwrap_err(),
-            ResolveError::Myself
+            ResolveError::Myself(me.to_string())
         );
     }
 

@@ -94,24 +94,10 @@ impl Core {
     fn report(&mut self, id: PeerId, event: SessionEvent, now: Instant) {
         let username = self.display_name(id);
         let out = match event {
-            SessionEvent::Probing { attempt } => {
-                if attempt > 1 && self.server_up {
-                    // A fresh rendezvous per attempt: the target may have
-                    // missed the first one (e.g. its inbox was reconnecting)
-                    // or moved; its answer adds any new endpoints.
-                    self.rendezvous_again(id);
-                }
-                Event::Connecting {
-                    peer_id: id,
-                    username,
-                    attempt,
-                    endpoints: self
-                        .sessions
-                        .get(&id)
-                        .map(|s| s.candidates().iter().map(|a| a.to_string()).collect())
-                        .unwrap_or_default(),
-                }
-            }
+            SessionEvent::Probing { attempt } => match self.probing(id, username, attempt) {
+                Some(event) => event,
+                None => return,
+            },
             SessionEvent::Connected { .. } => {
                 if !self.check_pin(id) {
                     return;
@@ -168,6 +154,33 @@ impl Core {
             }
         };
         self.emit(out);
+    }
+
+    /// What a connect attempt shows: `Connecting` to the caller; the
+    /// called side is told once that the peer is connecting ("connecting
+    /// to" would be wrong, and its retries are the caller's business).
+    fn probing(&mut self, id: PeerId, username: String, attempt: u32) -> Option<Event> {
+        if attempt > 1 && self.server_up {
+            // A fresh rendezvous per attempt: the target may have missed
+            // the first one (e.g. its inbox was reconnecting) or moved;
+            // its answer adds any new endpoints.
+            self.rendezvous_again(id);
+        }
+        if self.focus.is_incoming(id) {
+            return (attempt == 1).then(|| Event::Info {
+                message: format!("{username} is connecting..."),
+            });
+        }
+        Some(Event::Connecting {
+            peer_id: id,
+            username,
+            attempt,
+            endpoints: self
+                .sessions
+                .get(&id)
+                .map(|s| s.candidates().iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+        })
     }
 
     /// A fresh rendezvous with a peer we already have a session with.

@@ -73,12 +73,21 @@ impl Core {
                     self.emit(event);
                 }
                 if first {
-                    for (id, target) in std::mem::take(&mut self.deferred) {
-                        self.connect(id, &target);
+                    for (id, target, wait) in std::mem::take(&mut self.deferred) {
+                        if wait {
+                            self.connect_when_online(id, &target, now);
+                        } else {
+                            self.connect(id, &target);
+                        }
                     }
+                } else {
+                    self.retry_awaited(true, now);
                 }
             }
-            SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => self.on_peer_update(peer),
+            SignalEvent::Joined(peer) | SignalEvent::Updated(peer) => {
+                self.on_peer_update(peer);
+                self.retry_awaited(true, now);
+            }
             SignalEvent::Left(peer) => {
                 if let Some(session) = self.sessions.get_mut(&peer.peer_id) {
                     session.peer_left();

@@ -310,3 +310,4 @@ fn connects_before_the_peer_list_are_held_up_to_the_limit() {
 
 mod amplification;
 mod attacks;
+mod awaiting;
