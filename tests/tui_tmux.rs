@@ -7,7 +7,8 @@
 //! and `/verify` shows the same safety number on both sides, and that
 //! `/quit` and Ctrl+C exit 0 with the terminal restored (cooked mode,
 //! normal screen). A second test pastes ~3,600 characters in one go (the
-//! text and its Enter reach the other peer within [`PASTE_WAIT`]) and
+//! text and its Enter reach the other peer within [`PASTE_WAIT`]), a
+//! bracketed paste of two lines (one message per line), and
 //! sends emoji sequences terminals disagree on (skin tone, flag, ZWJ
 //! family), checking every row keeps its right border in place.
 //!
@@ -420,6 +421,15 @@ fn paste_and_emoji_keep_the_ui_whole() {
         s.contains("w0599 \u{2713}\u{2713}")
     });
     eprintln!("pasted line delivered in {:?}", started.elapsed());
+
+    // A bracketed paste of two lines: the first is sent, the second stays
+    // in the input until Enter.
+    tmux.ok(&["set-buffer", "-b", "two", "first pasted\nsecond pasted"]);
+    tmux.ok(&["paste-buffer", "-p", "-d", "-b", "two", "-t", "alice"]);
+    tmux.wait_text("bob", "alice: first pasted");
+    tmux.wait_text("alice", "> second pasted");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_text("bob", "alice: second pasted");
 
     // Emoji sequences: every row keeps its width and border on both sides.
     for line in EMOJI_LINES {
