@@ -10,7 +10,9 @@
 //! * this module: the terminal itself (raw mode, alternate screen, always
 //!   restored: on return, on error and on panic) and the loop that feeds
 //!   the state. Like [`super::frontend::drive`], it always drains engine
-//!   events while commands wait for room in the engine's channel.
+//!   events while commands wait for room in the engine's channel, and it
+//!   applies every terminal event already read (a paste's burst of keys,
+//!   or one bracketed `Paste`) before drawing again.
 
 pub mod state;
 pub mod view;

@@ -612,24 +612,3 @@ fn verify_shows_the_safety_number_in_the_chat_pane() {
     let text = screen(&draw(&mut app, 100, 30));
     assert!(text.contains("* forgot the key pinned for bob"), "{text}");
 }
-
-#[test]
-fn a_burst_of_terminal_events_is_applied_before_the_next_frame() {
-    use crossterm::event::Event as TermEvent;
-    let mut app = app();
-    let mut pending = crate::frontend::Pending::default();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(super::TERMINAL_EVENT_BUFFER);
-    // A full buffer of keys, then what is left for the next frame.
-    for _ in 0..super::TERMINAL_EVENT_BUFFER {
-        tx.try_send(TermEvent::Key(key(KeyCode::Char('k'))))
-            .unwrap();
-    }
-    let first = TermEvent::Paste("p".repeat(3_600));
-    super::apply_burst(&mut app, &mut pending, first, &mut rx);
-    assert_eq!(
-        app.input.len(),
-        3_600 + super::MAX_TERMINAL_EVENTS_PER_FRAME - 1
-    );
-    assert!(rx.try_recv().is_ok(), "the rest waits for the next frame");
-    assert!(pending.has_room());
-}

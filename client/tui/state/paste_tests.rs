@@ -99,3 +99,22 @@ fn cursor_keys_move_and_delete_whole_graphemes() {
     key(&mut app, KeyCode::Right);
     assert_eq!(app.cursor, 3, "the end");
 }
+
+#[test]
+fn a_burst_of_terminal_events_is_applied_before_the_next_frame() {
+    use crate::tui::{MAX_TERMINAL_EVENTS_PER_FRAME, TERMINAL_EVENT_BUFFER, apply_burst};
+    use crossterm::event::Event as TermEvent;
+    let mut app = app();
+    let mut pending = crate::frontend::Pending::default();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(TERMINAL_EVENT_BUFFER);
+    // A full buffer of keys, then what is left for the next frame.
+    for _ in 0..TERMINAL_EVENT_BUFFER {
+        let key = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE);
+        tx.try_send(TermEvent::Key(key)).unwrap();
+    }
+    let first = TermEvent::Paste("p".repeat(3_600));
+    apply_burst(&mut app, &mut pending, first, &mut rx);
+    assert_eq!(app.input.len(), 3_600 + MAX_TERMINAL_EVENTS_PER_FRAME - 1);
+    assert!(rx.try_recv().is_ok(), "the rest waits for the next frame");
+    assert!(pending.has_room());
+}
