@@ -6,7 +6,11 @@
 //! their delivery mark, that the session is marked end-to-end encrypted
 //! and `/verify` shows the same safety number on both sides, and that
 //! `/quit` and Ctrl+C exit 0 with the terminal restored (cooked mode,
-//! normal screen).
+//! normal screen). A second test pastes ~3,600 characters in one go (the
+//! text and its Enter reach the other peer within [`PASTE_WAIT`]), a
+//! bracketed paste of two lines (one message per line), and
+//! sends emoji sequences terminals disagree on (skin tone, flag, ZWJ
+//! family), checking every row keeps its right border in place.
 //!
 //! Needs tmux (`.ci/run` installs it): without it the test says why it
 //! skipped; under `CI=true` it fails instead.
@@ -66,15 +70,19 @@ impl Tmux {
 
     /// Starts `command` (a shell command line) in a new detached session.
     fn session(&self, name: &str, command: &str) {
+        self.sized_session(name, command, COLUMNS, ROWS);
+    }
+
+    fn sized_session(&self, name: &str, command: &str, columns: &str, rows: &str) {
         self.ok(&[
             "new-session",
             "-d",
             "-s",
             name,
             "-x",
-            COLUMNS,
+            columns,
             "-y",
-            ROWS,
+            rows,
             command,
         ]);
     }
@@ -97,7 +105,17 @@ impl Tmux {
 
     /// Polls `name`'s screen until `pred` holds; returns that screen.
     fn wait(&self, name: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.wait_within(name, what, WAIT, pred)
+    }
+
+    fn wait_within(
+        &self,
+        name: &str,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen(name);
             if pred(&screen) {
@@ -215,16 +233,21 @@ fn assert_clean_exit(tmux: &Tmux, name: &str) {
     assert_eq!(alternate.trim(), "0", "{name} left the alternate screen on");
 }
 
-#[test]
-fn two_peers_chat_in_real_terminals() {
-    if !tmux_available() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("tmux is required under CI=true (bash .ci/run installs it)");
-        }
-        eprintln!("skipped: tmux is not installed (apt-get install tmux)");
-        return;
+/// Whether tmux is there to run the test; without it the test says why it
+/// skips, and under `CI=true` it fails.
+fn tmux_or_skip() -> bool {
+    if tmux_available() {
+        return true;
     }
-    let tmux = Tmux::start();
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("tmux is required under CI=true (bash .ci/run installs it)");
+    }
+    eprintln!("skipped: tmux is not installed (apt-get install tmux)");
+    false
+}
+
+/// Starts the server in its own session; returns its port once it listens.
+fn start_server(tmux: &Tmux) -> u16 {
     let port = free_port();
     tmux.session("server", &server_command(port));
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -237,6 +260,16 @@ fn two_peers_chat_in_real_terminals() {
         );
         std::thread::sleep(POLL);
     }
+    port
+}
+
+#[test]
+fn two_peers_chat_in_real_terminals() {
+    if !tmux_or_skip() {
+        return;
+    }
+    let tmux = Tmux::start();
+    let port = start_server(&tmux);
 
     tmux.session("alice", &peer_command(port, "alice"));
     let screen = tmux.wait_text("alice", "server: connected | alice ");
@@ -312,4 +345,121 @@ fn two_peers_chat_in_real_terminals() {
     });
     tmux.keys("carol", &["C-c"]);
     assert_clean_exit(&tmux, "carol");
+}
+
+/// Longest a pasted line may take to reach the other peer (the bug: over
+/// 60 s, and its Enter lost).
+const PASTE_WAIT: Duration = Duration::from_secs(20);
+
+/// Columns and rows of the panes in the paste test: wide enough to show
+/// the whole pasted line at once.
+const WIDE: (&str, &str) = ("200", "60");
+
+/// The emoji lines of the layout check, and their scalars that tmux 3.3a
+/// draws two columns wide (the rest of each screen is one column a
+/// character; regional indicators are one each).
+const EMOJI_LINES: [&str; 3] = [
+    "tone \u{1f44d}\u{1f3fd} x",
+    "flag \u{1f1eb}\u{1f1f7} x",
+    "zwj \u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467} x",
+];
+const WIDE_SCALARS: [char; 5] = [
+    '\u{1f44d}',
+    '\u{1f3fd}',
+    '\u{1f468}',
+    '\u{1f469}',
+    '\u{1f467}',
+];
+
+/// Columns a captured row takes in tmux (see [`WIDE_SCALARS`]).
+fn row_columns(row: &str) -> usize {
+    row.chars()
+        .map(|c| if WIDE_SCALARS.contains(&c) { 2 } else { 1 })
+        .sum()
+}
+
+/// Every row above the status bar fills the pane exactly and ends in a
+/// border: nothing was pushed right, cut or left behind.
+fn assert_borders_in_place(screen: &str, columns: usize) {
+    let rows: Vec<&str> = screen.lines().collect();
+    for row in &rows[..rows.len().saturating_sub(1)] {
+        assert_eq!(row_columns(row), columns, "row {row:?} in:\n{screen}");
+        assert!(
+            row.ends_with(['\u{2502}', '\u{2510}', '\u{2518}']),
+            "row {row:?} ends in a border:\n{screen}"
+        );
+    }
+}
+
+#[test]
+fn paste_and_emoji_keep_the_ui_whole() {
+    if !tmux_or_skip() {
+        return;
+    }
+    let tmux = Tmux::start();
+    let port = start_server(&tmux);
+    tmux.sized_session("alice", &peer_command(port, "alice"), WIDE.0, WIDE.1);
+    tmux.sized_session("bob", &peer_command(port, "bob"), WIDE.0, WIDE.1);
+    tmux.wait_text("alice", "peers (1 online)");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_text("alice", "bob: connected, lan");
+    tmux.wait_text("bob", "alice connected to you");
+
+    // 600 numbered words, 3,600 characters, typed at once, then Enter.
+    let words: Vec<String> = (0..600).map(|i| format!("w{i:04}")).collect();
+    let text = words.join(" ");
+    assert!(text.len() >= 3_590, "{}", text.len());
+    let started = Instant::now();
+    tmux.type_line("alice", &text);
+    let screen = tmux.wait_within("bob", "the pasted line", PASTE_WAIT, |s| {
+        s.contains("w0599") && s.contains("alice: w0000")
+    });
+    for word in &words {
+        assert!(screen.contains(word.as_str()), "{word} missing:\n{screen}");
+    }
+    tmux.wait_within("alice", "the pasted line delivered", PASTE_WAIT, |s| {
+        s.contains("w0599 \u{2713}\u{2713}")
+    });
+    eprintln!("pasted line delivered in {:?}", started.elapsed());
+
+    // A bracketed paste of two lines: the first is sent, the second stays
+    // in the input until Enter.
+    tmux.ok(&["set-buffer", "-b", "two", "first pasted\nsecond pasted"]);
+    tmux.ok(&["paste-buffer", "-p", "-d", "-b", "two", "-t", "alice"]);
+    tmux.wait_text("bob", "alice: first pasted");
+    tmux.wait_text("alice", "> second pasted");
+    tmux.keys("alice", &["Enter"]);
+    tmux.wait_text("bob", "alice: second pasted");
+
+    // Emoji sequences: every row keeps its width and border on both sides.
+    for line in EMOJI_LINES {
+        tmux.type_line("alice", line);
+    }
+    let shown = |l: &str| l.replace('\u{200d}', "");
+    let last = shown(EMOJI_LINES[2]);
+    let on_alice = tmux.wait_text("alice", &format!("alice: {last} \u{2713}\u{2713}"));
+    let on_bob = tmux.wait_text("bob", &format!("alice: {last}"));
+    let columns: usize = WIDE.0.parse().unwrap();
+    for screen in [&on_alice, &on_bob] {
+        assert_borders_in_place(screen, columns);
+        for line in EMOJI_LINES {
+            let line = shown(line);
+            assert_eq!(
+                screen.matches(line.as_str()).count(),
+                1,
+                "{line}:\n{screen}"
+            );
+        }
+        for c in WIDE_SCALARS.iter().chain(&['\u{1f1eb}', '\u{1f1f7}']) {
+            assert_eq!(
+                screen.matches(*c).count(),
+                1,
+                "one {c} (no stray glyph):\n{screen}"
+            );
+        }
+    }
+    tmux.keys("bob", &["C-c"]);
+    assert_clean_exit(&tmux, "bob");
+    tmux.keys("alice", &["C-c"]);
+    assert_clean_exit(&tmux, "alice");
 }

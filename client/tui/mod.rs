@@ -10,7 +10,9 @@
 //! * this module: the terminal itself (raw mode, alternate screen, always
 //!   restored: on return, on error and on panic) and the loop that feeds
 //!   the state. Like [`super::frontend::drive`], it always drains engine
-//!   events while commands wait for room in the engine's channel.
+//!   events while commands wait for room in the engine's channel, and it
+//!   applies every terminal event already read (a paste's burst of keys,
+//!   or one bracketed `Paste`) before drawing again.
 
 pub mod state;
 pub mod view;
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crossterm::cursor::Show;
-use crossterm::event::Event as TermEvent;
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste, Event as TermEvent};
 use crossterm::execute;
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -44,6 +46,10 @@ pub const TERMINAL_EVENT_BUFFER: usize = 256;
 /// Most engine events applied between two redraws: a flood is drawn in
 /// batches, and keys still get their turn in between.
 pub const MAX_EVENTS_PER_FRAME: usize = 256;
+
+/// Most terminal events (keys of a paste, say) applied between two
+/// redraws; the buffer's size, so a full buffer is drained in one go.
+pub const MAX_TERMINAL_EVENTS_PER_FRAME: usize = TERMINAL_EVENT_BUFFER;
 
 /// How long the reader thread waits for a terminal event before checking
 /// whether the UI is gone.
@@ -125,14 +131,10 @@ async fn event_loop(
             },
             () = pending.send_next(commands) => {}
             term = input.recv(), if input_open && pending.has_room() => match term {
-                Some(TermEvent::Key(key)) => {
-                    if let Some(request) = app.on_key(key) {
-                        pending.push(request);
-                    }
+                Some(term) => {
+                    apply_burst(app, &mut pending, term, input);
                     dirty = true;
                 }
-                Some(TermEvent::Resize(..)) => dirty = true,
-                Some(_) => {}
                 None => {
                     // The terminal is gone (read error): quit like EOF.
                     input_open = false;
@@ -142,6 +144,46 @@ async fn event_loop(
         }
     }
     Ok(())
+}
+
+/// Applies `first` and the terminal events already read after it (up to
+/// [`MAX_TERMINAL_EVENTS_PER_FRAME`], while commands have room): a paste
+/// without bracketed paste is a burst of keys, and drawing once per key
+/// would fall behind it.
+fn apply_burst(
+    app: &mut App,
+    pending: &mut Pending,
+    first: TermEvent,
+    input: &mut mpsc::Receiver<TermEvent>,
+) {
+    apply_terminal(app, pending, first);
+    for _ in 1..MAX_TERMINAL_EVENTS_PER_FRAME {
+        if !pending.has_room() {
+            break;
+        }
+        match input.try_recv() {
+            Ok(term) => apply_terminal(app, pending, term),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Applies one terminal event to the state, queueing what it asks for.
+fn apply_terminal(app: &mut App, pending: &mut Pending, term: TermEvent) {
+    match term {
+        TermEvent::Key(key) => {
+            if let Some(request) = app.on_key(key) {
+                pending.push(request);
+            }
+        }
+        TermEvent::Paste(text) => {
+            for request in app.on_paste(&text) {
+                pending.push(request);
+            }
+        }
+        // A resize only needs the redraw every event gets.
+        _ => {}
+    }
 }
 
 /// Reads terminal events on a plain thread (crossterm's reads block) until
@@ -187,7 +229,9 @@ impl TerminalGuard {
         TERMINAL_TAKEN.store(true, Ordering::SeqCst);
         // From here on the guard's drop undoes whatever succeeded.
         let guard = TerminalGuard;
-        execute!(io::stdout(), EnterAlternateScreen)?;
+        // Bracketed paste: a paste comes as one `Paste` event, and its
+        // newlines do not press Enter one by one.
+        execute!(io::stdout(), EnterAlternateScreen, EnableBracketedPaste)?;
         Ok(guard)
     }
 }
@@ -202,7 +246,12 @@ impl Drop for TerminalGuard {
 /// later calls do nothing.
 pub fn restore_terminal() {
     if TERMINAL_TAKEN.swap(false, Ordering::SeqCst) {
-        let _ = execute!(io::stdout(), LeaveAlternateScreen, Show);
+        let _ = execute!(
+            io::stdout(),
+            DisableBracketedPaste,
+            LeaveAlternateScreen,
+            Show
+        );
         let _ = disable_raw_mode();
     }
 }

@@ -27,6 +27,8 @@ use crate::text::{sanitize_display, short};
 mod chat;
 mod events;
 mod input;
+#[cfg(test)]
+mod paste_tests;
 mod peers;
 mod sessions;
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //! indented past the timestamp; the wrapping is in `wrap.rs`) and only as
 //! far back as the rows on screen, so drawing costs the same however long
 //! the history is.
+//!
+//! All text is drawn through [`cells`], so emoji sequences whose width
+//! terminals disagree on cannot shift a row or leave stray glyphs.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Position, Rect};
@@ -23,6 +26,7 @@ use super::state::{App, ChatEntry, Delivery, EntryKind, PeerState, short_id};
 use crate::input::UNENCRYPTED_MARK;
 use crate::text::ENCRYPTED_MARK;
 
+pub mod cells;
 mod wrap;
 
 pub use wrap::wrap;
@@ -106,27 +110,25 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
             if state == PeerState::Connected {
                 name_style = name_style.add_modifier(Modifier::BOLD);
             }
-            let name = Span::styled(row.name.clone(), name_style);
+            let name = cells::spans(&row.name, name_style);
             let protection = protection_span(app.encrypted(row));
             let id = Span::styled(short_id(&row.id), dim());
             let label = Span::styled(state.label(), state_style(state));
             let seed = Span::styled(if row.seed { " seed" } else { "" }, dim());
             if two_line {
                 ListItem::new(vec![
-                    Line::from(vec![marker, name, protection]),
+                    Line::from([vec![marker], name, vec![protection]].concat()),
                     Line::from(vec![Span::raw("  "), id, Span::raw(" "), label, seed]),
                 ])
             } else {
-                ListItem::new(Line::from(vec![
-                    marker,
-                    name,
-                    protection,
-                    Span::raw(" "),
-                    id,
-                    Span::raw(" "),
-                    label,
-                    seed,
-                ]))
+                ListItem::new(Line::from(
+                    [
+                        vec![marker],
+                        name,
+                        vec![protection, Span::raw(" "), id, Span::raw(" "), label, seed],
+                    ]
+                    .concat(),
+                ))
             }
         })
         .collect();
@@ -167,11 +169,11 @@ fn dim() -> Style {
 
 fn draw_chat(frame: &mut Frame, app: &App, area: Rect) -> ViewInfo {
     let mut title = match app.active_session() {
-        Some(s) => vec![
-            Span::raw(format!(" chat with {}", s.name)),
-            protection_span(s.encrypted()),
-            Span::raw(" "),
-        ],
+        Some(s) => [
+            cells::spans(&format!(" chat with {}", s.name), Style::new()),
+            vec![protection_span(s.encrypted()), Span::raw(" ")],
+        ]
+        .concat(),
         None => vec![Span::raw(" chat ")],
     };
     let block = Block::bordered();
@@ -265,11 +267,13 @@ fn entry_spans(app: &App, entry: &ChatEntry) -> Vec<(String, Style)> {
 fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {
     let block = if bordered {
         let title = match app.active_session() {
-            Some(s) if s.connected() => Line::from(vec![
-                Span::raw(format!(" message to {}", s.name)),
-                protection_span(s.encrypted()),
-                Span::raw(" "),
-            ]),
+            Some(s) if s.connected() => Line::from(
+                [
+                    cells::spans(&format!(" message to {}", s.name), Style::new()),
+                    vec![protection_span(s.encrypted()), Span::raw(" ")],
+                ]
+                .concat(),
+            ),
             _ => Line::from(" message "),
         };
         Block::bordered().title(title)
@@ -292,7 +296,7 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {
             let x = inner.x + u16::try_from(prompt.len() + cursor_col).unwrap_or(u16::MAX);
             frame.set_cursor_position(Position::new(x.min(inner.right() - 1), inner.y));
         }
-        Line::from(vec![Span::raw(prompt), Span::raw(visible)])
+        Line::from([vec![Span::raw(prompt)], visible].concat())
     };
     if app.input.is_empty() && inner.width > 0 && inner.height > 0 && !app.quitting() {
         let x = inner.x + u16::try_from(prompt.len()).unwrap_or(0);
@@ -302,28 +306,32 @@ fn draw_input(frame: &mut Frame, app: &App, area: Rect, bordered: bool) {
 }
 
 /// The part of the input that fits in `room` columns with the cursor in
-/// view, and the cursor's column within it.
-fn input_window(input: &str, cursor: usize, room: usize) -> (String, usize) {
-    let chars: Vec<char> = input
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    let width = |c: &char| unicode_width::UnicodeWidthChar::width(*c).unwrap_or(0);
-    let cursor = cursor.min(chars.len());
-    // Take characters left of the cursor while they fit, then fill right.
-    let mut start = cursor;
+/// view (as spans of [`cells`]), and the cursor's column within it. The
+/// cursor counts characters; inside a piece it stands after it.
+fn input_window(input: &str, cursor: usize, room: usize) -> (Vec<Span<'static>>, usize) {
+    let pieces = cells::pieces(input);
+    // The piece the cursor stands before.
+    let at = pieces
+        .iter()
+        .position(|p| p.char_start >= cursor)
+        .unwrap_or(pieces.len());
+    // Take pieces left of the cursor while they fit, then fill right.
+    let mut start = at;
     let mut used = 0;
-    while start > 0 && used + width(&chars[start - 1]) <= room {
+    while start > 0 && used + pieces[start - 1].width <= room {
         start -= 1;
-        used += width(&chars[start]);
+        used += pieces[start].width;
     }
     let cursor_col = used;
-    let mut end = cursor;
-    while end < chars.len() && used + width(&chars[end]) <= room {
-        used += width(&chars[end]);
+    let mut end = at;
+    while end < pieces.len() && used + pieces[end].width <= room {
+        used += pieces[end].width;
         end += 1;
     }
-    (chars[start..end].iter().collect(), cursor_col)
+    (
+        cells::piece_spans(&pieces[start..end], Style::new()),
+        cursor_col,
+    )
 }
 
 fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
@@ -343,7 +351,8 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect) {
         "no chat".to_owned()
     };
     let text = format!(" {server} | {me} | {session}");
-    let bar = Paragraph::new(Line::from(text)).style(Style::new().add_modifier(Modifier::REVERSED));
+    let bar = Paragraph::new(Line::from(cells::spans(&text, Style::new())))
+        .style(Style::new().add_modifier(Modifier::REVERSED));
     frame.render_widget(bar, area);
 }
 
@@ -407,9 +416,22 @@ mod tests {
 
     #[test]
     fn input_window_keeps_the_cursor_in_view() {
-        assert_eq!(input_window("hello", 5, 10), ("hello".into(), 5));
-        assert_eq!(input_window("hello world", 11, 5), ("world".into(), 5));
-        assert_eq!(input_window("hello world", 0, 5), ("hello".into(), 0));
-        assert_eq!(input_window("hello world", 3, 2), ("el".into(), 2));
+        let window = |input: &str, cursor, room| {
+            let (spans, col) = input_window(input, cursor, room);
+            (Line::from(spans).to_string(), col)
+        };
+        assert_eq!(window("hello", 5, 10), ("hello".into(), 5));
+        assert_eq!(window("hello world", 11, 5), ("world".into(), 5));
+        assert_eq!(window("hello world", 0, 5), ("hello".into(), 0));
+        assert_eq!(window("hello world", 3, 2), ("el".into(), 2));
+        // Clusters count their real columns: a ZWJ family drawn scalar by
+        // scalar takes six, CJK two each, e + combining acute one.
+        let family = "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}";
+        assert_eq!(
+            window(&format!("a{family}b"), 7, 20),
+            ("a\u{1f468}\u{1f469}\u{1f467}b".into(), 8)
+        );
+        assert_eq!(window("\u{4f60}\u{597d}x", 2, 3), ("\u{597d}x".into(), 2));
+        assert_eq!(window("e\u{301}x", 2, 5), ("e\u{301}x".into(), 1));
     }
 }

@@ -1,9 +1,11 @@
-//! Key presses: editing the input line (bounded, cursor in characters),
+//! Key presses and pastes: editing the input line (bounded, cursor in
+//! characters, moving and deleting by grapheme cluster),
 //! moving the selection, paging the chat, and what Enter sends. Every
 //! request gets a fresh id, so the answers (`sent`, `error`, a `/peers`
 //! list) are paired with what asked for them, not with arrival order.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use unicode_segmentation::UnicodeSegmentation;
 
 use super::{App, SessionView};
 use crate::engine::{Command, Request};
@@ -32,19 +34,17 @@ impl App {
         match key.code {
             KeyCode::Char('c') if ctrl => return self.quit(),
             KeyCode::Char('u') if ctrl => self.clear_input(),
-            KeyCode::Char(ch)
-                if !ctrl && !key.modifiers.contains(KeyModifiers::ALT) && !ch.is_control() =>
-            {
-                self.insert(ch)
+            KeyCode::Char(ch) if !ctrl && !key.modifiers.contains(KeyModifiers::ALT) => {
+                self.insert_typed(ch)
             }
             KeyCode::Enter => return self.submit(),
             KeyCode::Backspace if self.cursor > 0 => {
-                self.cursor -= 1;
+                self.cursor = self.boundary_before(self.cursor);
                 self.remove_at_cursor();
             }
             KeyCode::Delete => self.remove_at_cursor(),
-            KeyCode::Left => self.cursor = self.cursor.saturating_sub(1),
-            KeyCode::Right => self.cursor = (self.cursor + 1).min(self.input.chars().count()),
+            KeyCode::Left => self.cursor = self.boundary_before(self.cursor),
+            KeyCode::Right => self.cursor = self.boundary_after(self.cursor),
             KeyCode::Home => self.cursor = 0,
             KeyCode::End => self.cursor = self.input.chars().count(),
             KeyCode::Esc => self.clear_input(),
@@ -55,6 +55,31 @@ impl App {
             _ => {}
         }
         None
+    }
+
+    /// Applies a bracketed paste in one go: its text goes into the input
+    /// line at the cursor, and each line break sends the line so far, as
+    /// Enter would (one message per pasted line; blank lines are skipped,
+    /// so a paste never connects to the selected peer). The last line
+    /// stays in the input to edit. Control characters are dropped, like
+    /// typed ones.
+    pub fn on_paste(&mut self, text: &str) -> Vec<Request> {
+        let mut requests = Vec::new();
+        // CRLF, LF and a lone CR (what a terminal's Enter sends) all break.
+        let text = text.replace("\r\n", "\n").replace('\r', "\n");
+        let mut lines = text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            self.insert_str(line);
+            if lines.peek().is_none() {
+                break;
+            }
+            if self.input.trim().is_empty() {
+                self.clear_input();
+            } else {
+                requests.extend(self.submit());
+            }
+        }
+        requests
     }
 
     /// Rows one PageUp/PageDown moves: a page, keeping one row of context.
@@ -134,6 +159,33 @@ impl App {
         }
     }
 
+    /// Inserts a typed or pasted character; control characters are not
+    /// text and are dropped.
+    fn insert_typed(&mut self, ch: char) {
+        if !ch.is_control() {
+            self.insert(ch);
+        }
+    }
+
+    /// Inserts text at the cursor in one go (a paste: one pass, not one
+    /// per character), as much as fits in [`MAX_INPUT_BYTES`].
+    fn insert_str(&mut self, text: &str) {
+        let mut room = MAX_INPUT_BYTES.saturating_sub(self.input.len());
+        let mut added = String::new();
+        let mut count = 0;
+        for ch in text.chars().filter(|ch| !ch.is_control()) {
+            if ch.len_utf8() > room {
+                break;
+            }
+            room -= ch.len_utf8();
+            added.push(ch);
+            count += 1;
+        }
+        let at = self.byte_at(self.cursor);
+        self.input.insert_str(at, &added);
+        self.cursor += count;
+    }
+
     fn insert(&mut self, ch: char) {
         if self.input.len() + ch.len_utf8() > MAX_INPUT_BYTES {
             return;
@@ -143,11 +195,38 @@ impl App {
         self.cursor += 1;
     }
 
+    /// Removes the grapheme cluster after the cursor (an emoji with its
+    /// skin tone, a letter with its accents: what the user sees as one).
     fn remove_at_cursor(&mut self) {
-        if self.cursor < self.input.chars().count() {
-            let at = self.byte_at(self.cursor);
-            self.input.remove(at);
-        }
+        let end = self.boundary_after(self.cursor);
+        let (from, to) = (self.byte_at(self.cursor), self.byte_at(end));
+        self.input.replace_range(from..to, "");
+    }
+
+    /// Character offsets where grapheme clusters of the input start, and
+    /// its end: the cursor's stops.
+    fn boundaries(&self) -> impl Iterator<Item = usize> + '_ {
+        let mut chars = 0;
+        self.input
+            .graphemes(true)
+            .map(move |g| {
+                let start = chars;
+                chars += g.chars().count();
+                start
+            })
+            .chain(std::iter::once(self.input.chars().count()))
+    }
+
+    fn boundary_before(&self, cursor: usize) -> usize {
+        self.boundaries()
+            .take_while(|&b| b < cursor)
+            .last()
+            .unwrap_or(0)
+    }
+
+    fn boundary_after(&self, cursor: usize) -> usize {
+        let end = self.input.chars().count();
+        self.boundaries().find(|&b| b > cursor).unwrap_or(end)
     }
 
     fn clear_input(&mut self) {

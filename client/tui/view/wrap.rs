@@ -1,11 +1,12 @@
 //! Word wrapping for the chat pane: styled text cut into rows of a given
 //! width at spaces, continuation rows indented, overlong words split, and
-//! every grapheme measured in terminal columns (wide ones never halved).
+//! every grapheme measured in terminal columns (wide ones never halved),
+//! cut into the pieces of [`super::cells`].
 
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use unicode_segmentation::UnicodeSegmentation;
-use unicode_width::UnicodeWidthStr;
+
+use super::cells::{Piece, piece_spans, pieces};
 
 /// Word-wraps styled text to `width` columns. Rows after the first are
 /// indented by `indent` (when that leaves room); a word longer than a row
@@ -33,8 +34,8 @@ pub fn wrap(spans: &[(String, Style)], width: u16, indent: u16) -> Vec<Line<'sta
         .collect()
 }
 
-/// One grapheme to draw: its text, its columns and its style.
-type Cell<'a> = (&'a str, usize, Style);
+/// One piece to draw, with its style.
+type Cell<'a> = (Piece<'a>, Style);
 
 /// Splits styled text into words and the runs of spaces between them (the
 /// units wrapping keeps together), dropping zero-width graphemes.
@@ -42,18 +43,14 @@ fn tokens(spans: &[(String, Style)]) -> Vec<Vec<Cell<'_>>> {
     let mut tokens: Vec<Vec<Cell>> = Vec::new();
     let mut last_is_space = None;
     for (text, style) in spans {
-        for g in text.graphemes(true) {
-            let w = g.width();
-            if w == 0 {
-                continue;
-            }
-            let space = g == " ";
+        for piece in pieces(text) {
+            let space = piece.text == " ";
             if last_is_space != Some(space) {
                 tokens.push(Vec::new());
                 last_is_space = Some(space);
             }
             if let Some(token) = tokens.last_mut() {
-                token.push((g, w, *style));
+                token.push((piece, *style));
             }
         }
     }
@@ -95,8 +92,8 @@ impl<'a> Rows<'a> {
     /// not fit becomes the break; a word that does not fit starts the next
     /// row, and one longer than a whole row is split cell by cell.
     fn place(&mut self, token: Vec<Cell<'a>>) {
-        let token_width: usize = token.iter().map(|t| t.1).sum();
-        let is_space = token.first().is_some_and(|t| t.0 == " ");
+        let token_width: usize = token.iter().map(|t| t.0.width).sum();
+        let is_space = token.first().is_some_and(|t| t.0.text == " ");
         if self.used + token_width <= self.room() {
             self.used += token_width;
             if let Some(row) = self.rows.last_mut() {
@@ -113,10 +110,10 @@ impl<'a> Rows<'a> {
             self.break_row();
         }
         for cell in token {
-            if self.used + cell.1 > self.room() && self.used > 0 {
+            if self.used + cell.0.width > self.room() && self.used > 0 {
                 self.break_row();
             }
-            self.used += cell.1;
+            self.used += cell.0.width;
             if let Some(row) = self.rows.last_mut() {
                 row.push(cell);
             }
@@ -126,7 +123,7 @@ impl<'a> Rows<'a> {
     /// Ends the current row (dropping its trailing spaces) and starts one.
     fn break_row(&mut self) {
         if let Some(row) = self.rows.last_mut() {
-            while row.last().is_some_and(|cell| cell.0 == " ") {
+            while row.last().is_some_and(|cell| cell.0.text == " ") {
                 row.pop();
             }
         }
@@ -135,27 +132,23 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// One wrapped row as a line: `indent` spaces, then one span per run of
-/// cells with the same style.
+/// One wrapped row as a line: `indent` spaces, then the cells' spans
+/// (see [`super::cells::piece_spans`]), one per run of a style.
 fn styled_line(row: Vec<Cell>, indent: usize) -> Line<'static> {
     let mut line: Vec<Span<'static>> = Vec::new();
     if indent > 0 {
         line.push(Span::raw(" ".repeat(indent)));
     }
-    let mut text = String::new();
+    let mut run: Vec<Piece> = Vec::new();
     let mut style = None;
-    for (g, _, s) in row {
+    for (piece, s) in row {
         if style.is_some_and(|st| st != s) {
-            line.push(Span::styled(
-                std::mem::take(&mut text),
-                style.unwrap_or_default(),
-            ));
+            line.extend(piece_spans(&run, style.unwrap_or_default()));
+            run.clear();
         }
         style = Some(s);
-        text.push_str(g);
+        run.push(piece);
     }
-    if !text.is_empty() {
-        line.push(Span::styled(text, style.unwrap_or_default()));
-    }
+    line.extend(piece_spans(&run, style.unwrap_or_default()));
     Line::from(line)
 }
