@@ -264,6 +264,7 @@ fn start_server(tmux: &Tmux) -> u16 {
 }
 
 #[test]
+#[cfg_attr(missing_tmux, ignore = "tmux is not installed")]
 fn two_peers_chat_in_real_terminals() {
     if !tmux_or_skip() {
         return;
@@ -392,6 +393,7 @@ fn assert_borders_in_place(screen: &str, columns: usize) {
 }
 
 #[test]
+#[cfg_attr(missing_tmux, ignore = "tmux is not installed")]
 fn paste_and_emoji_keep_the_ui_whole() {
     if !tmux_or_skip() {
         return;

@@ -154,7 +154,7 @@ fn peers_appear_and_disappear_live() {
     let mut app = app();
     let rows = draw(&mut app, 100, 30);
     assert!(screen(&rows).contains("peers (0 online)"));
-    assert!(screen(&rows).contains("nobody online yet"));
+    assert!(screen(&rows).contains("nobody else is online"));
     assert_layout(&rows, 100);
 
     app.on_event(&Event::Peers {

@@ -92,7 +92,7 @@ fn draw_peers(frame: &mut Frame, app: &App, area: Rect, two_line: bool) {
     let online = app.peers().iter().filter(|p| p.online).count();
     let block = Block::bordered().title(format!(" peers ({online} online) "));
     if app.peers().is_empty() {
-        let empty = Paragraph::new(Line::styled("nobody online yet", dim())).block(block);
+        let empty = Paragraph::new(Line::styled("nobody else is online", dim())).block(block);
         frame.render_widget(empty, area);
         return;
     }

@@ -19,7 +19,7 @@ pub const MAX_INPUT_BYTES: usize = MAX_LINE_BYTES;
 
 /// Key bindings, shown by `/help` and in the README.
 pub const KEYS_HELP: &str = "keys: Up/Down select a peer, Enter (empty input) connects to it, \
-PageUp/PageDown scroll the chat, Left/Right/Home/End/Backspace/Delete edit, Esc clears the input, \
+PageUp/PageDown scroll the chat, Left/Right/Home/End/Backspace/Delete edit, Esc or Ctrl+U clears the input, \
 Ctrl+C quits; marks on your lines: \u{b7} queued, \u{2713} sent, \u{2713}\u{2713} delivered, \
 \u{2717} failed; marks on sessions: [e2e] end-to-end encrypted (/verify shows the safety number), \
 [unencrypted] a seed-protocol peer in plaintext (its lines carry the mark too)";
