@@ -488,6 +488,13 @@ async fn malformed_flood_does_not_disturb_a_live_session() {
         .to_owned();
     bob.event("connected").await;
     alice.event("connected").await;
+    // Only what the flood does counts: on a loaded machine a connect retry
+    // can reset the fresh session once before the flood starts (seen as
+    // `disconnected` `reset` then `connected` again), so let it settle and
+    // forget what came before.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while alice.events.try_recv().is_ok() {}
+    alice.seen.clear();
 
     let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let oversized = format!(
@@ -540,7 +547,12 @@ async fn malformed_flood_does_not_disturb_a_live_session() {
             "{e}"
         );
     }
-    assert!(!alice.seen.iter().any(|e| e["event"] == "disconnected"));
+    let disconnected: Vec<_> = alice
+        .seen
+        .iter()
+        .filter(|e| e["event"] == "disconnected")
+        .collect();
+    assert!(disconnected.is_empty(), "{disconnected:?}");
     alice.line("/quit").await;
     assert_eq!(alice.exit_code().await, 0);
     bob.wait("alice gone", |e| {
