@@ -18,7 +18,6 @@ pub mod keyfile;
 pub mod known_peers;
 pub mod safety;
 #[cfg(test)]
-#[cfg(test)]
 mod test_dir;
 
 pub use error::IdentityError;
